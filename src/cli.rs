@@ -1,0 +1,117 @@
+//! The command line: one subcommand per operator task, each with `--help`.
+//!
+//! Exit codes: 0 done; 1 the task failed (database down, Meta refused, …); 2 a bad argument or
+//! setting, reported on one line that names it.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::configuration::{ConfigError, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cdp-meta-sync",
+    version,
+    about = "Keeps Meta Custom Audiences and the Conversions API in step with a Postgres CDP"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending SQL migrations to DATABASE_URL (safe to run from several instances at once).
+    Migrate,
+    /// Run the worker: the scheduler (RUN_MODE=scheduler) or one pass over every due system (--once).
+    Run {
+        /// Sync every due system and send pending events, then exit (same as RUN_MODE=once).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Sync one system now, whatever its next_sync.
+    Sync {
+        /// The system_name of the configuration row.
+        #[arg(long)]
+        system: String,
+    },
+    /// Print every system's status, last and next sync, members, last error and lease.
+    Status,
+    /// Normalize and hash raw values (one per stdin line) as they would be sent to Meta.
+    Normalize {
+        /// Match key: EMAIL, PHONE, FN, LN, FI, CT, ST, ZIP, COUNTRY, DOBY, DOBM, DOBD, GEN, EXTERN_ID, MADID, LOOKALIKE_VALUE.
+        #[arg(long)]
+        key: String,
+        /// ISO 3166-1 alpha-2 country for phone numbers written without a country code.
+        #[arg(long)]
+        country: Option<String>,
+    },
+    /// Create the CDP's demo source tables, fill them with synthetic customers and add the three demo systems.
+    DemoData {
+        /// Number of customers to generate.
+        #[arg(long, default_value_t = 10_000)]
+        customers: u64,
+        /// Seed: the same customers and seed give the same rows.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Conversion events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Import store or website CSV exports into the cdp.conversion_events outbox.
+    Import {
+        /// Column map (TOML), e.g. config/maps/physical_store.toml.
+        #[arg(long)]
+        map: PathBuf,
+        /// Tenant the events belong to.
+        #[arg(long)]
+        tenant: i32,
+        /// Where rejected rows are written (default: <first file>.rejects.csv).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// CSV files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Runs the command and maps the outcome to an exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => return config_error(&e),
+    };
+    crate::telemetry::init(settings.worker.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::commands::execute(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => match e.downcast_ref::<ConfigError>() {
+            Some(config) => config_error(config),
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}

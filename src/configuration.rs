@@ -1,0 +1,499 @@
+//! Settings: `config/default.toml` (embedded in the binary) overlaid by environment variables.
+//!
+//! Every setting has one environment variable (listed in the README); a value that is missing
+//! where it is needed, or that does not parse, is a [`ConfigError`] naming the variable and what
+//! it accepts, which `main` prints on one line before exiting with status 2.
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::SecretString;
+
+const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// A setting that is missing or does not parse: names the variable and what it accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            variable: variable.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub meta: MetaSettings,
+    pub worker: WorkerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`; holds a password, hence secret.
+    #[serde(deserialize_with = "secret_from_string")]
+    pub url: SecretString,
+    pub pool_size: usize,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetaSettings {
+    pub graph_url: String,
+    pub api_version: String,
+    /// `FACEBOOK_ACCESS_TOKEN`: needed only by commands that call Meta.
+    #[serde(skip)]
+    pub access_token: Option<SecretString>,
+    /// `FACEBOOK_APP_SECRET`: when set, every call carries `appsecret_proof`.
+    #[serde(skip)]
+    pub app_secret: Option<SecretString>,
+    pub request_timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    pub retry_max_attempts: u32,
+    pub retry_min_delay_ms: u64,
+    pub retry_max_delay_secs: u64,
+    pub retry_max_elapsed_secs: u64,
+    pub throttle_max_wait_secs: u64,
+}
+
+impl MetaSettings {
+    /// The token, or the error that tells the operator to set it.
+    pub fn require_access_token(&self) -> Result<SecretString, ConfigError> {
+        self.access_token.clone().ok_or_else(|| {
+            ConfigError::new(
+                "FACEBOOK_ACCESS_TOKEN",
+                "missing; set it to a Meta system-user access token",
+            )
+        })
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+    pub fn retry_min_delay(&self) -> Duration {
+        Duration::from_millis(self.retry_min_delay_ms)
+    }
+    pub fn retry_max_delay(&self) -> Duration {
+        Duration::from_secs(self.retry_max_delay_secs)
+    }
+    pub fn retry_max_elapsed(&self) -> Duration {
+        Duration::from_secs(self.retry_max_elapsed_secs)
+    }
+    pub fn throttle_max_wait(&self) -> Duration {
+        Duration::from_secs(self.throttle_max_wait_secs)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    Scheduler,
+    Once,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerMode {
+    Facebook,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub mode: WorkerMode,
+    pub run_mode: RunMode,
+    #[serde(deserialize_with = "timezone_from_string")]
+    pub timezone: chrono_tz::Tz,
+    pub port: u16,
+    pub log_format: LogFormat,
+    pub poll_interval_secs: u64,
+    pub max_concurrent_systems: usize,
+    pub lease_secs: u64,
+    pub removal_guard_share: f64,
+    pub events_interval_secs: u64,
+    pub shutdown_grace_secs: u64,
+    pub extract_sql_file: String,
+}
+
+impl Settings {
+    /// Defaults overlaid by the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_env(&std::env::vars().collect())
+    }
+
+    /// Defaults overlaid by the given variables (tests pass their own map).
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut settings: Settings = toml::from_str(DEFAULT_TOML)
+            .map_err(|e| ConfigError::new("config/default.toml", e.to_string()))?;
+        settings.apply_env(env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let get = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        if let Some(v) = get("DATABASE_URL") {
+            self.database.url = SecretString::from(v.to_string());
+        }
+        set_parsed(
+            &get,
+            "DATABASE_POOL_SIZE",
+            "a whole number from 1 to 64",
+            &mut self.database.pool_size,
+        )?;
+        set_parsed(
+            &get,
+            "DATABASE_CONNECT_TIMEOUT_SECS",
+            "a whole number of seconds",
+            &mut self.database.connect_timeout_secs,
+        )?;
+
+        if let Some(v) = get("META_GRAPH_URL") {
+            self.meta.graph_url = v.trim_end_matches('/').to_string();
+        }
+        if let Some(v) = get("META_API_VERSION") {
+            self.meta.api_version = v.to_string();
+        }
+        self.meta.access_token =
+            get("FACEBOOK_ACCESS_TOKEN").map(|v| SecretString::from(v.to_string()));
+        self.meta.app_secret =
+            get("FACEBOOK_APP_SECRET").map(|v| SecretString::from(v.to_string()));
+        set_parsed(
+            &get,
+            "META_REQUEST_TIMEOUT_SECS",
+            "a whole number of seconds",
+            &mut self.meta.request_timeout_secs,
+        )?;
+        set_parsed(
+            &get,
+            "META_CONNECT_TIMEOUT_SECS",
+            "a whole number of seconds",
+            &mut self.meta.connect_timeout_secs,
+        )?;
+        set_parsed(
+            &get,
+            "META_RETRY_MAX_ATTEMPTS",
+            "a whole number of attempts",
+            &mut self.meta.retry_max_attempts,
+        )?;
+        set_parsed(
+            &get,
+            "META_RETRY_MIN_DELAY_MS",
+            "a whole number of milliseconds",
+            &mut self.meta.retry_min_delay_ms,
+        )?;
+        set_parsed(
+            &get,
+            "META_RETRY_MAX_DELAY_SECS",
+            "a whole number of seconds",
+            &mut self.meta.retry_max_delay_secs,
+        )?;
+        set_parsed(
+            &get,
+            "META_RETRY_MAX_ELAPSED_SECS",
+            "a whole number of seconds",
+            &mut self.meta.retry_max_elapsed_secs,
+        )?;
+        set_parsed(
+            &get,
+            "META_THROTTLE_MAX_WAIT_SECS",
+            "a whole number of seconds",
+            &mut self.meta.throttle_max_wait_secs,
+        )?;
+
+        if let Some(v) = get("WORKER_MODE") {
+            self.worker.mode = match v.to_ascii_lowercase().as_str() {
+                "facebook" => WorkerMode::Facebook,
+                _ => {
+                    return Err(ConfigError::new(
+                        "WORKER_MODE",
+                        format!("'{v}' is not accepted; expected facebook"),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = get("RUN_MODE") {
+            self.worker.run_mode = match v.to_ascii_lowercase().as_str() {
+                "scheduler" => RunMode::Scheduler,
+                "once" => RunMode::Once,
+                _ => {
+                    return Err(ConfigError::new(
+                        "RUN_MODE",
+                        format!("'{v}' is not accepted; expected scheduler or once"),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = get("TZ") {
+            // A leading ':' is the POSIX "read from the tz database" form (TZ=:America/Bogota).
+            self.worker.timezone = v.trim_start_matches(':').parse().map_err(|_| {
+                ConfigError::new("TZ", format!("'{v}' is not accepted; expected an IANA time zone such as America/Argentina/Buenos_Aires or UTC"))
+            })?;
+        }
+        set_parsed(
+            &get,
+            "PORT",
+            "a port number from 0 to 65535",
+            &mut self.worker.port,
+        )?;
+        if let Some(v) = get("LOG_FORMAT") {
+            self.worker.log_format = match v.to_ascii_lowercase().as_str() {
+                "json" => LogFormat::Json,
+                "pretty" => LogFormat::Pretty,
+                _ => {
+                    return Err(ConfigError::new(
+                        "LOG_FORMAT",
+                        format!("'{v}' is not accepted; expected json or pretty"),
+                    ));
+                }
+            };
+        }
+        set_parsed(
+            &get,
+            "SCHEDULER_INTERVAL_SECS",
+            "a whole number of seconds",
+            &mut self.worker.poll_interval_secs,
+        )?;
+        set_parsed(
+            &get,
+            "SCHEDULER_MAX_CONCURRENT",
+            "a whole number from 1 to 64",
+            &mut self.worker.max_concurrent_systems,
+        )?;
+        set_parsed(
+            &get,
+            "LEASE_SECS",
+            "a whole number of seconds",
+            &mut self.worker.lease_secs,
+        )?;
+        set_parsed(
+            &get,
+            "REMOVAL_GUARD_SHARE",
+            "a share from 0 to 1, such as 0.2",
+            &mut self.worker.removal_guard_share,
+        )?;
+        set_parsed(
+            &get,
+            "EVENTS_INTERVAL_SECS",
+            "a whole number of seconds",
+            &mut self.worker.events_interval_secs,
+        )?;
+        set_parsed(
+            &get,
+            "SHUTDOWN_GRACE_SECS",
+            "a whole number of seconds",
+            &mut self.worker.shutdown_grace_secs,
+        )?;
+        if let Some(v) = get("EXTRACT_SQL_FILE") {
+            self.worker.extract_sql_file = v.to_string();
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        use crate::secret::ExposeSecret;
+        if !(1..=64).contains(&self.database.pool_size) {
+            return Err(ConfigError::new(
+                "DATABASE_POOL_SIZE",
+                "expected a whole number from 1 to 64",
+            ));
+        }
+        if !(1..=64).contains(&self.worker.max_concurrent_systems) {
+            return Err(ConfigError::new(
+                "SCHEDULER_MAX_CONCURRENT",
+                "expected a whole number from 1 to 64",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.worker.removal_guard_share) {
+            return Err(ConfigError::new(
+                "REMOVAL_GUARD_SHARE",
+                "expected a share from 0 to 1, such as 0.2",
+            ));
+        }
+        if self.worker.poll_interval_secs == 0 || self.worker.events_interval_secs == 0 {
+            return Err(ConfigError::new(
+                "SCHEDULER_INTERVAL_SECS",
+                "expected at least 1 second",
+            ));
+        }
+        if self.worker.lease_secs < 30 {
+            return Err(ConfigError::new(
+                "LEASE_SECS",
+                "expected at least 30 seconds",
+            ));
+        }
+        if self.meta.retry_max_attempts == 0 {
+            return Err(ConfigError::new(
+                "META_RETRY_MAX_ATTEMPTS",
+                "expected at least 1",
+            ));
+        }
+        let url = self.database.url.expose_secret();
+        if url.parse::<tokio_postgres::Config>().is_err() {
+            // Never echo the URL: it carries the password.
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "not a valid connection string; expected postgres://user:password@host:port/database[?sslmode=disable|prefer|require]",
+            ));
+        }
+        if !(self.meta.graph_url.starts_with("http://")
+            || self.meta.graph_url.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "META_GRAPH_URL",
+                "expected an http:// or https:// URL",
+            ));
+        }
+        let v = &self.meta.api_version;
+        let well_formed = v.len() > 1
+            && v.starts_with('v')
+            && v[1..]
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        if !well_formed {
+            return Err(ConfigError::new(
+                "META_API_VERSION",
+                format!("'{v}' is not accepted; expected a Graph API version such as v26.0"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn set_parsed<'a, T: FromStr>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    name: &str,
+    accepted: &str,
+    target: &mut T,
+) -> Result<(), ConfigError> {
+    if let Some(v) = get(name) {
+        *target = v.parse().map_err(|_| {
+            ConfigError::new(name, format!("'{v}' is not accepted; expected {accepted}"))
+        })?;
+    }
+    Ok(())
+}
+
+fn secret_from_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    Ok(SecretString::from(String::deserialize(d)?))
+}
+
+fn timezone_from_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+impl fmt::Display for RunMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunMode::Scheduler => "scheduler",
+            RunMode::Once => "once",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_embedded_defaults_load_without_any_environment() {
+        let s = Settings::from_env(&HashMap::new()).unwrap();
+        assert_eq!(s.meta.api_version, "v26.0");
+        assert_eq!(s.meta.graph_url, "https://graph.facebook.com");
+        assert_eq!(s.worker.run_mode, RunMode::Scheduler);
+        assert!(s.meta.access_token.is_none());
+    }
+
+    #[test]
+    fn environment_variables_override_the_defaults() {
+        let s = Settings::from_env(&env(&[
+            ("RUN_MODE", "once"),
+            ("TZ", "America/Argentina/Buenos_Aires"),
+            ("PORT", "9000"),
+            ("META_GRAPH_URL", "http://127.0.0.1:1234/"),
+            ("FACEBOOK_ACCESS_TOKEN", "tok"),
+        ]))
+        .unwrap();
+        assert_eq!(s.worker.run_mode, RunMode::Once);
+        assert_eq!(
+            s.worker.timezone,
+            chrono_tz::America::Argentina::Buenos_Aires
+        );
+        assert_eq!(s.worker.port, 9000);
+        assert_eq!(s.meta.graph_url, "http://127.0.0.1:1234");
+        assert!(s.meta.require_access_token().is_ok());
+    }
+
+    #[test]
+    fn an_unparsable_value_names_the_variable_and_what_it_accepts() {
+        let e = Settings::from_env(&env(&[("RUN_MODE", "sometimes")])).unwrap_err();
+        assert_eq!(e.variable, "RUN_MODE");
+        assert!(e.to_string().contains("scheduler or once"), "{e}");
+        let e = Settings::from_env(&env(&[("PORT", "eighty")])).unwrap_err();
+        assert_eq!(e.variable, "PORT");
+        let e = Settings::from_env(&env(&[("TZ", "Mars/Olympus")])).unwrap_err();
+        assert_eq!(e.variable, "TZ");
+        let e = Settings::from_env(&env(&[("REMOVAL_GUARD_SHARE", "2")])).unwrap_err();
+        assert_eq!(e.variable, "REMOVAL_GUARD_SHARE");
+        let e = Settings::from_env(&env(&[("META_API_VERSION", "latest")])).unwrap_err();
+        assert_eq!(e.variable, "META_API_VERSION");
+    }
+
+    #[test]
+    fn a_bad_database_url_is_reported_without_echoing_its_password() {
+        let e = Settings::from_env(&env(&[(
+            "DATABASE_URL",
+            "postgres://u:hunter2@h:notaport/db",
+        )]))
+        .unwrap_err();
+        assert_eq!(e.variable, "DATABASE_URL");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_access_token_is_reported_when_required() {
+        let s = Settings::from_env(&HashMap::new()).unwrap();
+        let e = s.meta.require_access_token().unwrap_err();
+        assert_eq!(e.variable, "FACEBOOK_ACCESS_TOKEN");
+    }
+
+    #[test]
+    fn settings_debug_output_does_not_show_secrets() {
+        let s = Settings::from_env(&env(&[
+            ("DATABASE_URL", "postgres://u:hunter2@localhost/db"),
+            ("FACEBOOK_ACCESS_TOKEN", "EAAsecret"),
+            ("FACEBOOK_APP_SECRET", "appsecret123"),
+        ]))
+        .unwrap();
+        let shown = format!("{s:?}");
+        for secret in ["hunter2", "EAAsecret", "appsecret123"] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+    }
+}

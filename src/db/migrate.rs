@@ -1,0 +1,89 @@
+//! Versioned SQL migrations from `sql/`, embedded in the binary.
+//!
+//! Each file runs once, in its own transaction, and is recorded in `cdp.schema_migrations` with a
+//! checksum. A session-level advisory lock serializes concurrent `migrate` runs (two replicas
+//! starting together): the second waits, then finds nothing left to do. An applied migration
+//! whose file has changed is an error: add a new migration instead of editing an old one.
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+
+/// `(version, name, sql)` in order. Add new files here.
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "initial", include_str!("../../sql/0001_initial.sql"))];
+
+/// Arbitrary but fixed key for `pg_advisory_lock`: "cdpmeta" in ASCII.
+const LOCK_KEY: i64 = 0x0063_6470_6d65_7461;
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub applied: Vec<i32>,
+    pub already_applied: usize,
+}
+
+pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<MigrationReport> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await
+        .context("Failed to take the migration lock")?;
+    let result = apply_pending(client).await;
+    // Unlock even when a migration failed; the session ends soon after anyway.
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+    let report = result?;
+    unlocked.context("Failed to release the migration lock")?;
+    Ok(report)
+}
+
+async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<MigrationReport> {
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS cdp;
+             CREATE TABLE IF NOT EXISTS cdp.schema_migrations (
+                 version INTEGER PRIMARY KEY,
+                 name TEXT NOT NULL,
+                 checksum TEXT NOT NULL,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             );",
+        )
+        .await
+        .context("Failed to create cdp.schema_migrations")?;
+    let rows = client
+        .query("SELECT version, checksum FROM cdp.schema_migrations", &[])
+        .await
+        .context("Failed to read cdp.schema_migrations")?;
+    let applied: std::collections::HashMap<i32, String> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+
+    let mut report = MigrationReport {
+        applied: Vec::new(),
+        already_applied: 0,
+    };
+    for &(version, name, sql) in MIGRATIONS {
+        let checksum = const_hex::encode(Sha256::digest(sql.as_bytes()));
+        match applied.get(&version) {
+            Some(existing) if *existing == checksum => {
+                report.already_applied += 1;
+                continue;
+            }
+            Some(_) => bail!(
+                "migration {version:04}_{name} was changed after it was applied; add a new migration instead"
+            ),
+            None => {}
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql)
+            .await
+            .with_context(|| format!("Failed to apply migration {version:04}_{name}"))?;
+        tx.execute(
+            "INSERT INTO cdp.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&version, &name, &checksum],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version, name, "migration applied");
+        report.applied.push(version);
+    }
+    Ok(report)
+}

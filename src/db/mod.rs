@@ -1,0 +1,5 @@
+//! Postgres: the connection pool, migrations, and one module of queries per table we own.
+pub mod migrate;
+pub mod pool;
+
+pub use pool::{Pool, connect_pool, connect_single, tls_connector};

@@ -1,0 +1,150 @@
+//! The connection pool (deadpool-postgres) and single connections (LISTEN, COPY), over TLS when
+//! the server offers it.
+//!
+//! `sslmode` follows libpq: `disable` is plain TCP; `prefer` (the default) and `require` encrypt
+//! without verifying the certificate, which is what Railway's public Postgres (a self-signed
+//! per-instance CA) needs. With `PG_CA_CERT` (a PEM file) the certificate is verified against it.
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::configuration::DatabaseSettings;
+use crate::secret::ExposeSecret;
+
+pub type Pool = deadpool_postgres::Pool;
+
+/// A pool sized and timed from the settings; connections are checked before reuse, because the
+/// worker idles for hours between runs and the server may have closed them.
+pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let config = pg_config(settings)?;
+    let manager = Manager::from_config(
+        config,
+        tls_connector()?,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    let timeout = Some(Duration::from_secs(settings.connect_timeout_secs));
+    Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(timeout)
+        .create_timeout(timeout)
+        .recycle_timeout(timeout)
+        .build()
+        .context("Failed to build the Postgres pool")
+}
+
+/// One connection outside the pool, with its connection task spawned. For LISTEN use
+/// [`crate::scheduler`]'s listener, which drives the connection itself.
+pub async fn connect_single(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::Client> {
+    let config = pg_config(settings)?;
+    let (client, connection) = config
+        .connect(tls_connector()?)
+        .await
+        .context("Failed to connect to Postgres")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+pub fn pg_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = settings
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid connection string"))?;
+    config.connect_timeout(Duration::from_secs(settings.connect_timeout_secs));
+    if config.get_application_name().is_none() {
+        config.application_name("cdp-meta-sync");
+    }
+    Ok(config)
+}
+
+/// rustls for Postgres: verify against `PG_CA_CERT` when given, otherwise encrypt without
+/// verification (libpq's `sslmode=require`).
+pub fn tls_connector() -> anyhow::Result<MakeRustlsConnect> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("Failed to set up TLS")?;
+    let config = match std::env::var("PG_CA_CERT").ok().filter(|p| !p.is_empty()) {
+        Some(path) => {
+            let pem =
+                std::fs::read(&path).with_context(|| format!("PG_CA_CERT: cannot read {path}"))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                let cert: CertificateDer<'static> =
+                    cert.context("PG_CA_CERT: not a PEM certificate")?;
+                roots
+                    .add(cert)
+                    .context("PG_CA_CERT: unusable certificate")?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// Accepts any server certificate but still checks the handshake signatures: encryption without
+/// authentication, exactly libpq's `sslmode=require`.
+#[derive(Debug)]
+struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,15 @@
+//! cdp-meta-sync: keeps Meta Custom Audiences and the Conversions API in step with a Postgres CDP.
+pub mod cli;
+pub mod commands;
+pub mod configuration;
+pub mod db;
+pub mod demo;
+pub mod events;
+pub mod http;
+pub mod identity;
+pub mod meta;
+pub mod sandbox;
+pub mod scheduler;
+pub mod secret;
+pub mod sync;
+pub mod telemetry;
