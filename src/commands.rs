@@ -8,6 +8,7 @@ use crate::db;
 pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Migrate => migrate(&settings).await,
+        Command::DemoData { customers, seed } => demo_data(&settings, customers, seed).await,
         other => anyhow::bail!("{other:?}: not available in this build yet"),
     }
 }
@@ -22,6 +23,19 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         "migrations: {} applied, {} already applied",
         report.applied.len(),
         report.already_applied
+    );
+    Ok(())
+}
+
+async fn demo_data(settings: &Settings, customers: u64, seed: u64) -> anyhow::Result<()> {
+    let client = db::connect_single(&settings.database).await?;
+    let started = std::time::Instant::now();
+    let report = crate::demo::load(&client, customers, seed).await?;
+    println!(
+        "demo data: {} customers (seed {seed}) in {:.1} s; {} demo systems added",
+        report.customers,
+        started.elapsed().as_secs_f64(),
+        report.systems_added
     );
     Ok(())
 }

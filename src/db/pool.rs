@@ -64,6 +64,10 @@ pub fn pg_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::
         .parse()
         .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid connection string"))?;
     config.connect_timeout(Duration::from_secs(settings.connect_timeout_secs));
+    // The server's NOTICEs (e.g. "schema already exists, skipping") are noise in our logs.
+    if config.get_options().is_none() {
+        config.options("-c client_min_messages=warning");
+    }
     if config.get_application_name().is_none() {
         config.application_name("cdp-meta-sync");
     }

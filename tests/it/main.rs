@@ -1,0 +1,5 @@
+//! Integration tests against a real Postgres (and the Meta sandbox): one binary, a module per area.
+mod cli;
+mod demo;
+mod migrations;
+mod support;
