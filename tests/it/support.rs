@@ -4,11 +4,9 @@ use std::collections::HashMap;
 
 use cdp_meta_sync::configuration::{DatabaseSettings, Settings};
 use cdp_meta_sync::db::{self, Pool};
-use cdp_meta_sync::secret::{ExposeSecret, SecretString};
+use cdp_meta_sync::secret::ExposeSecret;
 
 pub struct TestDb {
-    pub name: String,
-    pub url: String,
     pub settings: Settings,
     pub pool: Pool,
 }
@@ -83,10 +81,6 @@ pub fn database_settings(url: &str) -> DatabaseSettings {
 impl TestDb {
     pub async fn client(&self) -> deadpool_postgres::Object {
         self.pool.get().await.expect("pooled connection")
-    }
-
-    pub fn url_secret(&self) -> SecretString {
-        SecretString::from(self.url.clone())
     }
 
     /// The database URL as a plain string, for child processes.
