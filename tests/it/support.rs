@@ -56,12 +56,7 @@ pub async fn empty_database() -> TestDb {
     let url = url_for_database(&name);
     let settings = settings_for(&url, &[]);
     let pool = db::connect_pool(&settings.database).expect("pool");
-    TestDb {
-        name,
-        url,
-        settings,
-        pool,
-    }
+    TestDb { settings, pool }
 }
 
 /// Creates a database and applies every migration.
