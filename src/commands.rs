@@ -1,29 +1,135 @@
 //! What each subcommand does, once settings are loaded: the glue between the CLI and the library.
+use std::sync::Arc;
+
 use anyhow::Context;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::Command;
-use crate::configuration::Settings;
+use crate::configuration::{RunMode, Settings};
 use crate::db;
+use crate::meta::MetaClient;
+use crate::scheduler::{self, Health};
+use crate::sync::{Outcome, SyncContext, Trigger};
 
 pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Migrate => migrate(&settings).await,
         Command::DemoData { customers, seed } => demo_data(&settings, customers, seed).await,
-        other => anyhow::bail!("{other:?}: not available in this build yet"),
+        Command::Run { once } => {
+            if once || settings.worker.run_mode == RunMode::Once {
+                run_once(settings).await
+            } else {
+                run_scheduler(settings).await
+            }
+        }
+        Command::Sync { system } => sync_one(settings, &system).await,
+        Command::Status => status(&settings).await,
+        Command::Normalize { key, country } => normalize(&key, country.as_deref()),
+        Command::Events { .. } => anyhow::bail!("events: not available in this build yet"),
     }
+}
+
+fn sync_context(settings: Settings) -> anyhow::Result<SyncContext> {
+    let token = settings.meta.require_access_token()?;
+    let meta = MetaClient::new(&settings.meta, token).context("Failed to build the Meta client")?;
+    crate::sync::run::context(settings, meta)
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let mut client = db::connect_single(&settings.database).await?;
-    let report = db::migrate::run(&mut client)
-        .await
-        .context("Migration failed")?;
+    let report = db::migrate::run(&mut client).await.context("Migration failed")?;
     tracing::info!(applied = ?report.applied, already_applied = report.already_applied, "migrations done");
     println!(
         "migrations: {} applied, {} already applied",
         report.applied.len(),
         report.already_applied
     );
+    Ok(())
+}
+
+async fn run_once(settings: Settings) -> anyhow::Result<()> {
+    let ctx = sync_context(settings)?;
+    let shutdown = shutdown_on_signal();
+    let reports = scheduler::run_due(&ctx, Trigger::Once, &shutdown).await?;
+    for r in &reports {
+        println!("{}: {}", r.system_name, describe(&r.outcome, r.members));
+    }
+    if reports.is_empty() {
+        println!("no system was due");
+    }
+    Ok(())
+}
+
+async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
+    let port = settings.worker.port;
+    let interval = std::time::Duration::from_secs(settings.worker.poll_interval_secs);
+    let database = settings.database.clone();
+    let ctx = sync_context(settings)?;
+    let shutdown = shutdown_on_signal();
+    let health = Arc::new(Health::default());
+    let wake = Arc::new(Notify::new());
+
+    let listener = tokio::net::TcpListener::bind(("::", port))
+        .await
+        .with_context(|| format!("PORT {port}: cannot listen"))?;
+    let app = crate::http::router(ctx.pool.clone(), health.clone(), interval);
+    let http = tokio::spawn(crate::http::serve(listener, app, shutdown.clone()));
+    let listen = tokio::spawn(scheduler::listen(
+        database,
+        vec![(scheduler::CONFIG_CHANNEL, wake.clone())],
+        shutdown.clone(),
+    ));
+    scheduler::run_scheduler(ctx, health, wake, shutdown.clone()).await?;
+    shutdown.cancel();
+    let _ = listen.await;
+    let _ = http.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn sync_one(settings: Settings, system: &str) -> anyhow::Result<()> {
+    let ctx = sync_context(settings)?;
+    let row = {
+        let client = ctx.pool.get().await.context("Failed to get a database connection")?;
+        db::configurations::claim_by_name(&**client, system, &ctx.worker_id, ctx.settings.worker.lease_secs as i64).await?
+    };
+    let report = crate::sync::sync_system(&ctx, row, Trigger::Manual, shutdown_on_signal()).await;
+    println!("{}: {}", report.system_name, describe(&report.outcome, report.members));
+    match report.outcome {
+        Outcome::Failed(_) | Outcome::InvalidConfig(_) => anyhow::bail!("sync of {system} did not succeed"),
+        _ => Ok(()),
+    }
+}
+
+fn describe(outcome: &Outcome, members: i64) -> String {
+    match outcome {
+        Outcome::Success => format!("success, {members} members"),
+        Outcome::Partial => format!("partial (removals held), {members} members"),
+        Outcome::Interrupted => "interrupted".to_string(),
+        Outcome::Failed(e) => format!("failed: {e}"),
+        Outcome::InvalidConfig(e) => format!("invalid_config: {e}"),
+    }
+}
+
+async fn status(settings: &Settings) -> anyhow::Result<()> {
+    let client = db::connect_single(&settings.database).await?;
+    let rows = db::configurations::status_rows(&client).await.context("Failed to read the systems")?;
+    print!("{}", crate::status::render(&rows));
+    Ok(())
+}
+
+fn normalize(key: &str, country: Option<&str>) -> anyhow::Result<()> {
+    let key: crate::identity::MatchKey = key
+        .parse()
+        .map_err(|e| crate::configuration::ConfigError::new("--key", format!("{e}")))?;
+    if let Some(c) = country {
+        crate::identity::Normalizer::new(Some(c))
+            .map_err(|_| crate::configuration::ConfigError::new("--country", format!("'{c}' is not an ISO 3166-1 country")))?;
+    }
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    crate::identity::run_normalize(key, country, stdin.lock(), std::io::BufWriter::new(stdout.lock()))?;
     Ok(())
 }
 
@@ -38,4 +144,23 @@ async fn demo_data(settings: &Settings, customers: u64, seed: u64) -> anyhow::Re
         report.systems_added
     );
     Ok(())
+}
+
+/// A token cancelled on SIGTERM (Railway's stop) or SIGINT (Ctrl-C).
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutdown signal received");
+        cancel.cancel();
+    });
+    token
 }

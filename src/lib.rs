@@ -9,6 +9,7 @@ pub mod http;
 pub mod identity;
 pub mod meta;
 pub mod sandbox;
+pub mod status;
 pub mod scheduler;
 pub mod secret;
 pub mod sync;

@@ -1,1 +1,175 @@
-//! (in progress)
+//! The scheduler: claims due systems and syncs them, up to a configured number at once.
+//!
+//! Due state lives in the table (`next_sync`), so restarts lose nothing and any number of replicas
+//! can run: a system is claimed under a lease with `FOR UPDATE SKIP LOCKED`, so each is synced by
+//! one worker at a time. The loop wakes on an interval and on `NOTIFY` from the configuration
+//! table's trigger, so an `INSERT` or `UPDATE … SET next_sync = now()` starts within seconds.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::configurations::claim_due;
+use crate::sync::{RunReport, SyncContext, Trigger, sync_system};
+
+/// The configuration table's NOTIFY channel (see `sql/0001_initial.sql`).
+pub const CONFIG_CHANNEL: &str = "cdp_facebook_configurations";
+
+/// Liveness of the scheduler loop, read by `/healthz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Unix seconds of the loop's last turn.
+    last_beat: AtomicI64,
+    /// Set once the loop has started; `/healthz` is 503 before.
+    started: AtomicBool,
+}
+
+impl Health {
+    pub fn beat(&self) {
+        self.started.store(true, Ordering::Relaxed);
+        self.last_beat.store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+    }
+
+    /// True when the loop turned within three intervals.
+    pub fn loop_alive(&self, interval: Duration) -> bool {
+        let age = chrono::Utc::now().timestamp() - self.last_beat.load(Ordering::Relaxed);
+        self.started.load(Ordering::Relaxed) && age <= 3 * interval.as_secs() as i64 + 5
+    }
+}
+
+/// Syncs every due system, then returns (RUN_MODE=once, `run --once`, and tests). Stops claiming
+/// when `cancel` fires.
+pub async fn run_due(ctx: &SyncContext, trigger: Trigger, cancel: &CancellationToken) -> anyhow::Result<Vec<RunReport>> {
+    let mut reports = Vec::new();
+    let limit = ctx.settings.worker.max_concurrent_systems as i64;
+    while !cancel.is_cancelled() {
+        let claimed = {
+            let client = ctx.pool.get().await.context("Failed to get a database connection")?;
+            claim_due(&**client, &ctx.worker_id, ctx.settings.worker.lease_secs as i64, limit).await?
+        };
+        if claimed.is_empty() {
+            break;
+        }
+        let runs = claimed.into_iter().map(|row| sync_system(ctx, row, trigger, cancel.clone()));
+        reports.extend(futures_util::future::join_all(runs).await);
+    }
+    Ok(reports)
+}
+
+/// The long-running loop. Returns when `shutdown` fires and in-flight syncs have finished their
+/// current batch and released their leases (or the grace period ran out).
+pub async fn run_scheduler(ctx: SyncContext, health: Arc<Health>, wake: Arc<Notify>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let interval = Duration::from_secs(ctx.settings.worker.poll_interval_secs);
+    let max = ctx.settings.worker.max_concurrent_systems;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running: JoinSet<RunReport> = JoinSet::new();
+    tracing::info!(worker = %ctx.worker_id, interval_secs = interval.as_secs(), max_concurrent = max, "scheduler started");
+    loop {
+        health.beat();
+        let free = max.saturating_sub(running.len());
+        if free > 0 {
+            match claim(&ctx, free as i64).await {
+                Ok(rows) => {
+                    for row in rows {
+                        let ctx = ctx.clone();
+                        let cancel = shutdown.child_token();
+                        running.spawn(async move { sync_system(&ctx, row, Trigger::Schedule, cancel).await });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "claiming due systems failed; will retry"),
+            }
+        }
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = wake.notified() => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    let grace = Duration::from_secs(ctx.settings.worker.shutdown_grace_secs);
+    tracing::info!(in_flight = running.len(), "shutting down: finishing in-flight batches");
+    let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("grace period over; abandoning in-flight syncs (their leases will expire)");
+        running.abort_all();
+    }
+    Ok(())
+}
+
+async fn claim(ctx: &SyncContext, limit: i64) -> anyhow::Result<Vec<crate::sync::system::SystemRow>> {
+    let client = ctx.pool.get().await.context("Failed to get a database connection")?;
+    Ok(claim_due(&**client, &ctx.worker_id, ctx.settings.worker.lease_secs as i64, limit).await?)
+}
+
+/// Listens on `channels` with a dedicated connection (pooled connections never see NOTIFY) and
+/// wakes `wake` on each notification. Reconnects after errors until `shutdown`.
+pub async fn listen(
+    settings: crate::configuration::DatabaseSettings,
+    channels: Vec<(&'static str, Arc<Notify>)>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        if let Err(e) = listen_once(&settings, &channels, &shutdown).await {
+            tracing::warn!(error = %format!("{e:#}"), "LISTEN connection lost; reconnecting");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+}
+
+async fn listen_once(
+    settings: &crate::configuration::DatabaseSettings,
+    channels: &[(&'static str, Arc<Notify>)],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let config = crate::db::pool::pg_config(settings)?;
+    let (client, mut connection) = config
+        .connect(crate::db::tls_connector()?)
+        .await
+        .context("Failed to connect for LISTEN")?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    let _ = tx.send(n.channel().to_string());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    let listen: String = channels.iter().map(|(c, _)| format!("LISTEN {c};")).collect();
+    client.batch_execute(&listen).await.context("LISTEN failed")?;
+    // A notification may have been missed while disconnected: wake everyone once.
+    for (_, notify) in channels {
+        notify.notify_one();
+    }
+    loop {
+        tokio::select! {
+            channel = rx.recv() => match channel {
+                Some(channel) => {
+                    for (name, notify) in channels {
+                        if *name == channel {
+                            notify.notify_one();
+                        }
+                    }
+                }
+                None => break,
+            },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    driver.abort();
+    Ok(())
+}

@@ -1,5 +1,7 @@
 //! Postgres: the connection pool, migrations, and one module of queries per table we own.
+pub mod configurations;
 pub mod migrate;
 pub mod pool;
+pub mod runs;
 
 pub use pool::{Pool, connect_pool, connect_single, tls_connector};

@@ -1,1 +1,14 @@
-//! (in progress)
+//! One system's audience sync: from the CDP's customers to a Meta Custom Audience equal to them.
+//! [`run::sync_system`] is the entry point; each step has its own file.
+pub mod audience;
+pub mod cells;
+pub mod diff;
+pub mod extract;
+pub mod guard;
+pub mod member;
+pub mod run;
+pub mod stage;
+pub mod system;
+pub mod upload;
+
+pub use run::{Outcome, RunReport, SyncContext, Trigger, sync_system};

@@ -1,0 +1,31 @@
+# Multi-stage build: cargo-chef caches the dependency layer, so a source change rebuilds only our
+# crate. Runtime: debian-slim with CA certificates (reqwest/rustls reads the OS store), non-root.
+# Not built in CI (no Docker engine there); kept conventional.
+FROM rust:1.95-bookworm AS chef
+RUN cargo install cargo-chef --locked
+WORKDIR /app
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /app/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked --bin cdp-meta-sync --bin meta-sandbox
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates tzdata \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home app
+COPY --from=builder /app/target/release/cdp-meta-sync /usr/local/bin/cdp-meta-sync
+COPY --from=builder /app/target/release/meta-sandbox /usr/local/bin/meta-sandbox
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+USER app
+ENV RUN_MODE=scheduler LOG_FORMAT=json PORT=8080
+EXPOSE 8080
+# Migrations first (safe with several replicas: an advisory lock serializes them), then the worker.
+ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
+CMD ["run"]

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Benchmark: generate N customers, full sync of the demo systems against the sandbox, then an
+# incremental sync after 1 % churn (customers moved to Lost, emails changed, customers added).
+# Prints rows/s (customers extracted per second of wall time) and the worker's peak RSS.
+# Usage: scripts/bench-sync.sh [N ...]   (default: 100000 1000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=("${@:-100000 1000000}")
+[ $# -eq 0 ] && sizes=(100000 1000000)
+source scripts/postgres.sh
+ensure_postgres
+cargo build --release --locked --bin cdp-meta-sync --bin meta-sandbox >&2
+bin="${CARGO_TARGET_DIR:-target}/release"
+export LOG_FORMAT=json RUST_LOG=warn FACEBOOK_ACCESS_TOKEN=bench-token
+psql_admin() { su postgres -c "psql -p $PGPORT -qAt $*"; }
+
+measure() { # prints "wall_seconds peak_rss_kb" of the command
+    /usr/bin/time -f "%e %M" -o /tmp/bench-sync-time "$@" >/dev/null 2>/tmp/bench-sync-stderr
+    cat /tmp/bench-sync-time
+}
+
+printf '%-10s %-12s %10s %12s %10s %12s\n' customers phase wall_s rows_per_s rss_mb changes
+for n in "${sizes[@]}"; do
+    psql_admin -c "'DROP DATABASE IF EXISTS cdp_bench'" >/dev/null
+    psql_admin -c "'CREATE DATABASE cdp_bench OWNER cdp'" >/dev/null
+    export DATABASE_URL="postgres://cdp:cdp@127.0.0.1:$PGPORT/cdp_bench"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$bin/meta-sandbox" --port "$port" >/dev/null 2>&1 &
+    sandbox=$!
+    for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+    export META_GRAPH_URL="http://127.0.0.1:$port"
+    "$bin/cdp-meta-sync" migrate >/dev/null
+    "$bin/cdp-meta-sync" demo-data --customers "$n" >/dev/null
+    sql() { psql "$DATABASE_URL" -qAt -c "$1"; }
+
+    for phase in full churn_1pct; do
+        if [ "$phase" = churn_1pct ]; then
+            # 1 % churn: 0.4 % leave (Lost), 0.3 % change email, 0.3 % new customers.
+            sql "UPDATE cdp_rfm_analysis SET rfm_segment = 'Lost' WHERE customer_id % 250 = 7" >/dev/null
+            sql "UPDATE customers_master SET email = 'changed.' || id || '@example.org' WHERE id % 333 = 11" >/dev/null
+            sql "INSERT INTO customers_master (id, tenant_id, email, phone, firstname, lastname)
+                 SELECT id + 100000000, tenant_id, 'new.' || id || '@example.net', phone, firstname, lastname
+                   FROM customers_master WHERE id % 333 = 5;
+                 INSERT INTO cdp_rfm_analysis (customer_id, rfm_segment)
+                 SELECT id + 100000000, 'Champions' FROM customers_master WHERE id % 333 = 5 AND id < 100000000" >/dev/null
+            sql "UPDATE cdp.facebook_configurations SET next_sync = now()" >/dev/null
+        fi
+        sql "VACUUM ANALYZE" >/dev/null 2>&1 || true
+        read -r wall rss < <(measure "$bin/cdp-meta-sync" run --once)
+        extracted=$(sql "SELECT coalesce(sum(extracted),0) FROM cdp.facebook_sync_runs WHERE trigger = 'once' AND started_at > now() - make_interval(secs => $wall + 5)")
+        changes=$(sql "SELECT coalesce(sum(added + removed),0) FROM cdp.facebook_sync_runs WHERE started_at > now() - make_interval(secs => $wall + 5)")
+        rate=$(python3 -c "print(int($extracted / max($wall, 0.001)))")
+        printf '%-10s %-12s %10s %12s %10s %12s\n' "$n" "$phase" "$wall" "$rate" "$((rss / 1024))" "$changes"
+    done
+    kill "$sandbox" 2>/dev/null || true
+    wait "$sandbox" 2>/dev/null || true
+done

@@ -1,0 +1,266 @@
+//! Queries on `cdp.facebook_configurations`: claiming due systems under a lease, renewing and
+//! releasing it, and writing each run's outcome back to the columns operators watch.
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+
+use crate::sync::system::SystemRow;
+
+const COLUMNS: &str = "id, system_name, ad_account_id, tenant_ids, custom_audience_id, is_active, schedule_hours,
+    sync_mode, match_keys, excluded_segments, default_country, schedule_cron, audience_name,
+    max_removal_share::float8 AS max_removal_share, force_removals, consecutive_failures, next_sync";
+
+fn system_row(row: &Row) -> SystemRow {
+    SystemRow {
+        id: row.get("id"),
+        system_name: row.get("system_name"),
+        ad_account_id: row.get("ad_account_id"),
+        tenant_ids: row.get("tenant_ids"),
+        custom_audience_id: row.get("custom_audience_id"),
+        schedule_hours: row.get("schedule_hours"),
+        sync_mode: row.get("sync_mode"),
+        match_keys: row.get("match_keys"),
+        excluded_segments: row.get("excluded_segments"),
+        default_country: row.get("default_country"),
+        schedule_cron: row.get("schedule_cron"),
+        audience_name: row.get("audience_name"),
+        max_removal_share: row.get("max_removal_share"),
+        force_removals: row.get("force_removals"),
+        consecutive_failures: row.get("consecutive_failures"),
+    }
+}
+
+/// Takes a lease on up to `limit` due systems that no live lease holds, skipping rows another
+/// worker is claiming at this instant.
+pub async fn claim_due(
+    client: &impl tokio_postgres::GenericClient,
+    worker_id: &str,
+    lease_secs: i64,
+    limit: i64,
+) -> Result<Vec<SystemRow>, tokio_postgres::Error> {
+    let sql = format!(
+        "UPDATE cdp.facebook_configurations c
+            SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), sync_status = 'running'
+          WHERE c.id IN (
+                SELECT id FROM cdp.facebook_configurations
+                 WHERE is_active IS TRUE
+                   AND (next_sync IS NULL OR next_sync <= now())
+                   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                 ORDER BY next_sync NULLS FIRST, id
+                 LIMIT $3
+                   FOR UPDATE SKIP LOCKED)
+        RETURNING {COLUMNS}"
+    );
+    let rows = client.query(&sql, &[&worker_id, &(lease_secs as f64), &limit]).await?;
+    Ok(rows.iter().map(system_row).collect())
+}
+
+/// Why a named system could not be claimed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("no system named '{0}'")]
+    NotFound(String),
+    #[error("system '{name}' is being synced by {owner} (lease until {until})")]
+    Leased {
+        name: String,
+        owner: String,
+        until: DateTime<Utc>,
+    },
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// Takes the lease on one system by name, whatever its `next_sync` (a manual sync).
+pub async fn claim_by_name(
+    client: &impl tokio_postgres::GenericClient,
+    name: &str,
+    worker_id: &str,
+    lease_secs: i64,
+) -> Result<SystemRow, ClaimError> {
+    let sql = format!(
+        "UPDATE cdp.facebook_configurations
+            SET lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3), sync_status = 'running'
+          WHERE system_name = $1 AND (lease_expires_at IS NULL OR lease_expires_at < now())
+        RETURNING {COLUMNS}"
+    );
+    if let Some(row) = client.query_opt(&sql, &[&name, &worker_id, &(lease_secs as f64)]).await? {
+        return Ok(system_row(&row));
+    }
+    let holder = client
+        .query_opt(
+            "SELECT lease_owner, lease_expires_at FROM cdp.facebook_configurations WHERE system_name = $1",
+            &[&name],
+        )
+        .await?;
+    match holder {
+        None => Err(ClaimError::NotFound(name.to_string())),
+        Some(row) => Err(ClaimError::Leased {
+            name: name.to_string(),
+            owner: row.get::<_, Option<String>>(0).unwrap_or_default(),
+            until: row.get::<_, Option<DateTime<Utc>>>(1).unwrap_or_else(Utc::now),
+        }),
+    }
+}
+
+/// Extends our lease; false when it is no longer ours (expired and taken over).
+pub async fn renew_lease(
+    client: &impl tokio_postgres::GenericClient,
+    id: i32,
+    worker_id: &str,
+    lease_secs: i64,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = client
+        .execute(
+            "UPDATE cdp.facebook_configurations SET lease_expires_at = now() + make_interval(secs => $3)
+              WHERE id = $1 AND lease_owner = $2",
+            &[&id, &worker_id, &(lease_secs as f64)],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Stores the audience id as soon as it is known, before any upload, so that a crash never
+/// leads to a second audience.
+pub async fn store_audience_id(
+    client: &impl tokio_postgres::GenericClient,
+    id: i32,
+    audience_id: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE cdp.facebook_configurations SET custom_audience_id = $2 WHERE id = $1",
+            &[&id, &audience_id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// How a run ended, as written to the configuration row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// `success` or `partial` (removals held): the original columns as the original design set them.
+    Synced {
+        status: &'static str,
+        next_sync: DateTime<Utc>,
+        total_customers: i64,
+        error_log: Option<String>,
+        clear_force_removals: bool,
+    },
+    /// `failed` or `invalid_config`: a readable error, one more failure, and a backed-off retry.
+    Failed {
+        status: &'static str,
+        error_log: String,
+        next_sync: DateTime<Utc>,
+    },
+    /// `interrupted` (shutdown): stays due, so the next worker resumes it.
+    Interrupted,
+}
+
+/// Writes the outcome and releases the lease, if it is still ours.
+pub async fn finish(
+    client: &impl tokio_postgres::GenericClient,
+    id: i32,
+    worker_id: &str,
+    finish: &Finish,
+) -> Result<(), tokio_postgres::Error> {
+    match finish {
+        Finish::Synced {
+            status,
+            next_sync,
+            total_customers,
+            error_log,
+            clear_force_removals,
+        } => {
+            client
+                .execute(
+                    "UPDATE cdp.facebook_configurations
+                        SET last_sync = now(), next_sync = $3, total_customers = $4, sync_status = $5,
+                            error_log = $6, consecutive_failures = 0,
+                            force_removals = force_removals AND NOT $7,
+                            lease_owner = NULL, lease_expires_at = NULL
+                      WHERE id = $1 AND lease_owner = $2",
+                    &[
+                        &id,
+                        &worker_id,
+                        next_sync,
+                        &i32::try_from(*total_customers).unwrap_or(i32::MAX),
+                        status,
+                        error_log,
+                        clear_force_removals,
+                    ],
+                )
+                .await?;
+        }
+        Finish::Failed {
+            status,
+            error_log,
+            next_sync,
+        } => {
+            client
+                .execute(
+                    "UPDATE cdp.facebook_configurations
+                        SET sync_status = $3, error_log = $4, next_sync = $5,
+                            consecutive_failures = consecutive_failures + 1,
+                            lease_owner = NULL, lease_expires_at = NULL
+                      WHERE id = $1 AND lease_owner = $2",
+                    &[&id, &worker_id, status, error_log, next_sync],
+                )
+                .await?;
+        }
+        Finish::Interrupted => {
+            client
+                .execute(
+                    "UPDATE cdp.facebook_configurations
+                        SET sync_status = 'interrupted', lease_owner = NULL, lease_expires_at = NULL
+                      WHERE id = $1 AND lease_owner = $2",
+                    &[&id, &worker_id],
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// One line of `cdp-meta-sync status`.
+#[derive(Debug, Clone)]
+pub struct StatusRow {
+    pub system_name: String,
+    pub is_active: bool,
+    pub sync_status: Option<String>,
+    pub last_sync: Option<DateTime<Utc>>,
+    pub next_sync: Option<DateTime<Utc>>,
+    pub total_customers: i32,
+    pub custom_audience_id: Option<String>,
+    pub consecutive_failures: i32,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub error_log: Option<String>,
+}
+
+pub async fn status_rows(client: &impl tokio_postgres::GenericClient) -> Result<Vec<StatusRow>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT system_name, coalesce(is_active, false), sync_status, last_sync, next_sync,
+                    coalesce(total_customers, 0), custom_audience_id, consecutive_failures,
+                    CASE WHEN lease_expires_at > now() THEN lease_owner END, 
+                    CASE WHEN lease_expires_at > now() THEN lease_expires_at END, error_log
+               FROM cdp.facebook_configurations ORDER BY system_name",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| StatusRow {
+            system_name: r.get(0),
+            is_active: r.get(1),
+            sync_status: r.get(2),
+            last_sync: r.get(3),
+            next_sync: r.get(4),
+            total_customers: r.get(5),
+            custom_audience_id: r.get(6),
+            consecutive_failures: r.get(7),
+            lease_owner: r.get(8),
+            lease_expires_at: r.get(9),
+            error_log: r.get(10),
+        })
+        .collect())
+}

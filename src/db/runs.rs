@@ -1,0 +1,93 @@
+//! Queries on `cdp.facebook_sync_runs`: one row per run, opened at the start, filled in as the run
+//! goes, closed with its outcome.
+use tokio_postgres::GenericClient;
+
+pub async fn open(
+    client: &impl GenericClient,
+    configuration_id: i32,
+    system_name: &str,
+    trigger: &str,
+    worker_id: &str,
+    sync_mode: &str,
+) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "INSERT INTO cdp.facebook_sync_runs (configuration_id, system_name, trigger, worker_id, sync_mode)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&configuration_id, &system_name, &trigger, &worker_id, &sync_mode],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Counts known once the members are staged and diffed.
+#[derive(Debug, Clone, Default)]
+pub struct PlanCounts {
+    pub audience_id: String,
+    pub extracted: i64,
+    pub eligible: i64,
+    pub duplicates: i64,
+    pub skipped_no_key: i64,
+    pub skipped_invalid: serde_json::Value,
+    pub to_add: i64,
+    pub to_remove: i64,
+    pub removals_held: i64,
+}
+
+pub async fn record_plan(client: &impl GenericClient, run_id: i64, c: &PlanCounts) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE cdp.facebook_sync_runs
+                SET audience_id = $2, extracted = $3, eligible = $4, duplicates = $5, skipped_no_key = $6,
+                    skipped_invalid = $7, to_add = $8, to_remove = $9, removals_held = $10
+              WHERE id = $1",
+            &[
+                &run_id,
+                &c.audience_id,
+                &c.extracted,
+                &c.eligible,
+                &c.duplicates,
+                &c.skipped_no_key,
+                &c.skipped_invalid,
+                &c.to_add,
+                &c.to_remove,
+                &c.removals_held,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn record_sessions(
+    client: &impl GenericClient,
+    run_id: i64,
+    add_session: i64,
+    remove_session: i64,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE cdp.facebook_sync_runs SET add_session_id = $2, remove_session_id = $3 WHERE id = $1",
+            &[&run_id, &add_session, &remove_session],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Closes the run with its outcome and (for failures) a readable error.
+pub async fn close(
+    client: &impl GenericClient,
+    run_id: i64,
+    outcome: &str,
+    error: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE cdp.facebook_sync_runs
+                SET outcome = $2, error = $3, finished_at = now(),
+                    duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
+              WHERE id = $1",
+            &[&run_id, &outcome, &error],
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! The row of cells sent to Meta, packed for the ledger: a SHA-256 cell takes 33 bytes instead of
+//! 64 hex characters, which halves the ledger and makes the diff compare plain bytes.
+//!
+//! Layout, one entry per schema key in order: `0` = empty cell; `1` + 32 bytes = a lowercase-hex
+//! SHA-256 cell; `2` + u16 big-endian length + UTF-8 = any other cell (EXTERN_ID, MADID, LOOKALIKE_VALUE).
+
+const EMPTY: u8 = 0;
+const DIGEST: u8 = 1;
+const TEXT: u8 = 2;
+
+/// Appends one cell to a packed row.
+pub fn push_cell(packed: &mut Vec<u8>, cell: &str) {
+    if cell.is_empty() {
+        packed.push(EMPTY);
+        return;
+    }
+    if cell.len() == 64 {
+        let mut digest = [0u8; 32];
+        let lowercase_hex = cell.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if lowercase_hex && const_hex::decode_to_slice(cell, &mut digest).is_ok() {
+            packed.push(DIGEST);
+            packed.extend_from_slice(&digest);
+            return;
+        }
+    }
+    let bytes = &cell.as_bytes()[..cell.len().min(u16::MAX as usize)];
+    packed.push(TEXT);
+    packed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    packed.extend_from_slice(bytes);
+}
+
+/// Unpacks a row into its cells as sent to Meta.
+pub fn unpack(packed: &[u8]) -> Result<Vec<String>, CorruptRow> {
+    let mut cells = Vec::new();
+    let mut rest = packed;
+    while let Some((&tag, tail)) = rest.split_first() {
+        match tag {
+            EMPTY => {
+                cells.push(String::new());
+                rest = tail;
+            }
+            DIGEST if tail.len() >= 32 => {
+                cells.push(const_hex::encode(&tail[..32]));
+                rest = &tail[32..];
+            }
+            TEXT if tail.len() >= 2 => {
+                let len = u16::from_be_bytes([tail[0], tail[1]]) as usize;
+                let text = tail.get(2..2 + len).ok_or(CorruptRow)?;
+                cells.push(String::from_utf8(text.to_vec()).map_err(|_| CorruptRow)?);
+                rest = &tail[2 + len..];
+            }
+            _ => return Err(CorruptRow),
+        }
+    }
+    Ok(cells)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a ledger row could not be unpacked")]
+pub struct CorruptRow;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pack(cells: &[&str]) -> Vec<u8> {
+        let mut packed = Vec::new();
+        for c in cells {
+            push_cell(&mut packed, c);
+        }
+        packed
+    }
+
+    #[test]
+    fn a_hashed_cell_takes_thirty_three_bytes_and_comes_back_identical() {
+        let hash = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79";
+        let packed = pack(&[hash, "", "CRM-20-00000001"]);
+        assert_eq!(packed.len(), 33 + 1 + 3 + 15);
+        assert_eq!(unpack(&packed).unwrap(), vec![hash.to_string(), String::new(), "CRM-20-00000001".to_string()]);
+    }
+
+    #[test]
+    fn uppercase_hex_is_kept_as_text_so_it_round_trips_exactly() {
+        let upper = "F1904CF1A9D73A55FA5DE0AC823C4403DED71AFD4C3248D00BDCD0866552BB79";
+        assert_eq!(unpack(&pack(&[upper])).unwrap(), vec![upper.to_string()]);
+    }
+
+    #[test]
+    fn a_truncated_row_is_reported_as_corrupt() {
+        let packed = pack(&["f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"]);
+        assert_eq!(unpack(&packed[..20]), Err(CorruptRow));
+    }
+
+    proptest! {
+        #[test]
+        fn any_row_of_cells_round_trips(cells in proptest::collection::vec(".{0,80}", 0..8)) {
+            let refs: Vec<&str> = cells.iter().map(String::as_str).collect();
+            prop_assert_eq!(unpack(&pack(&refs)).unwrap(), cells);
+        }
+    }
+}

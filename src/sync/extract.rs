@@ -1,0 +1,132 @@
+//! The extraction query (kept as SQL in `config/`) and how its columns feed the match keys.
+use anyhow::Context;
+use tokio_postgres::types::Type;
+
+use crate::identity::MatchKey;
+
+/// The default query, embedded; `EXTRACT_SQL_FILE` points at an operator's own copy.
+pub const DEFAULT_SQL: &str = include_str!("../../config/extract_customers.sql");
+
+/// Loads the extraction SQL named in the settings, or the embedded default.
+pub fn load_sql(path: &str) -> anyhow::Result<String> {
+    if path.trim().is_empty() {
+        return Ok(DEFAULT_SQL.to_string());
+    }
+    std::fs::read_to_string(path).with_context(|| format!("EXTRACT_SQL_FILE: cannot read {path}"))
+}
+
+/// The output column a match key reads.
+pub fn column_for(key: MatchKey) -> &'static str {
+    match key {
+        MatchKey::Email => "email",
+        MatchKey::Phone => "phone",
+        MatchKey::Fn | MatchKey::Fi => "first_name",
+        MatchKey::Ln => "last_name",
+        MatchKey::Ct => "city",
+        MatchKey::St => "state",
+        MatchKey::Zip => "zip",
+        MatchKey::Country => "country",
+        MatchKey::Doby | MatchKey::Dobm | MatchKey::Dobd => "birth_date",
+        MatchKey::Gen => "gender",
+        MatchKey::ExternId => "external_id",
+        MatchKey::Madid => "madid",
+        MatchKey::LookalikeValue => "lookalike_value",
+    }
+}
+
+/// Where each value sits in the query's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMap {
+    pub customer_id: usize,
+    pub tenant_id: usize,
+    /// One column index per match key, in schema order.
+    pub keys: Vec<usize>,
+}
+
+/// Matches the query's columns to the match keys; every problem is a plain sentence for
+/// `error_log` (the system is then `invalid_config`).
+pub fn map_columns(columns: &[(String, Type)], keys: &[MatchKey]) -> Result<ColumnMap, Vec<String>> {
+    let mut problems = Vec::new();
+    let find = |name: &str, types: &[Type], problems: &mut Vec<String>| -> usize {
+        match columns.iter().position(|(n, _)| n == name) {
+            None => {
+                problems.push(format!("the extraction query has no column `{name}`"));
+                0
+            }
+            Some(i) if !types.contains(&columns[i].1) => {
+                problems.push(format!(
+                    "column `{name}` of the extraction query is {} (expected {})",
+                    columns[i].1,
+                    types.iter().map(Type::name).collect::<Vec<_>>().join(" or ")
+                ));
+                i
+            }
+            Some(i) => i,
+        }
+    };
+    let customer_id = find("customer_id", &[Type::INT8], &mut problems);
+    let tenant_id = find("tenant_id", &[Type::INT4], &mut problems);
+    let text = [Type::TEXT, Type::VARCHAR, Type::BPCHAR];
+    let keys = keys
+        .iter()
+        .map(|key| {
+            let before = problems.len();
+            let i = find(column_for(*key), &text, &mut problems);
+            if problems.len() > before {
+                let last = problems.pop().unwrap_or_default();
+                problems.push(format!("match key {key}: {last}"));
+            }
+            i
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(ColumnMap {
+            customer_id,
+            tenant_id,
+            keys,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(list: &[(&str, Type)]) -> Vec<(String, Type)> {
+        list.iter().map(|(n, t)| (n.to_string(), t.clone())).collect()
+    }
+
+    #[test]
+    fn each_match_key_finds_its_column_by_name() {
+        let cols = columns(&[
+            ("customer_id", Type::INT8),
+            ("tenant_id", Type::INT4),
+            ("phone", Type::TEXT),
+            ("email", Type::VARCHAR),
+            ("first_name", Type::TEXT),
+        ]);
+        let map = map_columns(&cols, &[MatchKey::Email, MatchKey::Phone, MatchKey::Fi]).unwrap();
+        assert_eq!(map.keys, vec![3, 2, 4]);
+        assert_eq!((map.customer_id, map.tenant_id), (0, 1));
+    }
+
+    #[test]
+    fn a_missing_or_mistyped_column_is_named_with_its_match_key() {
+        let cols = columns(&[("customer_id", Type::INT4), ("tenant_id", Type::INT4), ("email", Type::TEXT)]);
+        let problems = map_columns(&cols, &[MatchKey::Email, MatchKey::Ct]).unwrap_err();
+        assert!(problems.iter().any(|p| p.contains("customer_id") && p.contains("int4")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("match key CT") && p.contains("`city`")), "{problems:?}");
+    }
+
+    #[test]
+    fn the_default_query_provides_a_column_for_every_match_key() {
+        for key in MatchKey::ALL {
+            let column = column_for(key);
+            if key != MatchKey::Madid {
+                assert!(DEFAULT_SQL.contains(&format!("AS {column}")), "{column}");
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! One customer row → one audience member: every match key normalized and hashed into the row of
+//! cells sent to Meta, plus the member key that identifies the person across tenants.
+//!
+//! A customer is included when at least one strong key (EMAIL, PHONE, EXTERN_ID, MADID) survives
+//! normalization: a phone or an external id alone still matches on Meta, so a missing email does
+//! not drop the customer (the original design required an email). Names, city and the like only
+//! refine a match; a row with nothing else is skipped and counted.
+use sha2::{Digest, Sha256};
+
+use super::cells::push_cell;
+use super::system::STRONG_KEYS;
+use crate::identity::{MatchKey, Normalizer, Rejection};
+
+/// A member ready for staging: who it is, what we send, and how to pick one row among duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// SHA-256 of `KEY:cell` for the first strong key present, in the order EMAIL, PHONE,
+    /// EXTERN_ID, MADID: the same person in two tenants gets the same key.
+    pub member_key: [u8; 32],
+    /// The packed row of cells (see [`super::cells`]).
+    pub cells: Vec<u8>,
+    /// Non-empty cells: among duplicates, the fullest row wins.
+    pub filled: i16,
+    pub tenant_id: i32,
+    pub customer_id: i64,
+}
+
+/// What normalization dropped: invalid values per key (each became an empty cell) and rows with
+/// no usable key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub rows: u64,
+    pub no_usable_key: u64,
+    /// Invalid values per match key, in schema order.
+    pub invalid: Vec<u64>,
+}
+
+impl Tally {
+    pub fn new(keys: usize) -> Self {
+        Tally {
+            invalid: vec![0; keys],
+            ..Tally::default()
+        }
+    }
+
+    pub fn add(&mut self, other: &Tally) {
+        self.rows += other.rows;
+        self.no_usable_key += other.no_usable_key;
+        if self.invalid.len() < other.invalid.len() {
+            self.invalid.resize(other.invalid.len(), 0);
+        }
+        for (mine, theirs) in self.invalid.iter_mut().zip(&other.invalid) {
+            *mine += theirs;
+        }
+    }
+
+    /// `{"PHONE": 12, …}` for the run row; keys with no invalid value are left out.
+    pub fn invalid_json(&self, keys: &[MatchKey]) -> serde_json::Value {
+        let map: serde_json::Map<String, serde_json::Value> = keys
+            .iter()
+            .zip(&self.invalid)
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (k.as_str().to_string(), serde_json::Value::from(*n)))
+            .collect();
+        serde_json::Value::Object(map)
+    }
+}
+
+/// Builds the member for one customer from its raw values (one per key, in `keys` order), or
+/// `None` when no strong key is usable. Counts into `tally`.
+pub fn build_member(
+    normalizer: &Normalizer,
+    keys: &[MatchKey],
+    raw: &[Option<&str>],
+    tenant_id: i32,
+    customer_id: i64,
+    tally: &mut Tally,
+) -> Option<Member> {
+    tally.rows += 1;
+    let mut packed = Vec::with_capacity(keys.len() * 33);
+    let mut filled = 0i16;
+    let mut strongest: Option<(usize, String)> = None;
+    for (i, key) in keys.iter().enumerate() {
+        let cell = match raw.get(i).copied().flatten() {
+            None => String::new(),
+            Some(value) => match normalizer.cell(*key, value) {
+                Ok(cell) => cell,
+                Err(Rejection::Empty) => String::new(),
+                Err(Rejection::Invalid(_)) => {
+                    tally.invalid[i] += 1;
+                    String::new()
+                }
+            },
+        };
+        if !cell.is_empty() {
+            filled += 1;
+            if let Some(rank) = STRONG_KEYS.iter().position(|k| k == key)
+                && strongest.as_ref().is_none_or(|(best, _)| rank < *best)
+            {
+                strongest = Some((rank, format!("{}:{cell}", key.as_str())));
+            }
+        }
+        push_cell(&mut packed, &cell);
+    }
+    let Some((_, identity)) = strongest else {
+        tally.no_usable_key += 1;
+        return None;
+    };
+    Some(Member {
+        member_key: Sha256::digest(identity.as_bytes()).into(),
+        cells: packed,
+        filled,
+        tenant_id,
+        customer_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::cells::unpack;
+
+    const KEYS: [MatchKey; 4] = [MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln];
+
+    fn build(raw: [Option<&str>; 4], tally: &mut Tally) -> Option<Member> {
+        let normalizer = Normalizer::new(Some("AR")).unwrap();
+        build_member(&normalizer, &KEYS, &raw, 20, 1, tally)
+    }
+
+    #[test]
+    fn the_same_person_in_two_tenants_gets_the_same_member_key() {
+        let mut tally = Tally::new(4);
+        let a = build([Some("Mary@Example.com"), None, Some("Mary"), None], &mut tally).unwrap();
+        let b = build([Some("  mary@example.com "), Some("+54 9 11 5555-1234"), None, None], &mut tally).unwrap();
+        assert_eq!(a.member_key, b.member_key);
+        assert_ne!(a.cells, b.cells);
+        assert_eq!((a.filled, b.filled), (2, 2));
+    }
+
+    #[test]
+    fn a_customer_without_email_but_with_a_phone_is_kept_and_keyed_by_the_phone() {
+        let mut tally = Tally::new(4);
+        let member = build([None, Some("+54 9 11 5555-1234"), Some("José"), None], &mut tally).unwrap();
+        let cells = unpack(&member.cells).unwrap();
+        assert_eq!(cells[0], "");
+        assert_eq!(cells[1].len(), 64);
+        let expected: [u8; 32] = Sha256::digest(format!("PHONE:{}", cells[1]).as_bytes()).into();
+        assert_eq!(member.member_key, expected);
+    }
+
+    #[test]
+    fn a_row_with_only_names_is_skipped_and_counted() {
+        let mut tally = Tally::new(4);
+        assert!(build([None, Some("not a phone"), Some("Ana"), Some("Pérez")], &mut tally).is_none());
+        assert_eq!(tally.no_usable_key, 1);
+        assert_eq!(tally.invalid, vec![0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn an_invalid_value_becomes_an_empty_cell_and_is_counted_against_its_key() {
+        let mut tally = Tally::new(4);
+        let member = build([Some("juan-at-example.com"), Some("+54 9 11 5555-1234"), Some("Juan"), Some("")], &mut tally).unwrap();
+        let cells = unpack(&member.cells).unwrap();
+        assert_eq!(cells[0], "");
+        assert_eq!(cells[3], "", "an empty value is an empty cell, not sha256(\"\")");
+        assert_eq!(tally.invalid, vec![1, 0, 0, 0]);
+        assert_eq!(tally.invalid_json(&KEYS), serde_json::json!({"EMAIL": 1}));
+    }
+}

@@ -1,0 +1,398 @@
+//! One sync of one system, start to finish:
+//!
+//! validate → open run → ensure audience → stage (extract, hash, COPY) → dedupe + diff
+//! → removal guard → upload removals, then additions → record run and status.
+//!
+//! The caller holds the lease (see [`crate::db::configurations`]); this keeps it renewed while
+//! working and always writes an outcome and releases it.
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::audience::ensure_audience;
+use super::diff::{self, DiffReport};
+use super::guard::{self, Removals};
+use super::stage::{StageError, stage_members};
+use super::system::{SyncMode, SyncPlan, SystemRow, failure_backoff};
+use super::upload::{Direction, Upload, UploadError};
+use crate::configuration::Settings;
+use crate::db::configurations::{Finish, finish, renew_lease};
+use crate::db::{self, Pool, runs};
+use crate::meta::MetaClient;
+
+/// What a sync needs from the worker: shared, cheap to clone.
+#[derive(Clone)]
+pub struct SyncContext {
+    pub pool: Pool,
+    pub meta: MetaClient,
+    pub settings: Arc<Settings>,
+    /// Names this worker in leases and run rows (host and process id by default).
+    pub worker_id: String,
+    /// The extraction query (see `config/extract_customers.sql`).
+    pub extract_sql: Arc<str>,
+}
+
+/// Why the run was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    Manual,
+    Once,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Once => "once",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Synced, but removals were held by the guard.
+    Partial,
+    Failed(String),
+    InvalidConfig(String),
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Partial => "partial",
+            Outcome::Failed(_) => "failed",
+            Outcome::InvalidConfig(_) => "invalid_config",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The summary of one run, for logs, metrics and callers.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub system_name: String,
+    pub run_id: Option<i64>,
+    pub outcome: Outcome,
+    pub added: i64,
+    pub removed: i64,
+    pub members: i64,
+}
+
+/// Syncs one claimed system. Never returns an error: every failure ends as an outcome written
+/// to the configuration row and the run row (unless the database itself is gone).
+pub async fn sync_system(ctx: &SyncContext, row: SystemRow, trigger: Trigger, cancel: CancellationToken) -> RunReport {
+    let lease_lost = CancellationToken::new();
+    let run_cancel = cancel.child_token();
+    let renewal = tokio::spawn(keep_lease(ctx.clone(), row.id, lease_lost.clone(), run_cancel.clone()));
+    let report = run_inner(ctx, &row, trigger, &run_cancel).await;
+    renewal.abort();
+    let report = if lease_lost.is_cancelled() {
+        RunReport {
+            outcome: Outcome::Failed("lease lost to another worker".into()),
+            ..report
+        }
+    } else {
+        report
+    };
+    let outcome = report.outcome.as_str();
+    metrics::counter!("cdp_sync_runs_total", "outcome" => outcome).increment(1);
+    metrics::counter!("cdp_sync_rows_added_total", "system" => row.system_name.clone()).increment(report.added.max(0) as u64);
+    metrics::counter!("cdp_sync_rows_removed_total", "system" => row.system_name.clone()).increment(report.removed.max(0) as u64);
+    if matches!(report.outcome, Outcome::Success | Outcome::Partial) {
+        metrics::gauge!("cdp_sync_last_success_timestamp_seconds", "system" => row.system_name.clone())
+            .set(Utc::now().timestamp() as f64);
+    }
+    match &report.outcome {
+        Outcome::Failed(e) | Outcome::InvalidConfig(e) => {
+            tracing::warn!(system = %row.system_name, outcome, error = %e, "sync ended")
+        }
+        _ => tracing::info!(
+            system = %row.system_name,
+            outcome,
+            added = report.added,
+            removed = report.removed,
+            members = report.members,
+            "sync ended"
+        ),
+    }
+    report
+}
+
+/// Renews the lease every third of its length; if it is lost, cancels the run.
+async fn keep_lease(ctx: SyncContext, id: i32, lost: CancellationToken, run: CancellationToken) {
+    let lease = ctx.settings.worker.lease_secs as i64;
+    let mut tick = tokio::time::interval(Duration::from_secs((lease / 3).max(1) as u64));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Ok(client) = ctx.pool.get().await else { continue };
+        match renew_lease(&**client, id, &ctx.worker_id, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                run.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+        }
+    }
+}
+
+async fn run_inner(ctx: &SyncContext, row: &SystemRow, trigger: Trigger, cancel: &CancellationToken) -> RunReport {
+    let mut report = RunReport {
+        system_name: row.system_name.clone(),
+        run_id: None,
+        outcome: Outcome::Success,
+        added: 0,
+        removed: 0,
+        members: 0,
+    };
+    let client = match ctx.pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            report.outcome = Outcome::Failed(format!("database unavailable: {e}"));
+            return report;
+        }
+    };
+    let run_id = match runs::open(&**client, row.id, &row.system_name, trigger.as_str(), &ctx.worker_id, &row.sync_mode).await {
+        Ok(id) => id,
+        Err(e) => {
+            report.outcome = Outcome::Failed(format!("Failed to open the run: {e}"));
+            let _ = write_finish(&**client, ctx, row, &report.outcome, 0, None).await;
+            return report;
+        }
+    };
+    report.run_id = Some(run_id);
+
+    let result = match row.validate() {
+        Err(problems) => Err(Outcome::InvalidConfig(problems.join("; "))),
+        Ok(plan) => execute(ctx, &plan, run_id, cancel).await,
+    };
+    let (outcome, members, held) = match result {
+        Ok(done) => {
+            report.added = done.added;
+            report.removed = done.removed;
+            (done.outcome, done.members, done.held)
+        }
+        Err(outcome) => (outcome, 0, None),
+    };
+    report.members = members;
+    report.outcome = outcome;
+    let error = match &report.outcome {
+        Outcome::Failed(e) | Outcome::InvalidConfig(e) => Some(e.clone()),
+        _ => held.clone(),
+    };
+    if let Err(e) = runs::close(&**client, run_id, report.outcome.as_str(), error.as_deref()).await {
+        tracing::error!(error = %e, "Failed to close the run row");
+    }
+    if let Err(e) = write_finish(&**client, ctx, row, &report.outcome, members, held).await {
+        tracing::error!(error = %e, "Failed to write the sync status");
+    }
+    report
+}
+
+async fn write_finish(
+    client: &tokio_postgres::Client,
+    ctx: &SyncContext,
+    row: &SystemRow,
+    outcome: &Outcome,
+    members: i64,
+    held: Option<String>,
+) -> Result<(), tokio_postgres::Error> {
+    let now = Utc::now();
+    let schedule_hours = i64::from(row.schedule_hours.unwrap_or(48)).max(1);
+    let finish_row = match outcome {
+        Outcome::Success | Outcome::Partial => {
+            let next_sync = match row.validate() {
+                Ok(plan) => plan.schedule.next_after(now, ctx.settings.worker.timezone),
+                Err(_) => now + chrono::Duration::hours(schedule_hours),
+            };
+            Finish::Synced {
+                status: outcome.as_str(),
+                next_sync,
+                total_customers: members,
+                error_log: held,
+                clear_force_removals: row.force_removals,
+            }
+        }
+        Outcome::Failed(e) | Outcome::InvalidConfig(e) => Finish::Failed {
+            status: outcome.as_str(),
+            error_log: e.clone(),
+            next_sync: failure_backoff(now, row.consecutive_failures, schedule_hours),
+        },
+        Outcome::Interrupted => Finish::Interrupted,
+    };
+    finish(client, row.id, &ctx.worker_id, &finish_row).await
+}
+
+struct Done {
+    outcome: Outcome,
+    added: i64,
+    removed: i64,
+    members: i64,
+    held: Option<String>,
+}
+
+async fn execute(ctx: &SyncContext, plan: &SyncPlan, run_id: i64, cancel: &CancellationToken) -> Result<Done, Outcome> {
+    let failed = |e: anyhow::Error| Outcome::Failed(format!("{e:#}"));
+    // Staging and the diff live in session tables: one connection for them, another to stream.
+    let stage = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
+    let extract = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
+
+    let audience_id = ensure_audience(&ctx.meta, &**stage, plan)
+        .await
+        .map_err(|e| failed(e.into()))?;
+    // Ledger rows of another audience (an operator changed custom_audience_id) no longer apply.
+    stage
+        .execute(
+            "DELETE FROM cdp.facebook_audience_members WHERE configuration_id = $1 AND audience_id <> $2",
+            &[&plan.id, &audience_id],
+        )
+        .await
+        .map_err(|e| failed(e.into()))?;
+
+    let staged = match stage_members(&extract, &stage, &ctx.extract_sql, plan).await {
+        Ok(report) => report,
+        Err(StageError::Columns(problems)) => return Err(Outcome::InvalidConfig(problems.join("; "))),
+        Err(StageError::Other(e)) => return Err(failed(e)),
+    };
+    drop(extract);
+    let keys = plan.match_keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",");
+    let mut planned: DiffReport = diff::diff(&stage, plan.id, &keys, plan.mode == SyncMode::Mirror)
+        .await
+        .map_err(failed)?;
+    let mut held = None;
+    if plan.mode == SyncMode::Replace {
+        planned.to_add = diff::plan_replace(&stage).await.map_err(failed)?;
+        planned.to_remove = 0;
+    }
+    let max_share = plan.max_removal_share.unwrap_or(ctx.settings.worker.removal_guard_share);
+    if let Removals::Held(why) = guard::decide(planned.audience, planned.to_remove, max_share, plan.force_removals) {
+        tracing::warn!(system = %plan.system_name, to_remove = planned.to_remove, audience = planned.audience, "removals held");
+        planned.to_add = diff::hold_removals(&stage, plan.id).await.map_err(failed)?;
+        held = Some((why, planned.to_remove));
+        planned.to_remove = 0;
+    }
+
+    let counts = runs::PlanCounts {
+        audience_id: audience_id.clone(),
+        extracted: staged.tally.rows as i64,
+        eligible: planned.eligible,
+        duplicates: staged.staged as i64 - planned.eligible,
+        skipped_no_key: staged.tally.no_usable_key as i64,
+        skipped_invalid: staged.tally.invalid_json(&plan.match_keys),
+        to_add: planned.to_add,
+        to_remove: planned.to_remove,
+        removals_held: held.as_ref().map_or(0, |(_, n)| *n),
+    };
+    runs::record_plan(&**stage, run_id, &counts).await.map_err(|e| failed(e.into()))?;
+    tracing::info!(
+        system = %plan.system_name,
+        extracted = counts.extracted,
+        eligible = counts.eligible,
+        to_add = counts.to_add,
+        to_remove = counts.to_remove,
+        "sync planned"
+    );
+
+    let add_session = new_session_id();
+    let remove_session = new_session_id();
+    runs::record_sessions(&**stage, run_id, add_session, remove_session)
+        .await
+        .map_err(|e| failed(e.into()))?;
+    let upload = |total: i64, session_id: i64| Upload {
+        stage: &stage,
+        meta: &ctx.meta,
+        system_name: &plan.system_name,
+        ad_account_id: &plan.ad_account_id,
+        audience_id: &audience_id,
+        configuration_id: plan.id,
+        match_keys: &keys,
+        run_id,
+        session_id,
+        total,
+        cancel,
+    };
+    let as_outcome = |e: UploadError| match e {
+        UploadError::Meta(m) => Outcome::Failed(m.to_string()),
+        UploadError::Other(o) => failed(o),
+    };
+    let removed = upload(planned.to_remove, remove_session)
+        .run(Direction::Remove)
+        .await
+        .map_err(as_outcome)?;
+    let mut interrupted = removed.interrupted;
+    let mut added = Default::default();
+    if !interrupted {
+        let direction = if plan.mode == SyncMode::Replace { Direction::Replace } else { Direction::Add };
+        added = upload(planned.to_add, add_session).run(direction).await.map_err(as_outcome)?;
+        interrupted = added.interrupted;
+    }
+    let members: i64 = stage
+        .query_one("SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1", &[&plan.id])
+        .await
+        .map_err(|e| failed(e.into()))?
+        .get(0);
+    let _ = stage
+        .batch_execute("DROP TABLE IF EXISTS pg_temp.sync_target, pg_temp.sync_adds, pg_temp.sync_removes")
+        .await;
+    let outcome = if interrupted {
+        Outcome::Interrupted
+    } else if held.is_some() {
+        Outcome::Partial
+    } else {
+        Outcome::Success
+    };
+    Ok(Done {
+        outcome,
+        added: added.rows,
+        removed: removed.rows,
+        members,
+        held: held.map(|(why, _)| why),
+    })
+}
+
+/// A positive 63-bit session id, unique within the ad account for all practical purposes.
+fn new_session_id() -> i64 {
+    (rand::random::<u64>() >> 1).max(1) as i64
+}
+
+/// Ensures the pool can reach the database (used by `/healthz`).
+pub async fn database_answers(pool: &Pool) -> bool {
+    match pool.get().await {
+        Ok(client) => client.query_one("SELECT 1", &[]).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The worker id: `WORKER_ID`, else host name and process id.
+pub fn default_worker_id() -> String {
+    std::env::var("WORKER_ID").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}:{}", std::process::id())
+    })
+}
+
+/// Builds the context from settings (pool, Meta client, extraction SQL).
+pub fn context(settings: Settings, meta: MetaClient) -> anyhow::Result<SyncContext> {
+    let pool = db::connect_pool(&settings.database)?;
+    let extract_sql = super::extract::load_sql(&settings.worker.extract_sql_file).context("Failed to load the extraction query")?;
+    Ok(SyncContext {
+        pool,
+        meta,
+        settings: Arc::new(settings),
+        worker_id: default_worker_id(),
+        extract_sql: extract_sql.into(),
+    })
+}

@@ -1,0 +1,297 @@
+//! Upload planned changes in batches of at most 10,000 rows, one session per direction, as a
+//! three-stage pipeline so the network never waits on the database:
+//!
+//! fetch (keyset pages of the plan table) → send (one batch at a time, in `batch_seq` order)
+//! → commit (ledger + run progress in one statement, only for batches Meta accepted).
+//!
+//! A crash loses at most the batch in flight: accepted batches are in the ledger, so the next
+//! run's diff does not plan them again.
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::cells::unpack;
+use crate::meta::{MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UsersResponse, UsersUpload};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Remove,
+    Add,
+    Replace,
+}
+
+impl Direction {
+    fn table(self) -> &'static str {
+        match self {
+            Direction::Remove => "sync_removes",
+            Direction::Add | Direction::Replace => "sync_adds",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Remove => "remove",
+            Direction::Add => "add",
+            Direction::Replace => "replace",
+        }
+    }
+}
+
+/// Everything one direction's upload needs.
+pub struct Upload<'a> {
+    pub stage: &'a tokio_postgres::Client,
+    pub meta: &'a MetaClient,
+    pub system_name: &'a str,
+    pub ad_account_id: &'a str,
+    pub audience_id: &'a str,
+    pub configuration_id: i32,
+    /// `EMAIL,PHONE,FN,LN`: the schema of added rows.
+    pub match_keys: &'a str,
+    pub run_id: i64,
+    pub session_id: i64,
+    pub total: i64,
+    pub cancel: &'a CancellationToken,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadTotals {
+    pub batches: i64,
+    pub rows: i64,
+    pub interrupted: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+struct Batch {
+    lo: i64,
+    hi: i64,
+    schema: String,
+    rows: Vec<Vec<String>>,
+}
+
+struct Accepted {
+    lo: i64,
+    hi: i64,
+    last: bool,
+    response: UsersResponse,
+}
+
+impl Upload<'_> {
+    pub async fn run(&self, direction: Direction) -> Result<UploadTotals, UploadError> {
+        if self.total == 0 {
+            return Ok(UploadTotals::default());
+        }
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
+        let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(4);
+        let (fetched, sent, committed) = tokio::join!(
+            self.fetch(direction, batch_tx),
+            self.send(direction, batch_rx, accepted_tx),
+            self.commit(direction, accepted_rx),
+        );
+        let (totals, send_error) = sent;
+        committed?;
+        if let Some(e) = send_error {
+            return Err(e);
+        }
+        fetched?;
+        Ok(totals)
+    }
+
+    async fn fetch(&self, direction: Direction, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
+        let table = direction.table();
+        let sql = if direction == Direction::Remove {
+            format!(
+                "SELECT seq, match_keys, cells FROM {table}
+                  WHERE seq > $1 AND match_keys = (SELECT match_keys FROM {table} WHERE seq > $1 ORDER BY seq LIMIT 1)
+                  ORDER BY seq LIMIT {MAX_USERS_PER_CALL}"
+            )
+        } else {
+            format!("SELECT seq, $2::text, cells FROM {table} WHERE seq > $1 ORDER BY seq LIMIT {MAX_USERS_PER_CALL}")
+        };
+        let statement = self.stage.prepare(&sql).await.context("Failed to prepare the batch query")?;
+        let mut last = 0i64;
+        loop {
+            let rows = if direction == Direction::Remove {
+                self.stage.query(&statement, &[&last]).await
+            } else {
+                self.stage.query(&statement, &[&last, &self.match_keys]).await
+            }
+            .context("Failed to read a batch")?;
+            let Some(final_row) = rows.last() else { return Ok(()) };
+            let hi: i64 = final_row.get(0);
+            let schema: String = final_row.get(1);
+            let mut cells = Vec::with_capacity(rows.len());
+            for row in &rows {
+                cells.push(unpack(row.get::<_, &[u8]>(2))?);
+            }
+            let batch = Batch {
+                lo: last,
+                hi,
+                schema,
+                rows: cells,
+            };
+            last = hi;
+            if tx.send(batch).await.is_err() {
+                return Ok(()); // the sender stopped (interrupted or failed)
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        direction: Direction,
+        mut rx: mpsc::Receiver<Batch>,
+        accepted: mpsc::Sender<Accepted>,
+    ) -> (UploadTotals, Option<UploadError>) {
+        let batches = (self.total + MAX_USERS_PER_CALL as i64 - 1) / MAX_USERS_PER_CALL as i64;
+        let mut totals = UploadTotals::default();
+        let started = Instant::now();
+        while let Some(batch) = rx.recv().await {
+            if self.cancel.is_cancelled() {
+                totals.interrupted = true;
+                break;
+            }
+            let seq = totals.batches as u32 + 1;
+            let last = totals.rows + batch.rows.len() as i64 >= self.total;
+            let schema: Vec<&str> = batch.schema.split(',').collect();
+            let upload = UsersUpload {
+                schema: &schema,
+                rows: &batch.rows,
+                session: UploadSession {
+                    session_id: self.session_id,
+                    batch_seq: seq,
+                    last_batch_flag: last,
+                    estimated_num_total: Some(self.total as u64),
+                },
+            };
+            let result = match direction {
+                Direction::Add => self.meta.add_users(self.ad_account_id, self.audience_id, &upload).await,
+                Direction::Remove => self.meta.remove_users(self.ad_account_id, self.audience_id, &upload).await,
+                Direction::Replace => self.meta.replace_users(self.ad_account_id, self.audience_id, &upload).await,
+            };
+            let response = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    metrics::counter!("cdp_meta_errors_total", "code" => e.code().map_or("transport".to_string(), |(c, _)| c.to_string())).increment(1);
+                    return (totals, Some(e.into()));
+                }
+            };
+            totals.batches += 1;
+            totals.rows += batch.rows.len() as i64;
+            tracing::info!(
+                system = self.system_name,
+                direction = direction.name(),
+                batch = totals.batches,
+                batches,
+                rows = batch.rows.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "batch accepted"
+            );
+            let done = Accepted {
+                lo: batch.lo,
+                hi: batch.hi,
+                last,
+                response,
+            };
+            if accepted.send(done).await.is_err() {
+                return (totals, Some(anyhow::anyhow!("the ledger writer stopped").into()));
+            }
+        }
+        (totals, None)
+    }
+
+    async fn commit(&self, direction: Direction, mut rx: mpsc::Receiver<Accepted>) -> anyhow::Result<()> {
+        // Meta's num_received is the session's running total: record the increase.
+        let mut session_received = 0i64;
+        while let Some(a) = rx.recv().await {
+            let received = (a.response.num_received as i64 - session_received).max(0);
+            session_received = session_received.max(a.response.num_received as i64);
+            let invalid = a.response.num_invalid_entries as i64;
+            match direction {
+                Direction::Add => {
+                    self.stage
+                        .execute(
+                            "WITH ins AS (
+                                 INSERT INTO cdp.facebook_audience_members
+                                        (configuration_id, audience_id, member_key, match_keys, cells, added_run_id)
+                                 SELECT $3, $4, member_key, $5, cells, $6 FROM sync_adds WHERE seq > $1 AND seq <= $2
+                                 ON CONFLICT (configuration_id, member_key) DO UPDATE
+                                    SET audience_id = EXCLUDED.audience_id, match_keys = EXCLUDED.match_keys,
+                                        cells = EXCLUDED.cells, added_run_id = EXCLUDED.added_run_id, added_at = now()
+                                 RETURNING 1)
+                             UPDATE cdp.facebook_sync_runs
+                                SET added = added + (SELECT count(*) FROM ins), batches = batches + 1,
+                                    num_received = num_received + $7, num_invalid_entries = num_invalid_entries + $8
+                              WHERE id = $6",
+                            &[&a.lo, &a.hi, &self.configuration_id, &self.audience_id, &self.match_keys, &self.run_id, &received, &invalid],
+                        )
+                        .await
+                        .context("Failed to record an accepted batch in the ledger")?;
+                }
+                Direction::Remove => {
+                    self.stage
+                        .execute(
+                            "WITH del AS (
+                                 DELETE FROM cdp.facebook_audience_members m USING sync_removes r
+                                  WHERE r.seq > $1 AND r.seq <= $2 AND m.configuration_id = $3
+                                    AND m.member_key = r.member_key AND m.cells = r.cells
+                                 RETURNING 1)
+                             UPDATE cdp.facebook_sync_runs
+                                SET removed = removed + (SELECT count(*) FROM del), batches = batches + 1,
+                                    num_received = num_received + $5, num_invalid_entries = num_invalid_entries + $6
+                              WHERE id = $4",
+                            &[&a.lo, &a.hi, &self.configuration_id, &self.run_id, &received, &invalid],
+                        )
+                        .await
+                        .context("Failed to record an accepted batch in the ledger")?;
+                }
+                Direction::Replace => {
+                    self.stage
+                        .execute(
+                            "UPDATE cdp.facebook_sync_runs
+                                SET batches = batches + 1, num_received = num_received + $2,
+                                    num_invalid_entries = num_invalid_entries + $3
+                              WHERE id = $1",
+                            &[&self.run_id, &received, &invalid],
+                        )
+                        .await?;
+                    if a.last {
+                        self.replace_ledger().await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the last replace batch the audience is exactly the uploaded set: so is the ledger.
+    async fn replace_ledger(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.audience_id.chars().all(|c| c.is_ascii_digit()) && self.match_keys.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c == ','),
+            "unexpected audience id or match keys"
+        );
+        self.stage
+            .batch_execute(&format!(
+                "BEGIN;
+                 DELETE FROM cdp.facebook_audience_members WHERE configuration_id = {cfg};
+                 INSERT INTO cdp.facebook_audience_members (configuration_id, audience_id, member_key, match_keys, cells, added_run_id)
+                 SELECT {cfg}, '{aud}', member_key, '{keys}', cells, {run} FROM sync_adds;
+                 UPDATE cdp.facebook_sync_runs SET added = (SELECT count(*) FROM sync_adds) WHERE id = {run};
+                 COMMIT;",
+                cfg = self.configuration_id,
+                aud = self.audience_id,
+                keys = self.match_keys,
+                run = self.run_id,
+            ))
+            .await
+            .context("Failed to replace the ledger")?;
+        Ok(())
+    }
+}
