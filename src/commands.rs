@@ -38,7 +38,9 @@ fn sync_context(settings: Settings) -> anyhow::Result<SyncContext> {
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let mut client = db::connect_single(&settings.database).await?;
-    let report = db::migrate::run(&mut client).await.context("Migration failed")?;
+    let report = db::migrate::run(&mut client)
+        .await
+        .context("Migration failed")?;
     tracing::info!(applied = ?report.applied, already_applied = report.already_applied, "migrations done");
     println!(
         "migrations: {} applied, {} already applied",
@@ -91,13 +93,29 @@ async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
 async fn sync_one(settings: Settings, system: &str) -> anyhow::Result<()> {
     let ctx = sync_context(settings)?;
     let row = {
-        let client = ctx.pool.get().await.context("Failed to get a database connection")?;
-        db::configurations::claim_by_name(&**client, system, &ctx.worker_id, ctx.settings.worker.lease_secs as i64).await?
+        let client = ctx
+            .pool
+            .get()
+            .await
+            .context("Failed to get a database connection")?;
+        db::configurations::claim_by_name(
+            &**client,
+            system,
+            &ctx.worker_id,
+            ctx.settings.worker.lease_secs as i64,
+        )
+        .await?
     };
     let report = crate::sync::sync_system(&ctx, row, Trigger::Manual, shutdown_on_signal()).await;
-    println!("{}: {}", report.system_name, describe(&report.outcome, report.members));
+    println!(
+        "{}: {}",
+        report.system_name,
+        describe(&report.outcome, report.members)
+    );
     match report.outcome {
-        Outcome::Failed(_) | Outcome::InvalidConfig(_) => anyhow::bail!("sync of {system} did not succeed"),
+        Outcome::Failed(_) | Outcome::InvalidConfig(_) => {
+            anyhow::bail!("sync of {system} did not succeed")
+        }
         _ => Ok(()),
     }
 }
@@ -114,7 +132,9 @@ fn describe(outcome: &Outcome, members: i64) -> String {
 
 async fn status(settings: &Settings) -> anyhow::Result<()> {
     let client = db::connect_single(&settings.database).await?;
-    let rows = db::configurations::status_rows(&client).await.context("Failed to read the systems")?;
+    let rows = db::configurations::status_rows(&client)
+        .await
+        .context("Failed to read the systems")?;
     print!("{}", crate::status::render(&rows));
     Ok(())
 }
@@ -124,12 +144,21 @@ fn normalize(key: &str, country: Option<&str>) -> anyhow::Result<()> {
         .parse()
         .map_err(|e| crate::configuration::ConfigError::new("--key", format!("{e}")))?;
     if let Some(c) = country {
-        crate::identity::Normalizer::new(Some(c))
-            .map_err(|_| crate::configuration::ConfigError::new("--country", format!("'{c}' is not an ISO 3166-1 country")))?;
+        crate::identity::Normalizer::new(Some(c)).map_err(|_| {
+            crate::configuration::ConfigError::new(
+                "--country",
+                format!("'{c}' is not an ISO 3166-1 country"),
+            )
+        })?;
     }
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    crate::identity::run_normalize(key, country, stdin.lock(), std::io::BufWriter::new(stdout.lock()))?;
+    crate::identity::run_normalize(
+        key,
+        country,
+        stdin.lock(),
+        std::io::BufWriter::new(stdout.lock()),
+    )?;
     Ok(())
 }
 
@@ -151,10 +180,11 @@ fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

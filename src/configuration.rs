@@ -128,6 +128,8 @@ pub struct WorkerSettings {
     pub max_concurrent_systems: usize,
     pub lease_secs: u64,
     pub removal_guard_share: f64,
+    /// Rows per upload call: Meta takes at most 10,000; smaller suits slow links (and tests).
+    pub upload_batch_rows: usize,
     pub events_interval_secs: u64,
     pub shutdown_grace_secs: u64,
     pub extract_sql_file: String,
@@ -292,6 +294,12 @@ impl Settings {
         )?;
         set_parsed(
             &get,
+            "UPLOAD_BATCH_ROWS",
+            "a whole number from 1 to 10000",
+            &mut self.worker.upload_batch_rows,
+        )?;
+        set_parsed(
+            &get,
             "EVENTS_INTERVAL_SECS",
             "a whole number of seconds",
             &mut self.worker.events_interval_secs,
@@ -320,6 +328,12 @@ impl Settings {
             return Err(ConfigError::new(
                 "SCHEDULER_MAX_CONCURRENT",
                 "expected a whole number from 1 to 64",
+            ));
+        }
+        if !(1..=10_000).contains(&self.worker.upload_batch_rows) {
+            return Err(ConfigError::new(
+                "UPLOAD_BATCH_ROWS",
+                "expected a whole number from 1 to 10000",
             ));
         }
         if !(0.0..=1.0).contains(&self.worker.removal_guard_share) {

@@ -49,9 +49,12 @@ pub fn router(pool: Pool, health: Arc<Health>, interval: Duration) -> Router {
 
 /// 200 while the database answers and the scheduler loop turns; 503 otherwise.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let database = tokio::time::timeout(Duration::from_secs(5), crate::sync::run::database_answers(&state.pool))
-        .await
-        .unwrap_or(false);
+    let database = tokio::time::timeout(
+        Duration::from_secs(5),
+        crate::sync::run::database_answers(&state.pool),
+    )
+    .await
+    .unwrap_or(false);
     let scheduler = state.health.loop_alive(state.interval);
     let status = if database && scheduler {
         StatusCode::OK
@@ -66,13 +69,20 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
 }
 
 /// Serves until `shutdown`. Binds `[::]:port` (IPv4 too), as Railway's private network is IPv6.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -32,7 +32,8 @@ pub struct Health {
 impl Health {
     pub fn beat(&self) {
         self.started.store(true, Ordering::Relaxed);
-        self.last_beat.store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+        self.last_beat
+            .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
     }
 
     /// True when the loop turned within three intervals.
@@ -44,18 +45,34 @@ impl Health {
 
 /// Syncs every due system, then returns (RUN_MODE=once, `run --once`, and tests). Stops claiming
 /// when `cancel` fires.
-pub async fn run_due(ctx: &SyncContext, trigger: Trigger, cancel: &CancellationToken) -> anyhow::Result<Vec<RunReport>> {
+pub async fn run_due(
+    ctx: &SyncContext,
+    trigger: Trigger,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<RunReport>> {
     let mut reports = Vec::new();
     let limit = ctx.settings.worker.max_concurrent_systems as i64;
     while !cancel.is_cancelled() {
         let claimed = {
-            let client = ctx.pool.get().await.context("Failed to get a database connection")?;
-            claim_due(&**client, &ctx.worker_id, ctx.settings.worker.lease_secs as i64, limit).await?
+            let client = ctx
+                .pool
+                .get()
+                .await
+                .context("Failed to get a database connection")?;
+            claim_due(
+                &**client,
+                &ctx.worker_id,
+                ctx.settings.worker.lease_secs as i64,
+                limit,
+            )
+            .await?
         };
         if claimed.is_empty() {
             break;
         }
-        let runs = claimed.into_iter().map(|row| sync_system(ctx, row, trigger, cancel.clone()));
+        let runs = claimed
+            .into_iter()
+            .map(|row| sync_system(ctx, row, trigger, cancel.clone()));
         reports.extend(futures_util::future::join_all(runs).await);
     }
     Ok(reports)
@@ -63,7 +80,12 @@ pub async fn run_due(ctx: &SyncContext, trigger: Trigger, cancel: &CancellationT
 
 /// The long-running loop. Returns when `shutdown` fires and in-flight syncs have finished their
 /// current batch and released their leases (or the grace period ran out).
-pub async fn run_scheduler(ctx: SyncContext, health: Arc<Health>, wake: Arc<Notify>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_scheduler(
+    ctx: SyncContext,
+    health: Arc<Health>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let interval = Duration::from_secs(ctx.settings.worker.poll_interval_secs);
     let max = ctx.settings.worker.max_concurrent_systems;
     let mut ticker = tokio::time::interval(interval);
@@ -79,10 +101,14 @@ pub async fn run_scheduler(ctx: SyncContext, health: Arc<Health>, wake: Arc<Noti
                     for row in rows {
                         let ctx = ctx.clone();
                         let cancel = shutdown.child_token();
-                        running.spawn(async move { sync_system(&ctx, row, Trigger::Schedule, cancel).await });
+                        running.spawn(async move {
+                            sync_system(&ctx, row, Trigger::Schedule, cancel).await
+                        });
                     }
                 }
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "claiming due systems failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "claiming due systems failed; will retry")
+                }
             }
         }
         tokio::select! {
@@ -93,8 +119,14 @@ pub async fn run_scheduler(ctx: SyncContext, health: Arc<Health>, wake: Arc<Noti
         }
     }
     let grace = Duration::from_secs(ctx.settings.worker.shutdown_grace_secs);
-    tracing::info!(in_flight = running.len(), "shutting down: finishing in-flight batches");
-    let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
+    tracing::info!(
+        in_flight = running.len(),
+        "shutting down: finishing in-flight batches"
+    );
+    let drained = tokio::time::timeout(grace, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         tracing::warn!("grace period over; abandoning in-flight syncs (their leases will expire)");
         running.abort_all();
@@ -102,9 +134,22 @@ pub async fn run_scheduler(ctx: SyncContext, health: Arc<Health>, wake: Arc<Noti
     Ok(())
 }
 
-async fn claim(ctx: &SyncContext, limit: i64) -> anyhow::Result<Vec<crate::sync::system::SystemRow>> {
-    let client = ctx.pool.get().await.context("Failed to get a database connection")?;
-    Ok(claim_due(&**client, &ctx.worker_id, ctx.settings.worker.lease_secs as i64, limit).await?)
+async fn claim(
+    ctx: &SyncContext,
+    limit: i64,
+) -> anyhow::Result<Vec<crate::sync::system::SystemRow>> {
+    let client = ctx
+        .pool
+        .get()
+        .await
+        .context("Failed to get a database connection")?;
+    Ok(claim_due(
+        &**client,
+        &ctx.worker_id,
+        ctx.settings.worker.lease_secs as i64,
+        limit,
+    )
+    .await?)
 }
 
 /// Listens on `channels` with a dedicated connection (pooled connections never see NOTIFY) and
@@ -149,8 +194,14 @@ async fn listen_once(
         }
         Ok(())
     });
-    let listen: String = channels.iter().map(|(c, _)| format!("LISTEN {c};")).collect();
-    client.batch_execute(&listen).await.context("LISTEN failed")?;
+    let listen: String = channels
+        .iter()
+        .map(|(c, _)| format!("LISTEN {c};"))
+        .collect();
+    client
+        .batch_execute(&listen)
+        .await
+        .context("LISTEN failed")?;
     // A notification may have been missed while disconnected: wake everyone once.
     for (_, notify) in channels {
         notify.notify_one();

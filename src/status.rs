@@ -4,12 +4,26 @@ use chrono::{DateTime, Utc};
 use crate::db::configurations::StatusRow;
 
 fn when(t: Option<DateTime<Utc>>) -> String {
-    t.map_or_else(|| "-".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+    t.map_or_else(
+        || "-".to_string(),
+        |t| t.format("%Y-%m-%d %H:%M").to_string(),
+    )
 }
 
 /// Renders the rows as aligned columns; the last error is cut to one short line.
 pub fn render(rows: &[StatusRow]) -> String {
-    let header = ["SYSTEM", "ACTIVE", "STATUS", "LAST SYNC", "NEXT SYNC", "MEMBERS", "AUDIENCE", "FAILS", "LEASE", "LAST ERROR"];
+    let header = [
+        "SYSTEM",
+        "ACTIVE",
+        "STATUS",
+        "LAST SYNC",
+        "NEXT SYNC",
+        "MEMBERS",
+        "AUDIENCE",
+        "FAILS",
+        "LEASE",
+        "LAST ERROR",
+    ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rows {
         let error: String = r
@@ -31,18 +45,28 @@ pub fn render(rows: &[StatusRow]) -> String {
         table.push(vec![
             r.system_name.clone(),
             if r.is_active { "yes" } else { "no" }.to_string(),
-            r.sync_status.clone().unwrap_or_else(|| "pending".to_string()),
+            r.sync_status
+                .clone()
+                .unwrap_or_else(|| "pending".to_string()),
             when(r.last_sync),
             when(r.next_sync),
             r.total_customers.to_string(),
-            r.custom_audience_id.clone().unwrap_or_else(|| "-".to_string()),
+            r.custom_audience_id
+                .clone()
+                .unwrap_or_else(|| "-".to_string()),
             r.consecutive_failures.to_string(),
             lease,
             error,
         ]);
     }
     let widths: Vec<usize> = (0..header.len())
-        .map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            table
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in &table {
@@ -74,13 +98,20 @@ mod tests {
             consecutive_failures: 2,
             lease_owner: None,
             lease_expires_at: None,
-            error_log: Some(format!("Meta error 190/463 (OAuthException): {}", "x".repeat(200))),
+            error_log: Some(format!(
+                "Meta error 190/463 (OAuthException): {}",
+                "x".repeat(200)
+            )),
         };
         let text = render(&[row]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("SYSTEM"));
-        assert!(lines[1].contains("kangoo_system") && lines[1].contains("failed") && lines[1].contains("1234"));
+        assert!(
+            lines[1].contains("kangoo_system")
+                && lines[1].contains("failed")
+                && lines[1].contains("1234")
+        );
         assert!(lines[1].contains("190/463") && lines[1].ends_with('…'));
     }
 }

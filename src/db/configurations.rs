@@ -50,7 +50,9 @@ pub async fn claim_due(
                    FOR UPDATE SKIP LOCKED)
         RETURNING {COLUMNS}"
     );
-    let rows = client.query(&sql, &[&worker_id, &(lease_secs as f64), &limit]).await?;
+    let rows = client
+        .query(&sql, &[&worker_id, &(lease_secs as f64), &limit])
+        .await?;
     Ok(rows.iter().map(system_row).collect())
 }
 
@@ -82,7 +84,10 @@ pub async fn claim_by_name(
           WHERE system_name = $1 AND (lease_expires_at IS NULL OR lease_expires_at < now())
         RETURNING {COLUMNS}"
     );
-    if let Some(row) = client.query_opt(&sql, &[&name, &worker_id, &(lease_secs as f64)]).await? {
+    if let Some(row) = client
+        .query_opt(&sql, &[&name, &worker_id, &(lease_secs as f64)])
+        .await?
+    {
         return Ok(system_row(&row));
     }
     let holder = client
@@ -96,7 +101,9 @@ pub async fn claim_by_name(
         Some(row) => Err(ClaimError::Leased {
             name: name.to_string(),
             owner: row.get::<_, Option<String>>(0).unwrap_or_default(),
-            until: row.get::<_, Option<DateTime<Utc>>>(1).unwrap_or_else(Utc::now),
+            until: row
+                .get::<_, Option<DateTime<Utc>>>(1)
+                .unwrap_or_else(Utc::now),
         }),
     }
 }
@@ -236,7 +243,9 @@ pub struct StatusRow {
     pub error_log: Option<String>,
 }
 
-pub async fn status_rows(client: &impl tokio_postgres::GenericClient) -> Result<Vec<StatusRow>, tokio_postgres::Error> {
+pub async fn status_rows(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<Vec<StatusRow>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT system_name, coalesce(is_active, false), sync_status, last_sync, next_sync,

@@ -34,7 +34,11 @@ pub struct PlanCounts {
     pub removals_held: i64,
 }
 
-pub async fn record_plan(client: &impl GenericClient, run_id: i64, c: &PlanCounts) -> Result<(), tokio_postgres::Error> {
+pub async fn record_plan(
+    client: &impl GenericClient,
+    run_id: i64,
+    c: &PlanCounts,
+) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
             "UPDATE cdp.facebook_sync_runs

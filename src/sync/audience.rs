@@ -23,7 +23,10 @@ pub async fn ensure_audience(
     if let Some(id) = &plan.custom_audience_id {
         return Ok(id.clone());
     }
-    let id = match meta.find_audience_by_name(&plan.ad_account_id, &plan.audience_name).await? {
+    let id = match meta
+        .find_audience_by_name(&plan.ad_account_id, &plan.audience_name)
+        .await?
+    {
         Some(found) => {
             tracing::info!(system = %plan.system_name, audience_id = %found, "audience found by name");
             found

@@ -16,7 +16,9 @@ pub fn push_cell(packed: &mut Vec<u8>, cell: &str) {
     }
     if cell.len() == 64 {
         let mut digest = [0u8; 32];
-        let lowercase_hex = cell.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let lowercase_hex = cell
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if lowercase_hex && const_hex::decode_to_slice(cell, &mut digest).is_ok() {
             packed.push(DIGEST);
             packed.extend_from_slice(&digest);
@@ -77,7 +79,14 @@ mod tests {
         let hash = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79";
         let packed = pack(&[hash, "", "CRM-20-00000001"]);
         assert_eq!(packed.len(), 33 + 1 + 3 + 15);
-        assert_eq!(unpack(&packed).unwrap(), vec![hash.to_string(), String::new(), "CRM-20-00000001".to_string()]);
+        assert_eq!(
+            unpack(&packed).unwrap(),
+            vec![
+                hash.to_string(),
+                String::new(),
+                "CRM-20-00000001".to_string()
+            ]
+        );
     }
 
     #[test]

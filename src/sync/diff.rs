@@ -83,7 +83,10 @@ pub async fn diff(
 
 /// When removals are held, a changed member's new row is held too (its old row stays in the
 /// audience and in the ledger): only true newcomers are added. Returns the additions left.
-pub async fn hold_removals(stage: &tokio_postgres::Client, configuration_id: i32) -> anyhow::Result<i64> {
+pub async fn hold_removals(
+    stage: &tokio_postgres::Client,
+    configuration_id: i32,
+) -> anyhow::Result<i64> {
     stage
         .batch_execute("TRUNCATE sync_removes")
         .await
@@ -96,7 +99,10 @@ pub async fn hold_removals(stage: &tokio_postgres::Client, configuration_id: i32
         )
         .await
         .context("Failed to hold changed members")?;
-    let left: i64 = stage.query_one("SELECT count(*) FROM sync_adds", &[]).await?.get(0);
+    let left: i64 = stage
+        .query_one("SELECT count(*) FROM sync_adds", &[])
+        .await?
+        .get(0);
     Ok(left)
 }
 
@@ -110,6 +116,9 @@ pub async fn plan_replace(stage: &tokio_postgres::Client) -> anyhow::Result<i64>
         )
         .await
         .context("Failed to plan the replace upload")?;
-    let total: i64 = stage.query_one("SELECT count(*) FROM sync_adds", &[]).await?.get(0);
+    let total: i64 = stage
+        .query_one("SELECT count(*) FROM sync_adds", &[])
+        .await?
+        .get(0);
     Ok(total)
 }

@@ -45,7 +45,10 @@ pub struct ColumnMap {
 
 /// Matches the query's columns to the match keys; every problem is a plain sentence for
 /// `error_log` (the system is then `invalid_config`).
-pub fn map_columns(columns: &[(String, Type)], keys: &[MatchKey]) -> Result<ColumnMap, Vec<String>> {
+pub fn map_columns(
+    columns: &[(String, Type)],
+    keys: &[MatchKey],
+) -> Result<ColumnMap, Vec<String>> {
     let mut problems = Vec::new();
     let find = |name: &str, types: &[Type], problems: &mut Vec<String>| -> usize {
         match columns.iter().position(|(n, _)| n == name) {
@@ -57,7 +60,11 @@ pub fn map_columns(columns: &[(String, Type)], keys: &[MatchKey]) -> Result<Colu
                 problems.push(format!(
                     "column `{name}` of the extraction query is {} (expected {})",
                     columns[i].1,
-                    types.iter().map(Type::name).collect::<Vec<_>>().join(" or ")
+                    types
+                        .iter()
+                        .map(Type::name)
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 ));
                 i
             }
@@ -95,7 +102,9 @@ mod tests {
     use super::*;
 
     fn columns(list: &[(&str, Type)]) -> Vec<(String, Type)> {
-        list.iter().map(|(n, t)| (n.to_string(), t.clone())).collect()
+        list.iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect()
     }
 
     #[test]
@@ -114,10 +123,24 @@ mod tests {
 
     #[test]
     fn a_missing_or_mistyped_column_is_named_with_its_match_key() {
-        let cols = columns(&[("customer_id", Type::INT4), ("tenant_id", Type::INT4), ("email", Type::TEXT)]);
+        let cols = columns(&[
+            ("customer_id", Type::INT4),
+            ("tenant_id", Type::INT4),
+            ("email", Type::TEXT),
+        ]);
         let problems = map_columns(&cols, &[MatchKey::Email, MatchKey::Ct]).unwrap_err();
-        assert!(problems.iter().any(|p| p.contains("customer_id") && p.contains("int4")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("match key CT") && p.contains("`city`")), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("customer_id") && p.contains("int4")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("match key CT") && p.contains("`city`")),
+            "{problems:?}"
+        );
     }
 
     #[test]

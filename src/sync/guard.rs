@@ -37,8 +37,13 @@ mod tests {
 
     #[test]
     fn removals_above_the_share_are_held_with_a_reason_an_operator_can_act_on() {
-        let Removals::Held(why) = decide(1000, 201, 0.2, false) else { panic!("not held") };
-        assert!(why.contains("201 of 1000") && why.contains("force_removals"), "{why}");
+        let Removals::Held(why) = decide(1000, 201, 0.2, false) else {
+            panic!("not held")
+        };
+        assert!(
+            why.contains("201 of 1000") && why.contains("force_removals"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -130,8 +130,21 @@ mod tests {
     #[test]
     fn the_same_person_in_two_tenants_gets_the_same_member_key() {
         let mut tally = Tally::new(4);
-        let a = build([Some("Mary@Example.com"), None, Some("Mary"), None], &mut tally).unwrap();
-        let b = build([Some("  mary@example.com "), Some("+54 9 11 5555-1234"), None, None], &mut tally).unwrap();
+        let a = build(
+            [Some("Mary@Example.com"), None, Some("Mary"), None],
+            &mut tally,
+        )
+        .unwrap();
+        let b = build(
+            [
+                Some("  mary@example.com "),
+                Some("+54 9 11 5555-1234"),
+                None,
+                None,
+            ],
+            &mut tally,
+        )
+        .unwrap();
         assert_eq!(a.member_key, b.member_key);
         assert_ne!(a.cells, b.cells);
         assert_eq!((a.filled, b.filled), (2, 2));
@@ -140,7 +153,11 @@ mod tests {
     #[test]
     fn a_customer_without_email_but_with_a_phone_is_kept_and_keyed_by_the_phone() {
         let mut tally = Tally::new(4);
-        let member = build([None, Some("+54 9 11 5555-1234"), Some("José"), None], &mut tally).unwrap();
+        let member = build(
+            [None, Some("+54 9 11 5555-1234"), Some("José"), None],
+            &mut tally,
+        )
+        .unwrap();
         let cells = unpack(&member.cells).unwrap();
         assert_eq!(cells[0], "");
         assert_eq!(cells[1].len(), 64);
@@ -151,7 +168,13 @@ mod tests {
     #[test]
     fn a_row_with_only_names_is_skipped_and_counted() {
         let mut tally = Tally::new(4);
-        assert!(build([None, Some("not a phone"), Some("Ana"), Some("Pérez")], &mut tally).is_none());
+        assert!(
+            build(
+                [None, Some("not a phone"), Some("Ana"), Some("Pérez")],
+                &mut tally
+            )
+            .is_none()
+        );
         assert_eq!(tally.no_usable_key, 1);
         assert_eq!(tally.invalid, vec![0, 1, 0, 0]);
     }
@@ -159,10 +182,22 @@ mod tests {
     #[test]
     fn an_invalid_value_becomes_an_empty_cell_and_is_counted_against_its_key() {
         let mut tally = Tally::new(4);
-        let member = build([Some("juan-at-example.com"), Some("+54 9 11 5555-1234"), Some("Juan"), Some("")], &mut tally).unwrap();
+        let member = build(
+            [
+                Some("juan-at-example.com"),
+                Some("+54 9 11 5555-1234"),
+                Some("Juan"),
+                Some(""),
+            ],
+            &mut tally,
+        )
+        .unwrap();
         let cells = unpack(&member.cells).unwrap();
         assert_eq!(cells[0], "");
-        assert_eq!(cells[3], "", "an empty value is an empty cell, not sha256(\"\")");
+        assert_eq!(
+            cells[3], "",
+            "an empty value is an empty cell, not sha256(\"\")"
+        );
         assert_eq!(tally.invalid, vec![1, 0, 0, 0]);
         assert_eq!(tally.invalid_json(&KEYS), serde_json::json!({"EMAIL": 1}));
     }

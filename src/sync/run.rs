@@ -89,10 +89,20 @@ pub struct RunReport {
 
 /// Syncs one claimed system. Never returns an error: every failure ends as an outcome written
 /// to the configuration row and the run row (unless the database itself is gone).
-pub async fn sync_system(ctx: &SyncContext, row: SystemRow, trigger: Trigger, cancel: CancellationToken) -> RunReport {
+pub async fn sync_system(
+    ctx: &SyncContext,
+    row: SystemRow,
+    trigger: Trigger,
+    cancel: CancellationToken,
+) -> RunReport {
     let lease_lost = CancellationToken::new();
     let run_cancel = cancel.child_token();
-    let renewal = tokio::spawn(keep_lease(ctx.clone(), row.id, lease_lost.clone(), run_cancel.clone()));
+    let renewal = tokio::spawn(keep_lease(
+        ctx.clone(),
+        row.id,
+        lease_lost.clone(),
+        run_cancel.clone(),
+    ));
     let report = run_inner(ctx, &row, trigger, &run_cancel).await;
     renewal.abort();
     let report = if lease_lost.is_cancelled() {
@@ -105,8 +115,10 @@ pub async fn sync_system(ctx: &SyncContext, row: SystemRow, trigger: Trigger, ca
     };
     let outcome = report.outcome.as_str();
     metrics::counter!("cdp_sync_runs_total", "outcome" => outcome).increment(1);
-    metrics::counter!("cdp_sync_rows_added_total", "system" => row.system_name.clone()).increment(report.added.max(0) as u64);
-    metrics::counter!("cdp_sync_rows_removed_total", "system" => row.system_name.clone()).increment(report.removed.max(0) as u64);
+    metrics::counter!("cdp_sync_rows_added_total", "system" => row.system_name.clone())
+        .increment(report.added.max(0) as u64);
+    metrics::counter!("cdp_sync_rows_removed_total", "system" => row.system_name.clone())
+        .increment(report.removed.max(0) as u64);
     if matches!(report.outcome, Outcome::Success | Outcome::Partial) {
         metrics::gauge!("cdp_sync_last_success_timestamp_seconds", "system" => row.system_name.clone())
             .set(Utc::now().timestamp() as f64);
@@ -134,7 +146,9 @@ async fn keep_lease(ctx: SyncContext, id: i32, lost: CancellationToken, run: Can
     tick.tick().await;
     loop {
         tick.tick().await;
-        let Ok(client) = ctx.pool.get().await else { continue };
+        let Ok(client) = ctx.pool.get().await else {
+            continue;
+        };
         match renew_lease(&**client, id, &ctx.worker_id, lease).await {
             Ok(true) => {}
             Ok(false) => {
@@ -147,7 +161,12 @@ async fn keep_lease(ctx: SyncContext, id: i32, lost: CancellationToken, run: Can
     }
 }
 
-async fn run_inner(ctx: &SyncContext, row: &SystemRow, trigger: Trigger, cancel: &CancellationToken) -> RunReport {
+async fn run_inner(
+    ctx: &SyncContext,
+    row: &SystemRow,
+    trigger: Trigger,
+    cancel: &CancellationToken,
+) -> RunReport {
     let mut report = RunReport {
         system_name: row.system_name.clone(),
         run_id: None,
@@ -163,11 +182,20 @@ async fn run_inner(ctx: &SyncContext, row: &SystemRow, trigger: Trigger, cancel:
             return report;
         }
     };
-    let run_id = match runs::open(&**client, row.id, &row.system_name, trigger.as_str(), &ctx.worker_id, &row.sync_mode).await {
+    let run_id = match runs::open(
+        &**client,
+        row.id,
+        &row.system_name,
+        trigger.as_str(),
+        &ctx.worker_id,
+        &row.sync_mode,
+    )
+    .await
+    {
         Ok(id) => id,
         Err(e) => {
             report.outcome = Outcome::Failed(format!("Failed to open the run: {e}"));
-            let _ = write_finish(&**client, ctx, row, &report.outcome, 0, None).await;
+            let _ = write_finish(&client, ctx, row, &report.outcome, 0, None).await;
             return report;
         }
     };
@@ -191,10 +219,11 @@ async fn run_inner(ctx: &SyncContext, row: &SystemRow, trigger: Trigger, cancel:
         Outcome::Failed(e) | Outcome::InvalidConfig(e) => Some(e.clone()),
         _ => held.clone(),
     };
-    if let Err(e) = runs::close(&**client, run_id, report.outcome.as_str(), error.as_deref()).await {
+    if let Err(e) = runs::close(&**client, run_id, report.outcome.as_str(), error.as_deref()).await
+    {
         tracing::error!(error = %e, "Failed to close the run row");
     }
-    if let Err(e) = write_finish(&**client, ctx, row, &report.outcome, members, held).await {
+    if let Err(e) = write_finish(&client, ctx, row, &report.outcome, members, held).await {
         tracing::error!(error = %e, "Failed to write the sync status");
     }
     report
@@ -242,7 +271,12 @@ struct Done {
     held: Option<String>,
 }
 
-async fn execute(ctx: &SyncContext, plan: &SyncPlan, run_id: i64, cancel: &CancellationToken) -> Result<Done, Outcome> {
+async fn execute(
+    ctx: &SyncContext,
+    plan: &SyncPlan,
+    run_id: i64,
+    cancel: &CancellationToken,
+) -> Result<Done, Outcome> {
     let failed = |e: anyhow::Error| Outcome::Failed(format!("{e:#}"));
     // Staging and the diff live in session tables: one connection for them, another to stream.
     let stage = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
@@ -262,11 +296,18 @@ async fn execute(ctx: &SyncContext, plan: &SyncPlan, run_id: i64, cancel: &Cance
 
     let staged = match stage_members(&extract, &stage, &ctx.extract_sql, plan).await {
         Ok(report) => report,
-        Err(StageError::Columns(problems)) => return Err(Outcome::InvalidConfig(problems.join("; "))),
+        Err(StageError::Columns(problems)) => {
+            return Err(Outcome::InvalidConfig(problems.join("; ")));
+        }
         Err(StageError::Other(e)) => return Err(failed(e)),
     };
     drop(extract);
-    let keys = plan.match_keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",");
+    let keys = plan
+        .match_keys
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     let mut planned: DiffReport = diff::diff(&stage, plan.id, &keys, plan.mode == SyncMode::Mirror)
         .await
         .map_err(failed)?;
@@ -275,8 +316,15 @@ async fn execute(ctx: &SyncContext, plan: &SyncPlan, run_id: i64, cancel: &Cance
         planned.to_add = diff::plan_replace(&stage).await.map_err(failed)?;
         planned.to_remove = 0;
     }
-    let max_share = plan.max_removal_share.unwrap_or(ctx.settings.worker.removal_guard_share);
-    if let Removals::Held(why) = guard::decide(planned.audience, planned.to_remove, max_share, plan.force_removals) {
+    let max_share = plan
+        .max_removal_share
+        .unwrap_or(ctx.settings.worker.removal_guard_share);
+    if let Removals::Held(why) = guard::decide(
+        planned.audience,
+        planned.to_remove,
+        max_share,
+        plan.force_removals,
+    ) {
         tracing::warn!(system = %plan.system_name, to_remove = planned.to_remove, audience = planned.audience, "removals held");
         planned.to_add = diff::hold_removals(&stage, plan.id).await.map_err(failed)?;
         held = Some((why, planned.to_remove));
@@ -294,7 +342,9 @@ async fn execute(ctx: &SyncContext, plan: &SyncPlan, run_id: i64, cancel: &Cance
         to_remove: planned.to_remove,
         removals_held: held.as_ref().map_or(0, |(_, n)| *n),
     };
-    runs::record_plan(&**stage, run_id, &counts).await.map_err(|e| failed(e.into()))?;
+    runs::record_plan(&**stage, run_id, &counts)
+        .await
+        .map_err(|e| failed(e.into()))?;
     tracing::info!(
         system = %plan.system_name,
         extracted = counts.extracted,
@@ -320,6 +370,7 @@ async fn execute(ctx: &SyncContext, plan: &SyncPlan, run_id: i64, cancel: &Cance
         run_id,
         session_id,
         total,
+        batch_rows: ctx.settings.worker.upload_batch_rows,
         cancel,
     };
     let as_outcome = |e: UploadError| match e {
@@ -333,17 +384,29 @@ async fn execute(ctx: &SyncContext, plan: &SyncPlan, run_id: i64, cancel: &Cance
     let mut interrupted = removed.interrupted;
     let mut added = Default::default();
     if !interrupted {
-        let direction = if plan.mode == SyncMode::Replace { Direction::Replace } else { Direction::Add };
-        added = upload(planned.to_add, add_session).run(direction).await.map_err(as_outcome)?;
+        let direction = if plan.mode == SyncMode::Replace {
+            Direction::Replace
+        } else {
+            Direction::Add
+        };
+        added = upload(planned.to_add, add_session)
+            .run(direction)
+            .await
+            .map_err(as_outcome)?;
         interrupted = added.interrupted;
     }
     let members: i64 = stage
-        .query_one("SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1", &[&plan.id])
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
+            &[&plan.id],
+        )
         .await
         .map_err(|e| failed(e.into()))?
         .get(0);
     let _ = stage
-        .batch_execute("DROP TABLE IF EXISTS pg_temp.sync_target, pg_temp.sync_adds, pg_temp.sync_removes")
+        .batch_execute(
+            "DROP TABLE IF EXISTS pg_temp.sync_target, pg_temp.sync_adds, pg_temp.sync_removes",
+        )
         .await;
     let outcome = if interrupted {
         Outcome::Interrupted
@@ -376,18 +439,22 @@ pub async fn database_answers(pool: &Pool) -> bool {
 
 /// The worker id: `WORKER_ID`, else host name and process id.
 pub fn default_worker_id() -> String {
-    std::env::var("WORKER_ID").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "worker".into());
-        format!("{host}:{}", std::process::id())
-    })
+    std::env::var("WORKER_ID")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "worker".into());
+            format!("{host}:{}", std::process::id())
+        })
 }
 
 /// Builds the context from settings (pool, Meta client, extraction SQL).
 pub fn context(settings: Settings, meta: MetaClient) -> anyhow::Result<SyncContext> {
     let pool = db::connect_pool(&settings.database)?;
-    let extract_sql = super::extract::load_sql(&settings.worker.extract_sql_file).context("Failed to load the extraction query")?;
+    let extract_sql = super::extract::load_sql(&settings.worker.extract_sql_file)
+        .context("Failed to load the extraction query")?;
     Ok(SyncContext {
         pool,
         meta,

@@ -40,7 +40,10 @@ pub async fn stage_members(
     sql: &str,
     plan: &SyncPlan,
 ) -> Result<StageReport, StageError> {
-    let statement = extract.prepare(sql).await.context("The extraction query does not prepare")?;
+    let statement = extract
+        .prepare(sql)
+        .await
+        .context("The extraction query does not prepare")?;
     let columns: Vec<(String, Type)> = statement
         .columns()
         .iter()
@@ -60,7 +63,10 @@ pub async fn stage_members(
         .copy_in("COPY sync_stage (member_key, cells, filled, tenant_id, customer_id) FROM STDIN (FORMAT binary)")
         .await
         .context("Failed to start COPY into the staging table")?;
-    let writer = BinaryCopyInWriter::new(sink, &[Type::BYTEA, Type::BYTEA, Type::INT2, Type::INT4, Type::INT8]);
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[Type::BYTEA, Type::BYTEA, Type::INT2, Type::INT4, Type::INT8],
+    );
     let mut writer = pin!(writer);
 
     let params: [&(dyn ToSql + Sync); 2] = [&plan.tenant_ids, &plan.excluded_segments];
@@ -75,7 +81,11 @@ pub async fn stage_members(
             .map_ok(|chunk| {
                 let plan = plan.clone();
                 let map = map.clone();
-                tokio::task::spawn_blocking(move || hash_chunk(&plan, &map, &chunk))
+                async move {
+                    tokio::task::spawn_blocking(move || hash_chunk(&plan, &map, &chunk))
+                        .await
+                        .context("A hashing worker panicked")?
+                }
             })
             .try_buffered(workers)
     );
@@ -85,34 +95,59 @@ pub async fn stage_members(
         staged: 0,
     };
     while let Some(done) = hashed.next().await {
-        let (members, tally) = done?.context("A hashing worker failed")?;
+        let (members, tally) = done?;
         report.tally.add(&tally);
         for m in &members {
             writer
                 .as_mut()
-                .write(&[&&m.member_key[..], &m.cells, &m.filled, &m.tenant_id, &m.customer_id])
+                .write(&[
+                    &&m.member_key[..],
+                    &m.cells,
+                    &m.filled,
+                    &m.tenant_id,
+                    &m.customer_id,
+                ])
                 .await
                 .context("COPY into the staging table failed")?;
         }
         report.staged += members.len() as u64;
     }
-    writer.finish().await.context("COPY into the staging table failed")?;
+    writer
+        .finish()
+        .await
+        .context("COPY into the staging table failed")?;
     Ok(report)
 }
 
 /// CPU work for one chunk, on a blocking thread.
-fn hash_chunk(plan: &SyncPlan, map: &ColumnMap, rows: &[tokio_postgres::Row]) -> anyhow::Result<(Vec<Member>, Tally)> {
+fn hash_chunk(
+    plan: &SyncPlan,
+    map: &ColumnMap,
+    rows: &[tokio_postgres::Row],
+) -> anyhow::Result<(Vec<Member>, Tally)> {
     let mut tally = Tally::new(plan.match_keys.len());
     let mut members = Vec::with_capacity(rows.len());
     let mut raw: Vec<Option<&str>> = Vec::with_capacity(map.keys.len());
     for row in rows {
         raw.clear();
         for &i in &map.keys {
-            raw.push(row.try_get::<_, Option<&str>>(i).context("Reading a customer value failed")?);
+            raw.push(
+                row.try_get::<_, Option<&str>>(i)
+                    .context("Reading a customer value failed")?,
+            );
         }
         let tenant_id: i32 = row.try_get(map.tenant_id).context("tenant_id is NULL")?;
-        let customer_id: i64 = row.try_get(map.customer_id).context("customer_id is NULL")?;
-        if let Some(m) = build_member(&plan.normalizer, &plan.match_keys, &raw, tenant_id, customer_id, &mut tally) {
+        let customer_id: i64 = row
+            .try_get(map.customer_id)
+            .context("customer_id is NULL")?;
+        if let Some(m) = build_member(
+            &plan.normalizer,
+            &plan.match_keys,
+            &raw,
+            tenant_id,
+            customer_id,
+            &mut tally,
+        ) {
             members.push(m);
         }
     }

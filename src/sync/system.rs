@@ -76,7 +76,12 @@ pub struct SyncPlan {
 }
 
 /// Keys that identify a person on their own; a row needs one of them to be worth sending.
-pub const STRONG_KEYS: [MatchKey; 4] = [MatchKey::Email, MatchKey::Phone, MatchKey::ExternId, MatchKey::Madid];
+pub const STRONG_KEYS: [MatchKey; 4] = [
+    MatchKey::Email,
+    MatchKey::Phone,
+    MatchKey::ExternId,
+    MatchKey::Madid,
+];
 
 impl SystemRow {
     /// Checks every column and lists all problems at once, so one fix round is enough.
@@ -95,27 +100,36 @@ impl SystemRow {
         if let Some(id) = &self.custom_audience_id
             && (id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()))
         {
-            problems.push(format!("custom_audience_id '{id}' is not a numeric Meta id"));
+            problems.push(format!(
+                "custom_audience_id '{id}' is not a numeric Meta id"
+            ));
         }
         let mode = match self.sync_mode.as_str() {
             "mirror" => Some(SyncMode::Mirror),
             "append" => Some(SyncMode::Append),
             "replace" => Some(SyncMode::Replace),
             other => {
-                problems.push(format!("sync_mode '{other}' is not one of mirror, append, replace"));
+                problems.push(format!(
+                    "sync_mode '{other}' is not one of mirror, append, replace"
+                ));
                 None
             }
         };
         let mut match_keys = Vec::new();
         for name in &self.match_keys {
             match MatchKey::from_str(name) {
-                Ok(key) if match_keys.contains(&key) => problems.push(format!("match key {key} is listed twice")),
+                Ok(key) if match_keys.contains(&key) => {
+                    problems.push(format!("match key {key} is listed twice"))
+                }
                 Ok(key) => match_keys.push(key),
                 Err(e) => problems.push(format!("match key '{name}': {e}")),
             }
         }
         if !match_keys.iter().any(|k| STRONG_KEYS.contains(k)) {
-            problems.push("match_keys must include at least one of EMAIL, PHONE, EXTERN_ID, MADID".to_string());
+            problems.push(
+                "match_keys must include at least one of EMAIL, PHONE, EXTERN_ID, MADID"
+                    .to_string(),
+            );
         }
         let normalizer = match Normalizer::new(self.default_country.as_deref()) {
             Ok(n) => Some(n),
@@ -129,9 +143,16 @@ impl SystemRow {
         };
         let schedule_hours = i64::from(self.schedule_hours.unwrap_or(48));
         if schedule_hours <= 0 {
-            problems.push(format!("schedule_hours must be at least 1 (is {schedule_hours})"));
+            problems.push(format!(
+                "schedule_hours must be at least 1 (is {schedule_hours})"
+            ));
         }
-        let schedule = match self.schedule_cron.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        let schedule = match self
+            .schedule_cron
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
             None => Some(Schedule::EveryHours(schedule_hours.max(1))),
             Some(expr) => match expr.parse::<croner::Cron>() {
                 Ok(cron) => Some(Schedule::Cron(Box::new(cron))),
@@ -144,7 +165,9 @@ impl SystemRow {
         if let Some(share) = self.max_removal_share
             && !(0.0..=1.0).contains(&share)
         {
-            problems.push(format!("max_removal_share must be between 0 and 1 (is {share})"));
+            problems.push(format!(
+                "max_removal_share must be between 0 and 1 (is {share})"
+            ));
         }
         match (mode, normalizer, schedule, problems.is_empty()) {
             (Some(mode), Some(normalizer), Some(schedule), true) => Ok(SyncPlan {
@@ -174,8 +197,9 @@ impl SystemRow {
 }
 
 fn is_ad_account_id(id: &str) -> bool {
-    id.strip_prefix("act_")
-        .is_some_and(|digits| !digits.is_empty() && digits.len() <= 30 && digits.chars().all(|c| c.is_ascii_digit()))
+    id.strip_prefix("act_").is_some_and(|digits| {
+        !digits.is_empty() && digits.len() <= 30 && digits.chars().all(|c| c.is_ascii_digit())
+    })
 }
 
 impl Schedule {
@@ -193,7 +217,11 @@ impl Schedule {
 
 /// Retry time after a failure: 5 minutes, doubling with each consecutive failure, capped at
 /// `schedule_hours`.
-pub fn failure_backoff(now: DateTime<Utc>, consecutive_failures_before: i32, schedule_hours: i64) -> DateTime<Utc> {
+pub fn failure_backoff(
+    now: DateTime<Utc>,
+    consecutive_failures_before: i32,
+    schedule_hours: i64,
+) -> DateTime<Utc> {
     let doublings = consecutive_failures_before.clamp(0, 20) as u32;
     let minutes = 5i64.saturating_mul(1i64 << doublings);
     let cap = schedule_hours.max(1) * 60;
@@ -228,7 +256,10 @@ mod tests {
     fn the_original_designs_row_is_valid_and_names_its_audience_after_the_system() {
         let plan = row().validate().unwrap();
         assert_eq!(plan.audience_name, "CDP - kangoo_system");
-        assert_eq!(plan.match_keys, vec![MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln]);
+        assert_eq!(
+            plan.match_keys,
+            vec![MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln]
+        );
         assert_eq!(plan.mode, SyncMode::Mirror);
         assert_eq!(plan.tenant_ids, vec![20, 25]);
     }
@@ -264,8 +295,12 @@ mod tests {
         let mut with_cron = row();
         with_cron.schedule_cron = Some("0 10 * * *".into());
         let plan = with_cron.validate().unwrap();
-        let now = DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc);
-        let next = plan.schedule.next_after(now, chrono_tz::America::Argentina::Buenos_Aires);
+        let now = DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let next = plan
+            .schedule
+            .next_after(now, chrono_tz::America::Argentina::Buenos_Aires);
         // 10:00 in Buenos Aires (UTC-3) is 13:00 UTC.
         assert_eq!(next.to_rfc3339(), "2026-03-01T13:00:00+00:00");
     }
@@ -274,7 +309,10 @@ mod tests {
     fn without_cron_the_next_sync_is_schedule_hours_later() {
         let plan = row().validate().unwrap();
         let now = Utc::now();
-        assert_eq!(plan.schedule.next_after(now, chrono_tz::UTC), now + Duration::hours(48));
+        assert_eq!(
+            plan.schedule.next_after(now, chrono_tz::UTC),
+            now + Duration::hours(48)
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cells::unpack;
-use crate::meta::{MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UsersResponse, UsersUpload};
+use crate::meta::{
+    MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UsersResponse, UsersUpload,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -51,6 +53,8 @@ pub struct Upload<'a> {
     pub run_id: i64,
     pub session_id: i64,
     pub total: i64,
+    /// Rows per call (at most Meta's 10,000).
+    pub batch_rows: usize,
     pub cancel: &'a CancellationToken,
 }
 
@@ -106,25 +110,36 @@ impl Upload<'_> {
 
     async fn fetch(&self, direction: Direction, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
         let table = direction.table();
+        let limit = self.batch_rows.clamp(1, MAX_USERS_PER_CALL);
         let sql = if direction == Direction::Remove {
             format!(
                 "SELECT seq, match_keys, cells FROM {table}
                   WHERE seq > $1 AND match_keys = (SELECT match_keys FROM {table} WHERE seq > $1 ORDER BY seq LIMIT 1)
-                  ORDER BY seq LIMIT {MAX_USERS_PER_CALL}"
+                  ORDER BY seq LIMIT {limit}"
             )
         } else {
-            format!("SELECT seq, $2::text, cells FROM {table} WHERE seq > $1 ORDER BY seq LIMIT {MAX_USERS_PER_CALL}")
+            format!(
+                "SELECT seq, $2::text, cells FROM {table} WHERE seq > $1 ORDER BY seq LIMIT {limit}"
+            )
         };
-        let statement = self.stage.prepare(&sql).await.context("Failed to prepare the batch query")?;
+        let statement = self
+            .stage
+            .prepare(&sql)
+            .await
+            .context("Failed to prepare the batch query")?;
         let mut last = 0i64;
         loop {
             let rows = if direction == Direction::Remove {
                 self.stage.query(&statement, &[&last]).await
             } else {
-                self.stage.query(&statement, &[&last, &self.match_keys]).await
+                self.stage
+                    .query(&statement, &[&last, &self.match_keys])
+                    .await
             }
             .context("Failed to read a batch")?;
-            let Some(final_row) = rows.last() else { return Ok(()) };
+            let Some(final_row) = rows.last() else {
+                return Ok(());
+            };
             let hi: i64 = final_row.get(0);
             let schema: String = final_row.get(1);
             let mut cells = Vec::with_capacity(rows.len());
@@ -150,7 +165,8 @@ impl Upload<'_> {
         mut rx: mpsc::Receiver<Batch>,
         accepted: mpsc::Sender<Accepted>,
     ) -> (UploadTotals, Option<UploadError>) {
-        let batches = (self.total + MAX_USERS_PER_CALL as i64 - 1) / MAX_USERS_PER_CALL as i64;
+        let per_call = self.batch_rows.clamp(1, MAX_USERS_PER_CALL) as i64;
+        let batches = (self.total + per_call - 1) / per_call;
         let mut totals = UploadTotals::default();
         let started = Instant::now();
         while let Some(batch) = rx.recv().await {
@@ -172,9 +188,21 @@ impl Upload<'_> {
                 },
             };
             let result = match direction {
-                Direction::Add => self.meta.add_users(self.ad_account_id, self.audience_id, &upload).await,
-                Direction::Remove => self.meta.remove_users(self.ad_account_id, self.audience_id, &upload).await,
-                Direction::Replace => self.meta.replace_users(self.ad_account_id, self.audience_id, &upload).await,
+                Direction::Add => {
+                    self.meta
+                        .add_users(self.ad_account_id, self.audience_id, &upload)
+                        .await
+                }
+                Direction::Remove => {
+                    self.meta
+                        .remove_users(self.ad_account_id, self.audience_id, &upload)
+                        .await
+                }
+                Direction::Replace => {
+                    self.meta
+                        .replace_users(self.ad_account_id, self.audience_id, &upload)
+                        .await
+                }
             };
             let response = match result {
                 Ok(r) => r,
@@ -201,13 +229,20 @@ impl Upload<'_> {
                 response,
             };
             if accepted.send(done).await.is_err() {
-                return (totals, Some(anyhow::anyhow!("the ledger writer stopped").into()));
+                return (
+                    totals,
+                    Some(anyhow::anyhow!("the ledger writer stopped").into()),
+                );
             }
         }
         (totals, None)
     }
 
-    async fn commit(&self, direction: Direction, mut rx: mpsc::Receiver<Accepted>) -> anyhow::Result<()> {
+    async fn commit(
+        &self,
+        direction: Direction,
+        mut rx: mpsc::Receiver<Accepted>,
+    ) -> anyhow::Result<()> {
         // Meta's num_received is the session's running total: record the increase.
         let mut session_received = 0i64;
         while let Some(a) = rx.recv().await {
@@ -274,7 +309,11 @@ impl Upload<'_> {
     /// After the last replace batch the audience is exactly the uploaded set: so is the ledger.
     async fn replace_ledger(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.audience_id.chars().all(|c| c.is_ascii_digit()) && self.match_keys.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c == ','),
+            self.audience_id.chars().all(|c| c.is_ascii_digit())
+                && self
+                    .match_keys
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_' || c == ','),
             "unexpected audience id or match keys"
         );
         self.stage
