@@ -175,20 +175,19 @@ impl MetaClient {
         ad_account_id: &str,
         name: &str,
     ) -> Result<Option<String>, MetaError> {
-        let edge = [
-            ad_account_path(ad_account_id),
-            "customaudiences".to_string(),
-        ];
-        let edge: Vec<&str> = edge.iter().map(String::as_str).collect();
+        let act = ad_account_path(ad_account_id);
+        // The body is the same for every page; only the cursor in the query changes.
+        let body = self.body(Some("GET"), &NoParams {}, 256)?;
         let mut after: Option<String> = None;
         for page_no in 1..=MAX_LIST_PAGES {
             let mut query = vec![("fields", "id,name"), ("limit", LIST_PAGE_SIZE)];
             if let Some(cursor) = &after {
                 query.push(("after", cursor));
             }
-            let url = self.url(&edge, &query);
-            let body = self.body(Some("GET"), &NoParams {}, 256)?;
-            let page: AudiencePage = self.call(ad_account_id, Method::POST, url, body).await?;
+            let url = self.url(&[&act, "customaudiences"], &query);
+            let page: AudiencePage = self
+                .call(ad_account_id, Method::POST, url, body.clone())
+                .await?;
             if let Some(hit) = page.data.iter().find(|a| a.name == name) {
                 tracing::debug!(audience_id = %hit.id, pages = page_no, "found audience by name");
                 return Ok(Some(hit.id.clone()));

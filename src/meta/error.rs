@@ -36,12 +36,15 @@ impl fmt::Display for GraphError {
             write!(f, " ({})", self.error_type)?;
         }
         write!(f, ": {}", self.message)?;
-        // The user title names the problem plainly ("Audience Upload Blocked"); add it when it
-        // says something the message does not.
-        if let Some(title) = self.error_user_title.as_deref().filter(|t| !t.is_empty())
-            && !self.message.contains(title)
-        {
-            write!(f, " [{title}]")?;
+        // Meta's user-facing title and text name the problem plainly ("Audience Upload Blocked",
+        // which event of a batch is invalid); add what the message does not already say.
+        let extra: Vec<&str> = [&self.error_user_title, &self.error_user_msg]
+            .into_iter()
+            .filter_map(|t| t.as_deref())
+            .filter(|t| !t.is_empty() && !self.message.contains(t))
+            .collect();
+        if !extra.is_empty() {
+            write!(f, " [{}]", extra.join(": "))?;
         }
         if let Some(id) = &self.fbtrace_id {
             write!(f, " (fbtrace_id {id})")?;
