@@ -243,12 +243,14 @@ impl Upload<'_> {
         direction: Direction,
         mut rx: mpsc::Receiver<Accepted>,
     ) -> anyhow::Result<()> {
-        // Meta's num_received is the session's running total: record the increase.
-        let mut session_received = 0i64;
+        // Meta's num_received (and the sandbox's num_invalid_entries) are the session's running
+        // totals: record the increase.
+        let (mut session_received, mut session_invalid) = (0i64, 0i64);
         while let Some(a) = rx.recv().await {
             let received = (a.response.num_received as i64 - session_received).max(0);
             session_received = session_received.max(a.response.num_received as i64);
-            let invalid = a.response.num_invalid_entries as i64;
+            let invalid = (a.response.num_invalid_entries as i64 - session_invalid).max(0);
+            session_invalid = session_invalid.max(a.response.num_invalid_entries as i64);
             match direction {
                 Direction::Add => {
                     self.stage

@@ -2,4 +2,6 @@
 mod cli;
 mod demo;
 mod migrations;
+mod pipeline;
 mod support;
+mod world;

@@ -1,0 +1,130 @@
+//! A test world for the audience pipeline: a migrated database with demo customers, a Meta
+//! sandbox, and the worker's context pointed at both.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use cdp_meta_sync::identity::{MatchKey, Normalizer};
+use cdp_meta_sync::meta::MetaClient;
+use cdp_meta_sync::sandbox::{Sandbox, SandboxOptions, spawn};
+use cdp_meta_sync::secret::SecretString;
+use cdp_meta_sync::sync::SyncContext;
+
+use crate::support::{TestDb, migrated_database, settings_for};
+
+pub const TOKEN: &str = "EAAtesttoken-do-not-leak-12345";
+
+pub struct World {
+    pub db: TestDb,
+    pub sandbox: Sandbox,
+    pub ctx: SyncContext,
+}
+
+/// Settings every pipeline test uses: small upload batches so a few thousand customers make
+/// several batches, and quick retries.
+pub fn env(sandbox: &Sandbox) -> Vec<(String, String)> {
+    [
+        ("META_GRAPH_URL", sandbox.base_url()),
+        ("FACEBOOK_ACCESS_TOKEN", TOKEN.to_string()),
+        ("UPLOAD_BATCH_ROWS", "250".to_string()),
+        ("META_RETRY_MIN_DELAY_MS", "1".to_string()),
+        ("META_RETRY_MAX_DELAY_SECS", "1".to_string()),
+        ("META_RETRY_MAX_ATTEMPTS", "12".to_string()),
+        ("SCHEDULER_MAX_CONCURRENT", "2".to_string()),
+        ("LEASE_SECS", "60".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+pub async fn world(customers: u64) -> World {
+    let db = migrated_database().await;
+    cdp_meta_sync::demo::load(&db.client().await, customers, 42).await.unwrap();
+    let sandbox = spawn(SandboxOptions::default()).await.unwrap();
+    let ctx = context(&db, &sandbox, "worker-a");
+    World { db, sandbox, ctx }
+}
+
+pub fn context(db: &TestDb, sandbox: &Sandbox, worker_id: &str) -> SyncContext {
+    let vars = env(sandbox);
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let settings = settings_for(db.url(), &pairs);
+    let meta = MetaClient::new(&settings.meta, SecretString::from(TOKEN.to_string())).unwrap();
+    let mut ctx = cdp_meta_sync::sync::run::context(settings, meta).unwrap();
+    ctx.worker_id = worker_id.to_string();
+    ctx
+}
+
+pub type Row = BTreeMap<String, String>;
+
+/// The audience a system should have, computed here from the demo tables on its own terms:
+/// active segments of the system's tenants, EMAIL/PHONE/FN/LN normalized for Argentina, rows with
+/// neither email nor phone left out, one row per person (email, else phone), the fullest row
+/// first, then the lowest tenant and customer id.
+pub async fn expected_members(db: &TestDb, system: &str) -> BTreeSet<Row> {
+    let client = db.client().await;
+    let rows = client
+        .query(
+            "SELECT c.id, c.tenant_id, c.email, c.phone, c.firstname, c.lastname
+               FROM customers_master c
+               JOIN cdp_rfm_analysis r ON r.customer_id = c.id
+               JOIN cdp.facebook_configurations f ON c.tenant_id = ANY(f.tenant_ids)
+              WHERE f.system_name = $1 AND r.rfm_segment NOT IN ('Lost', 'Hibernating')",
+            &[&system],
+        )
+        .await
+        .unwrap();
+    let normalizer = Normalizer::new(Some("AR")).unwrap();
+    let keys = [MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln];
+    let mut people: HashMap<String, (usize, i32, i64, Row)> = HashMap::new();
+    for r in &rows {
+        let id: i64 = r.get(0);
+        let tenant: i32 = r.get(1);
+        let mut cells = Row::new();
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(raw) = r.get::<_, Option<&str>>(i + 2)
+                && let Ok(cell) = normalizer.cell(*key, raw)
+                && !cell.is_empty()
+            {
+                cells.insert(key.as_str().to_string(), cell);
+            }
+        }
+        let person = match (cells.get("EMAIL"), cells.get("PHONE")) {
+            (Some(e), _) => format!("EMAIL:{e}"),
+            (None, Some(p)) => format!("PHONE:{p}"),
+            (None, None) => continue,
+        };
+        let candidate = (cells.len(), tenant, id, cells);
+        let better = |a: &(usize, i32, i64, Row), b: &(usize, i32, i64, Row)| {
+            a.0 > b.0 || (a.0 == b.0 && (a.1, a.2) < (b.1, b.2))
+        };
+        match people.get(&person) {
+            Some(current) if !better(&candidate, current) => {}
+            _ => {
+                people.insert(person, candidate);
+            }
+        }
+    }
+    people.into_values().map(|(_, _, _, row)| row).collect()
+}
+
+pub async fn audience_id(db: &TestDb, system: &str) -> String {
+    db.client()
+        .await
+        .query_one("SELECT custom_audience_id FROM cdp.facebook_configurations WHERE system_name = $1", &[&system])
+        .await
+        .unwrap()
+        .get::<_, Option<String>>(0)
+        .expect("audience id stored")
+}
+
+pub fn sandbox_members(sandbox: &Sandbox, audience_id: &str) -> BTreeSet<Row> {
+    sandbox.members(audience_id).into_iter().collect()
+}
+
+pub async fn make_due(db: &TestDb) {
+    db.client()
+        .await
+        .batch_execute("UPDATE cdp.facebook_configurations SET next_sync = now()")
+        .await
+        .unwrap();
+}
