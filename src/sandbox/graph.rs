@@ -544,6 +544,7 @@ fn parse_session(call: &mut Call<'_>) -> Result<Option<SessionParams>, GraphErro
         session_id: session_id as u64,
         batch_seq,
         last_batch_flag,
+        estimated_num_total: int("estimated_num_total").and_then(|n| usize::try_from(n).ok()),
     }))
 }
 

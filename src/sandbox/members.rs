@@ -130,6 +130,41 @@ pub struct Upload {
 /// canonical rows ⇔ equal bytes, whatever the schema's column order.
 pub type Member = Box<[u8]>;
 
+/// The member set: SipHash dominated inserts (members are mostly SHA-256 bytes already, and
+/// HashDoS is no concern for a local emulator), so a multiply-rotate hasher in the Fx style.
+pub type MemberSet = std::collections::HashSet<Member, std::hash::BuildHasherDefault<FastHasher>>;
+
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl FastHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0 ^ w).wrapping_mul(Self::K).rotate_left(26);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(Self::K).rotate_left(32)
+    }
+}
+
 pub fn decode_member(m: &[u8]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut i = 0;
@@ -156,18 +191,13 @@ pub fn parse_payload(payload: Option<Param<'_>>) -> Result<Upload, GraphError> {
     let payload = payload.ok_or_else(|| GraphError::required("payload"))?;
     let raw: RawPayload<'_> = payload.parse().map_err(|e| {
         GraphError::invalid(format!(
-            "Param payload must be a JSON object with schema and data: {e}"
+            "Param payload must be a JSON object with schema and data (an array of rows of strings): {e}"
         ))
     })?;
     let (keys, shape) = parse_schema(raw.schema)?;
-    let data = raw
+    let rows = raw
         .data
         .ok_or_else(|| GraphError::invalid("Missing data in payload"))?;
-    let rows: Vec<Row<'_>> = serde_json::from_str(data.get()).map_err(|e| {
-        GraphError::invalid(format!(
-            "Param payload.data must be an array of rows of strings: {e}"
-        ))
-    })?;
     if rows.is_empty() {
         return Err(GraphError::invalid(
             "Param payload.data must be a non-empty array",
@@ -309,8 +339,9 @@ fn parse_schema(schema: Option<&RawValue>) -> Result<(Vec<Key>, Shape), GraphErr
 struct RawPayload<'a> {
     #[serde(borrow, default)]
     schema: Option<&'a RawValue>,
+    /// Parsed in the same pass as the payload (rows are checked against the schema after).
     #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
+    data: Option<Vec<Row<'a>>>,
 }
 
 /// One row: an array of cells, or a bare cell (single-key data is a flat array of strings).
@@ -352,7 +383,7 @@ impl<'de> Visitor<'de> for CellVisitor {
     }
 }
 
-impl<'de> Deserialize<'de> for Cell<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Cell<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(CellVisitor)
     }
@@ -392,7 +423,7 @@ impl<'de> Visitor<'de> for RowVisitor {
     }
 }
 
-impl<'de> Deserialize<'de> for Row<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Row<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(RowVisitor)
     }

@@ -4,18 +4,37 @@
 //! plus deterministic fault injection and inspection endpoints.
 //!
 //! Used by tests through [`spawn`], and by demos, benchmarks and operators through the
-//! `meta-sandbox` binary. Choices where Meta's docs are silent are written next to the code that
-//! makes them; the main ones:
-//! * A call without `access_token` answers 2500 (what Meta sends), not 190.
-//! * The 500-audiences-per-account limit answers code 2654 ("Failed to create custom audience").
+//! `meta-sandbox` binary. Where Meta's docs are silent, the choices are:
+//! * Auth: a call without `access_token` answers 2500 (what Meta sends), not 190. Any non-empty
+//!   token is valid. `appsecret_proof` must be 64 hex; with `--app-secret` it must also match.
+//! * Create: `name` is required; a missing `subtype` means CUSTOM; the 501st audience of an ad
+//!   account answers code 2654 ("Failed to create custom audience", in Meta's list of create errors).
+//! * Lists: `limit` defaults to 25, capped at 500; cursors are opaque; `next` carries no token
+//!   (Meta's does; URLs end up in logs); an empty page is `{"data":[]}` with no `paging`, as Meta.
+//! * Read: without `fields`, the fields of the wire contract; an unknown field is code 100.
+//!   Count bounds: the count rounded down/up to 100 below 10,000 members, else to two
+//!   significant digits. `delivery_status` 300 below 1,000 members; `operation_status` 414
+//!   while a replace is in progress.
 //! * `/users` sessions are optional (Meta's guide marks them required, but the API accepts calls
-//!   without one); within a session `batch_seq` starts at 1 and each batch is the last one + 1,
-//!   or the last one again (a retry, accepted idempotently); a new batch after `last_batch_flag`
-//!   is refused with code 100. `num_received` and `num_invalid_entries` are session totals.
-//! * Removal is strict: a member is removed when the removed row's non-empty cells equal the
-//!   added row's (Meta matches any key; our worker always removes with the row it added).
-//! * `invalid_entry_samples` maps each invalid value to its schema key (`[]` when none).
-//! * `event_time` may be at most 10 minutes in the future.
+//!   without one). Within a session `batch_seq` starts at 1 and each batch is the last one + 1,
+//!   or the last one again (a retry, accepted idempotently, not counted twice); a new batch after
+//!   `last_batch_flag` is code 100. `num_received` and `num_invalid_entries` are session totals;
+//!   `invalid_entry_samples` covers this call only. `estimated_num_total` on batch 1 pre-sizes.
+//! * Members are canonical rows (non-empty cells by key). Removal is strict: a member goes when
+//!   the removed row's non-empty cells equal the added row's (Meta matches any key; our worker
+//!   always removes with the row it added). The data-source check (2650) applies to add/replace.
+//! * `invalid_entry_samples` maps each invalid value to its schema key (`[]` when none); an
+//!   all-empty row shows as `"row N": "EMPTY_ROW"`. `sha256("")` counts as invalid.
+//! * Replace: `batch_seq` 1 (re)starts the session and drops any pending upload; later batches
+//!   may come in any order or repeat; the 90-minute window ends with 2650/1870158.
+//! * Events: `event_time` may be at most 10 minutes in the future; too-old events carry subcode
+//!   2804003; `Purchase` needs `custom_data.value` and a 3-letter `currency` (Meta documents both
+//!   as required for purchases).
+//! * Faults: one RNG draw per Graph call, whatever the call, so failures depend only on the seed
+//!   and the call sequence. A stalled call, when faults change, answers code 2 without touching
+//!   state. `reset` restores the start: no audiences, events or log; start faults; RNG re-seeded.
+//! * Bodies: JSON or form-urlencoded (multipart is refused with code 100), up to 64 MB. The
+//!   request log keeps the last 100,000 calls.
 pub mod error;
 pub mod events;
 pub mod faults;

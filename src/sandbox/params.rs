@@ -125,7 +125,7 @@ mod tests {
         let v: serde_json::Value = p.get("payload").unwrap().parse().unwrap();
         assert_eq!(v["schema"], "EMAIL_SHA256");
 
-        let p = Params::parse(Some("fields=id%2Cname&access_token=q"), None, b"").unwrap();
+        let p = Params::parse(Some("access_token=q&fields=id%2Cname"), None, b"").unwrap();
         assert_eq!(p.text("fields").as_deref(), Some("id,name"));
         assert_eq!(p.text("access_token").as_deref(), Some("q"));
     }

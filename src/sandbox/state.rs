@@ -14,12 +14,14 @@ use tokio::sync::watch;
 use super::SandboxOptions;
 use super::error::GraphError;
 use super::faults::{FaultCode, Faults, UsageFault};
-use super::members::{Member, Shape, Upload, decode_member};
+use super::members::{Member, MemberSet, Shape, Upload, decode_member};
 
 /// Meta's limit on CUSTOM audiences per ad account.
 pub const MAX_AUDIENCES_PER_ACCOUNT: usize = 500;
 /// A replace session not finished within this window times out (Meta: 90 minutes).
 const REPLACE_WINDOW: Duration = Duration::from_secs(90 * 60);
+/// Largest member-set growth reserved from an `estimated_num_total` hint.
+const MAX_PRESIZE: usize = 20_000_000;
 /// Oldest request records are dropped beyond this many, so long demos keep flat memory.
 const MAX_LOG: usize = 100_000;
 
@@ -60,7 +62,7 @@ struct Audience {
     description: Option<String>,
     customer_file_source: String,
     shape: Option<Shape>,
-    members: HashSet<Member>,
+    members: MemberSet,
     /// `/users` sessions by (session id, direction).
     sessions: HashMap<(u64, Direction), UserSession>,
     replace: Option<ReplaceSession>,
@@ -87,7 +89,7 @@ struct UserSession {
 struct ReplaceSession {
     session_id: u64,
     started: Instant,
-    pending: HashSet<Member>,
+    pending: MemberSet,
     num_received: usize,
     num_invalid: usize,
 }
@@ -98,6 +100,8 @@ pub struct SessionParams {
     pub session_id: u64,
     pub batch_seq: i64,
     pub last_batch_flag: bool,
+    /// Meta's size hint; the first batch of an add session pre-sizes the member set with it.
+    pub estimated_num_total: Option<usize>,
 }
 
 /// What a `/users` or `/usersreplace` call answers.
@@ -396,7 +400,7 @@ impl SandboxState {
                 description,
                 customer_file_source: customer_file_source.to_string(),
                 shape: None,
-                members: HashSet::new(),
+                members: MemberSet::default(),
                 sessions: HashMap::new(),
                 replace: None,
                 finished_replaces: HashSet::new(),
@@ -531,6 +535,17 @@ impl SandboxState {
         };
         match direction {
             Direction::Add => {
+                if let Some(total) = session
+                    .filter(|s| s.batch_seq == 1)
+                    .and_then(|s| s.estimated_num_total)
+                {
+                    // Capped so a silly hint cannot allocate gigabytes up front.
+                    audience.members.reserve(
+                        total
+                            .min(MAX_PRESIZE)
+                            .saturating_sub(audience.members.len()),
+                    );
+                }
                 audience.shape.get_or_insert(upload.shape);
                 audience.members.extend(upload.members);
             }
@@ -581,7 +596,7 @@ impl SandboxState {
             audience.replace = Some(ReplaceSession {
                 session_id: s.session_id,
                 started: now,
-                pending: HashSet::new(),
+                pending: MemberSet::default(),
                 num_received: 0,
                 num_invalid: 0,
             });
@@ -737,6 +752,7 @@ mod tests {
             session_id: 9,
             batch_seq: seq,
             last_batch_flag: last,
+            estimated_num_total: None,
         };
         state
             .apply_replace_at(&id, s(1, false), upload(), t0)
