@@ -3,5 +3,6 @@ mod cli;
 mod demo;
 mod migrations;
 mod pipeline;
+mod scheduler;
 mod support;
 mod world;
