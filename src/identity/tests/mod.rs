@@ -3,7 +3,9 @@
 //! goldens, everywhere else a cell is checked to be the SHA-256 of the normalized value.
 
 mod cases;
+mod command;
 mod goldens;
+mod normalizer;
 mod properties;
 
 use super::hash::sha256_hex;
