@@ -7,6 +7,9 @@
 //! user-assigned code Meta uses) is accepted. Anything else is rejected: a value that is not a
 //! country code would only ever hash to a non-match.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use super::Rejection;
 use super::country_table::COUNTRIES;
 use super::text::fold_key;
@@ -14,14 +17,31 @@ use super::text::fold_key;
 /// The lowercase alpha-2 code for a country code or name, if we know it.
 pub fn alpha2(s: &str) -> Option<&'static str> {
     let key = fold_key(s);
+    let index = index();
     let by_code = match key.len() {
-        2 => COUNTRIES.iter().find(|row| row.0 == key),
-        3 => COUNTRIES.iter().find(|row| row.1 == key),
+        2 => index.alpha2.get(key.as_str()),
+        3 => index.alpha3.get(key.as_str()),
         _ => None,
     };
-    by_code
-        .or_else(|| COUNTRIES.iter().find(|row| row.2.contains(&key.as_str())))
-        .map(|row| row.0)
+    by_code.or_else(|| index.names.get(key.as_str())).copied()
+}
+
+struct Index {
+    alpha2: HashMap<&'static str, &'static str>,
+    alpha3: HashMap<&'static str, &'static str>,
+    names: HashMap<&'static str, &'static str>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| Index {
+        alpha2: COUNTRIES.iter().map(|r| (r.0, r.0)).collect(),
+        alpha3: COUNTRIES.iter().map(|r| (r.1, r.0)).collect(),
+        names: COUNTRIES
+            .iter()
+            .flat_map(|r| r.2.iter().map(move |n| (*n, r.0)))
+            .collect(),
+    })
 }
 
 /// `s` is already trimmed and non-empty.

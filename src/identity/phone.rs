@@ -187,6 +187,30 @@ pub(super) struct Region {
     code: u16,
     code_digits: String,
     strip: Strip,
+    /// When the international prefix pattern can only match digits starting with this digit
+    /// (`011` in the US), numbers starting otherwise skip running it.
+    idd_first_digit: Option<u8>,
+}
+
+/// The digit every match of an international-prefix pattern starts with, when that is
+/// certain: the pattern starts with a digit that is not quantified and has no top-level `|`.
+fn idd_first_digit(pattern: &str) -> Option<u8> {
+    let p: String = pattern.split_whitespace().collect();
+    let b = p.as_bytes();
+    let first = *b.first()?;
+    if !first.is_ascii_digit() || b.get(1).is_some_and(|c| b"?*+{".contains(c)) {
+        return None;
+    }
+    let mut depth = 0i32;
+    for &c in b {
+        match c {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b'|' if depth == 0 => return None,
+            _ => {}
+        }
+    }
+    Some(first)
 }
 
 impl Region {
@@ -200,6 +224,9 @@ impl Region {
             code: meta.country_code(),
             code_digits: meta.country_code().to_string(),
             strip: Strip::of(meta),
+            idd_first_digit: meta
+                .international_prefix()
+                .and_then(|re| idd_first_digit(re.as_str())),
         })
     }
 }
@@ -316,17 +343,30 @@ fn fast(origin: Origin, digits: &str, region: Option<&Region>) -> Option<(u16, u
         }
         Origin::National => {
             let region = region?;
-            let plain = digits.len() >= 2
-                && !digits.starts_with(&region.code_digits)
-                && region.strip.leaves_alone(digits)
+            // The parser reads a national number that starts with the country's own code as
+            // carrying it (its length check never passes with this metadata): `1 650…` in the
+            // US, `44 20…` in the UK.
+            let code_len = if digits.starts_with(&region.code_digits) {
+                region.code_digits.len()
+            } else {
+                0
+            };
+            let national = &digits[code_len..];
+            let idd_may_match = match region.idd_first_digit {
+                Some(d) => digits.as_bytes()[0] == d,
+                None => true,
+            };
+            let plain = national.len() >= 2
+                && region.strip.leaves_alone(national)
                 // An international prefix dialled from this country (`011` in the US) makes
                 // the parser read a country code after it.
-                && region
-                    .meta
-                    .international_prefix()
-                    .and_then(|re| re.find(digits))
-                    .is_none_or(|m| m.start() != 0);
-            plain.then_some((region.code, 0))
+                && !(idd_may_match
+                    && region
+                        .meta
+                        .international_prefix()
+                        .and_then(|re| re.find(digits))
+                        .is_some_and(|m| m.start() == 0));
+            plain.then_some((region.code, code_len))
         }
     }
 }
@@ -480,6 +520,11 @@ mod tests {
         assert_eq!(local_or_prefix(r"(\d{6})$|1"), None);
         assert_eq!(local_or_prefix(r"(183[12])|0"), None);
         assert_eq!(literal_alternatives("0|80?"), None);
+        assert_eq!(idd_first_digit("011"), Some(b'0'));
+        assert_eq!(idd_first_digit("0(?:0|1[0-9])"), Some(b'0'));
+        assert_eq!(idd_first_digit("00|810"), None);
+        assert_eq!(idd_first_digit("0?0"), None);
+        assert_eq!(idd_first_digit("(?:00|810)"), None);
         assert!(t[0].is_none() && t[999].is_none());
     }
 }

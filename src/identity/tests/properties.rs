@@ -148,9 +148,10 @@ fn the_fast_path_is_taken_for_common_shapes() {
     assert!(phone::takes_fast_path("(650) 555-1212", us.as_ref()));
     assert!(phone::takes_fast_path("+44 20 7946 0958", None));
     assert!(phone::takes_fast_path("20 7946 0958", gb.as_ref()));
-    // Trunk prefixes go through the parser.
+    assert!(phone::takes_fast_path("1 650 555 1212", us.as_ref()));
+    // Trunk prefixes and complex national-prefix rules go through the parser.
     assert!(!phone::takes_fast_path("020 7946 0958", gb.as_ref()));
-    assert!(!phone::takes_fast_path("1 650 555 1212", us.as_ref()));
+    assert!(!phone::takes_fast_path("+54 9 11 2345-6789", None));
 }
 
 /// The long fuzz run: `PROPTEST_CASES=2000000 cargo test --release --lib identity::tests::
