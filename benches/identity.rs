@@ -1,0 +1,180 @@
+//! normalize + hash per key, and per 4-key row (EMAIL, PHONE, FN, LN), on messy inputs.
+//!
+//! `cargo bench --bench identity -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+
+use cdp_meta_sync::identity::{MatchKey, Normalizer, UserDataKey};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+/// Realistic CRM values: mixed case, padding, formatting, accents, some rejects.
+fn samples(key: MatchKey) -> &'static [&'static str] {
+    match key {
+        MatchKey::Email => &[
+            "  Mary.Smith@Example.COM ",
+            "john_smith@gmail.com",
+            "JOSÉ.PÉREZ@Correo.com.ar",
+            "ana+promo@yahoo.com",
+            "not-an-email",
+            "Lucia.Fernandez1987@hotmail.com",
+            "",
+            "o'brien@company.co.uk",
+        ],
+        MatchKey::Phone => &[
+            "+1 (650) 555-1212",
+            "(650) 555-1212",
+            "650.555.1212",
+            "+44 20 7946 0958",
+            "1-650-555-1212",
+            "555-1212",
+            "+54 9 11 2345-6789",
+            "6505551212",
+        ],
+        MatchKey::Fn | MatchKey::Fi => &[
+            "Mary",
+            "  JOHN ",
+            "Valéry",
+            "Mary-Jane",
+            "O'Brien",
+            "José Luis",
+            "정",
+            "",
+        ],
+        MatchKey::Ln => &[
+            "Smith",
+            "García Márquez",
+            "O'Neill",
+            "van der Berg",
+            "MÜLLER",
+            "Nguyễn",
+            "Li",
+            "",
+        ],
+        MatchKey::Ct => &[
+            "New York",
+            "São Paulo",
+            "  London ",
+            "Buenos Aires",
+            "St. John's",
+            "Córdoba",
+        ],
+        MatchKey::St => &[
+            "New York",
+            "CA",
+            "texas",
+            "Buenos Aires",
+            "N.Y.",
+            "British Columbia",
+        ],
+        MatchKey::Zip => &[
+            "94035-1234",
+            "90210",
+            "SW1A 1AA",
+            "C1425DKF",
+            " 02134 ",
+            "100-0001",
+        ],
+        MatchKey::Country => &["United States", "US", "usa", "Argentina", "UK", "México"],
+        MatchKey::Doby | MatchKey::Dobm | MatchKey::Dobd => &[
+            "1997-02-16",
+            "19850101",
+            "1990",
+            "16/02/1997",
+            "2001-12-31T00:00:00Z",
+            "7",
+        ],
+        MatchKey::Gen => &["M", "female", "Femenino", "unknown", "f", "Hombre"],
+        MatchKey::ExternId => &["CUST-000123", " 42 ", "a1b2c3", "crm:98765"],
+        MatchKey::Madid => &[
+            "6D92078A-8246-4BA4-AE5B-76104861E7DC",
+            "cdda802e-fb9c-47ad-9866-0794d394c912",
+        ],
+        MatchKey::LookalikeValue => &["125.50", "0", "1e3", "99.99"],
+    }
+}
+
+fn per_key(c: &mut Criterion) {
+    let n = Normalizer::new(Some("US")).unwrap();
+    let mut group = c.benchmark_group("cell");
+    for key in MatchKey::ALL {
+        let values = samples(key);
+        group.throughput(Throughput::Elements(values.len() as u64));
+        let mut out = String::with_capacity(128);
+        group.bench_function(key.as_str(), |b| {
+            b.iter(|| {
+                for v in values {
+                    out.clear();
+                    let _ = black_box(n.cell_into(key, black_box(v), &mut out));
+                }
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("phone_paths");
+    for (name, value) in [
+        ("fast_international", "+1 (650) 555-1212"),
+        ("fast_national", "(650) 555-1212"),
+        ("parser_trunk_prefix", "1-650-555-1212"),
+        ("parser_argentina", "+54 9 11 2345-6789"),
+    ] {
+        group.throughput(Throughput::Elements(1));
+        let mut out = String::with_capacity(128);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                let _ = black_box(n.cell_into(MatchKey::Phone, black_box(value), &mut out));
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("user_data");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("db", |b| {
+        b.iter(|| n.user_data_cell(UserDataKey::Db, black_box("1997-02-16")))
+    });
+    group.finish();
+}
+
+fn four_key_rows(c: &mut Criterion) {
+    let n = Normalizer::new(Some("US")).unwrap();
+    // 8 messy rows; a realistic mix: most values valid, some rejected or missing.
+    let emails = samples(MatchKey::Email);
+    let phones = samples(MatchKey::Phone);
+    let fns = samples(MatchKey::Fn);
+    let lns = samples(MatchKey::Ln);
+    let rows: Vec<[&str; 4]> = (0..8)
+        .map(|i| [emails[i], phones[i], fns[i], lns[i]])
+        .collect();
+    let keys = [MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln];
+
+    let mut group = c.benchmark_group("row4");
+    group.throughput(Throughput::Elements(rows.len() as u64));
+    let mut cells: [String; 4] = Default::default();
+    group.bench_function("email_phone_fn_ln", |b| {
+        b.iter(|| {
+            for row in &rows {
+                for ((key, raw), cell) in keys.iter().zip(row).zip(cells.iter_mut()) {
+                    cell.clear();
+                    let _ = n.cell_into(*key, black_box(raw), cell);
+                }
+                black_box(&cells);
+            }
+        })
+    });
+    // The same rows through the allocating `cell` API, for comparison.
+    group.bench_function("email_phone_fn_ln_allocating", |b| {
+        b.iter(|| {
+            for row in &rows {
+                let cells: [_; 4] =
+                    std::array::from_fn(|i| n.cell(keys[i], black_box(row[i])).unwrap_or_default());
+                black_box(cells);
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, per_key, four_key_rows);
+criterion_main!(benches);
