@@ -5,16 +5,23 @@ use cdp_meta_sync::scheduler::run_due;
 use cdp_meta_sync::sync::{Outcome, Trigger};
 use tokio_util::sync::CancellationToken;
 
-use crate::world::{TOKEN, audience_id, context, expected_members, make_due, sandbox_members, world};
+use crate::world::{
+    TOKEN, audience_id, context, expected_members, make_due, sandbox_members, world,
+};
 
 const SYSTEMS: [&str; 3] = ["kangoo_system", "septimo_system", "digitalfarma_system"];
 
 #[tokio::test]
 async fn the_three_demo_systems_sync_and_each_audience_equals_the_expected_hashed_set() {
     let w = world(3_000).await;
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(reports.len(), 3);
-    assert!(reports.iter().all(|r| r.outcome == Outcome::Success), "{reports:?}");
+    assert!(
+        reports.iter().all(|r| r.outcome == Outcome::Success),
+        "{reports:?}"
+    );
 
     let client = w.db.client().await;
     for system in SYSTEMS {
@@ -47,17 +54,26 @@ async fn the_three_demo_systems_sync_and_each_audience_equals_the_expected_hashe
         )
         .await
         .unwrap();
-    let (extracted, eligible, added, invalid): (i64, i64, i64, i64) = (run.get(0), run.get(1), run.get(2), run.get(3));
-    assert!(extracted > eligible && eligible == added, "{extracted} {eligible} {added}");
+    let (extracted, eligible, added, invalid): (i64, i64, i64, i64) =
+        (run.get(0), run.get(1), run.get(2), run.get(3));
+    assert!(
+        extracted > eligible && eligible == added,
+        "{extracted} {eligible} {added}"
+    );
     assert_eq!(invalid, 0);
     assert!(run.get::<_, bool>(4), "invalid phones are counted per key");
-    assert!(run.get::<_, i64>(5) > 0, "the same person in tenants 20 and 25 is one member");
+    assert!(
+        run.get::<_, i64>(5) > 0,
+        "the same person in tenants 20 and 25 is one member"
+    );
 }
 
 #[tokio::test]
 async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_sent() {
     let w = world(3_000).await;
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     let client = w.db.client().await;
     // Churn in kangoo's tenants: some leave (Lost), some change email, some arrive.
     client
@@ -73,8 +89,13 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
         .await
         .unwrap();
     make_due(&w.db).await;
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
-    assert!(reports.iter().all(|r| r.outcome == Outcome::Success), "{reports:?}");
+    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(
+        reports.iter().all(|r| r.outcome == Outcome::Success),
+        "{reports:?}"
+    );
 
     let expected = expected_members(&w.db, "kangoo_system").await;
     let audience = audience_id(&w.db, "kangoo_system").await;
@@ -89,7 +110,12 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
     let (added, removed): (i64, i64) = (run.get(0), run.get(1));
     assert!(removed >= 40, "removed {removed}");
     assert!(added >= 25, "added {added}");
-    assert!(w.sandbox.requests().iter().any(|r| r.operation == "remove_users" && r.status == 200));
+    assert!(
+        w.sandbox
+            .requests()
+            .iter()
+            .any(|r| r.operation == "remove_users" && r.status == 200)
+    );
     let ledger: i64 = client
         .query_one(
             "SELECT count(*) FROM cdp.facebook_audience_members m JOIN cdp.facebook_configurations c ON c.id = m.configuration_id
@@ -99,13 +125,19 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
         .await
         .unwrap()
         .get(0);
-    assert_eq!(ledger as usize, expected.len(), "the ledger agrees with the audience");
+    assert_eq!(
+        ledger as usize,
+        expected.len(),
+        "the ledger agrees with the audience"
+    );
 }
 
 #[tokio::test]
 async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_forces_them() {
     let w = world(2_000).await;
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     let audience = audience_id(&w.db, "digitalfarma_system").await;
     let before = sandbox_members(&w.sandbox, &audience);
     let client = w.db.client().await;
@@ -117,7 +149,9 @@ async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_f
         .await
         .unwrap();
     make_due(&w.db).await;
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     let row = client
         .query_one(
             "SELECT sync_status, error_log FROM cdp.facebook_configurations WHERE system_name = 'digitalfarma_system'",
@@ -127,7 +161,11 @@ async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_f
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "partial");
     assert!(row.get::<_, String>(1).contains("removals held"));
-    assert_eq!(sandbox_members(&w.sandbox, &audience), before, "nobody was removed");
+    assert_eq!(
+        sandbox_members(&w.sandbox, &audience),
+        before,
+        "nobody was removed"
+    );
 
     client
         .batch_execute(
@@ -135,7 +173,9 @@ async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_f
         )
         .await
         .unwrap();
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     let expected = expected_members(&w.db, "digitalfarma_system").await;
     assert_eq!(sandbox_members(&w.sandbox, &audience), expected);
     let row = client
@@ -146,7 +186,10 @@ async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_f
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "success");
-    assert!(!row.get::<_, bool>(1), "the operator's override is used once");
+    assert!(
+        !row.get::<_, bool>(1),
+        "the operator's override is used once"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +200,9 @@ async fn append_mode_adds_newcomers_and_never_removes() {
         .batch_execute("UPDATE cdp.facebook_configurations SET sync_mode = 'append'")
         .await
         .unwrap();
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     let audience = audience_id(&w.db, "digitalfarma_system").await;
     let first = sandbox_members(&w.sandbox, &audience);
     client
@@ -168,9 +213,16 @@ async fn append_mode_adds_newcomers_and_never_removes() {
         .await
         .unwrap();
     make_due(&w.db).await;
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(sandbox_members(&w.sandbox, &audience), first);
-    assert!(!w.sandbox.requests().iter().any(|r| r.operation == "remove_users"));
+    assert!(
+        !w.sandbox
+            .requests()
+            .iter()
+            .any(|r| r.operation == "remove_users")
+    );
 }
 
 #[tokio::test]
@@ -181,12 +233,24 @@ async fn twenty_percent_transient_faults_still_reach_the_same_final_set() {
         error_codes: vec![FaultCode::new(2), FaultCode::new(4), FaultCode::new(80003)],
         ..Faults::default()
     });
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
-    assert!(reports.iter().all(|r| r.outcome == Outcome::Success), "{reports:?}");
-    assert!(w.sandbox.requests().iter().any(|r| r.injected), "faults were injected");
+    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(
+        reports.iter().all(|r| r.outcome == Outcome::Success),
+        "{reports:?}"
+    );
+    assert!(
+        w.sandbox.requests().iter().any(|r| r.injected),
+        "faults were injected"
+    );
     for system in SYSTEMS {
         let audience = audience_id(&w.db, system).await;
-        assert_eq!(sandbox_members(&w.sandbox, &audience), expected_members(&w.db, system).await, "{system}");
+        assert_eq!(
+            sandbox_members(&w.sandbox, &audience),
+            expected_members(&w.db, system).await,
+            "{system}"
+        );
     }
 }
 
@@ -197,7 +261,9 @@ async fn a_permanent_token_error_fails_readably_without_the_token_anywhere_and_b
         token_error: true,
         ..Faults::default()
     });
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(reports.len(), 3, "every system was attempted");
     let client = w.db.client().await;
     let rows = client
@@ -212,7 +278,10 @@ async fn a_permanent_token_error_fails_readably_without_the_token_anywhere_and_b
     for row in &rows {
         assert_eq!(row.get::<_, String>(0), "failed");
         let error: String = row.get(1);
-        assert!(error.contains("190") && error.contains("OAuthException"), "{error}");
+        assert!(
+            error.contains("190") && error.contains("OAuthException"),
+            "{error}"
+        );
         assert_eq!(row.get::<_, i32>(2), 1);
         assert!(row.get::<_, bool>(3), "retried in 5 minutes");
     }
@@ -230,8 +299,13 @@ async fn a_permanent_token_error_fails_readably_without_the_token_anywhere_and_b
     // The operator renews the token: the systems recover and the failure count resets.
     w.sandbox.set_faults(Faults::default());
     make_due(&w.db).await;
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
-    assert!(reports.iter().all(|r| r.outcome == Outcome::Success), "{reports:?}");
+    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(
+        reports.iter().all(|r| r.outcome == Outcome::Success),
+        "{reports:?}"
+    );
 }
 
 #[tokio::test]
@@ -245,7 +319,9 @@ async fn a_broken_configuration_row_is_marked_invalid_and_the_others_carry_on() 
         )
         .await
         .unwrap();
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(reports.len(), 4);
     let row = client
         .query_one(
@@ -256,10 +332,22 @@ async fn a_broken_configuration_row_is_marked_invalid_and_the_others_carry_on() 
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "invalid_config");
     let error: String = row.get(1);
-    assert!(error.contains("act_<digits>") && error.contains("tenant_ids") && error.contains("SHOE_SIZE"), "{error}");
-    assert_eq!(row.get::<_, Option<String>>(2), None, "no audience for a broken row");
+    assert!(
+        error.contains("act_<digits>")
+            && error.contains("tenant_ids")
+            && error.contains("SHOE_SIZE"),
+        "{error}"
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(2),
+        None,
+        "no audience for a broken row"
+    );
     let ok: i64 = client
-        .query_one("SELECT count(*) FROM cdp.facebook_configurations WHERE sync_status = 'success'", &[])
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_configurations WHERE sync_status = 'success'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -271,17 +359,19 @@ async fn two_workers_on_one_database_sync_each_system_once() {
     let w = world(2_000).await;
     let other = context(&w.db, &w.sandbox, "worker-b");
     let cancel = CancellationToken::new();
-    let (a, b) = tokio::join!(run_due(&w.ctx, Trigger::Once, &cancel), run_due(&other, Trigger::Once, &cancel));
+    let (a, b) = tokio::join!(
+        run_due(&w.ctx, Trigger::Once, &cancel),
+        run_due(&other, Trigger::Once, &cancel)
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.len() + b.len(), 3, "each system once: {a:?} {b:?}");
-    let runs: i64 = w
-        .db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM cdp.facebook_sync_runs", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let runs: i64 =
+        w.db.client()
+            .await
+            .query_one("SELECT count(*) FROM cdp.facebook_sync_runs", &[])
+            .await
+            .unwrap()
+            .get(0);
     assert_eq!(runs, 3);
     assert_eq!(w.sandbox.audiences().len(), 3);
     let added: usize = w
@@ -310,14 +400,19 @@ async fn a_customer_without_email_but_with_a_phone_is_in_the_audience() {
         )
         .await
         .unwrap();
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     let audience = audience_id(&w.db, "digitalfarma_system").await;
     let members = sandbox_members(&w.sandbox, &audience);
     let phone = cdp_meta_sync::identity::Normalizer::new(Some("AR"))
         .unwrap()
         .cell(cdp_meta_sync::identity::MatchKey::Phone, "+5491144445555")
         .unwrap();
-    let with_phone: BTreeSet<_> = members.iter().filter(|m| m.get("PHONE") == Some(&phone)).collect();
+    let with_phone: BTreeSet<_> = members
+        .iter()
+        .filter(|m| m.get("PHONE") == Some(&phone))
+        .collect();
     assert_eq!(with_phone.len(), 1);
     assert!(!with_phone.iter().next().unwrap().contains_key("EMAIL"));
 }

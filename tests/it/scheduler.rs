@@ -58,7 +58,9 @@ async fn status_of(w: &crate::world::World, system: &str) -> (Option<String>, Op
 async fn an_insert_is_picked_up_by_a_running_scheduler_through_notify() {
     let w = world(1_000).await;
     // Everything already synced, and a poll interval of an hour: only NOTIFY can wake the loop.
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     let mut ctx = w.ctx.clone();
     let mut settings = (*ctx.settings).clone();
     settings.worker.poll_interval_secs = 3600;
@@ -66,7 +68,11 @@ async fn an_insert_is_picked_up_by_a_running_scheduler_through_notify() {
     let shutdown = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let health = Arc::new(Health::default());
-    let listener = tokio::spawn(listen(settings.database.clone(), vec![(CONFIG_CHANNEL, wake.clone())], shutdown.clone()));
+    let listener = tokio::spawn(listen(
+        settings.database.clone(),
+        vec![(CONFIG_CHANNEL, wake.clone())],
+        shutdown.clone(),
+    ));
     let scheduler = tokio::spawn(run_scheduler(ctx, health.clone(), wake, shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(health.loop_alive(Duration::from_secs(3600)));
@@ -88,18 +94,24 @@ async fn an_insert_is_picked_up_by_a_running_scheduler_through_notify() {
     listener.await.unwrap();
     assert!(picked_up, "the new system was not synced after its INSERT");
     let audience = audience_id(&w.db, "nuevo_sistema").await;
-    assert_eq!(sandbox_members(&w.sandbox, &audience).len(), expected_members(&w.db, "nuevo_sistema").await.len());
+    assert_eq!(
+        sandbox_members(&w.sandbox, &audience).len(),
+        expected_members(&w.db, "nuevo_sistema").await.len()
+    );
 }
 
 #[tokio::test]
-async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_or_a_second_audience() {
+async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_or_a_second_audience()
+ {
     let w = world(3_000).await;
     // After 2 accepted uploads the sandbox stops answering writes: the worker hangs on batch 3.
     w.sandbox.set_faults(Faults {
         stall_after_writes: Some(2),
         ..Faults::default()
     });
-    let mut child = worker(&w, &["sync", "--system", "kangoo_system"]).spawn().unwrap();
+    let mut child = worker(&w, &["sync", "--system", "kangoo_system"])
+        .spawn()
+        .unwrap();
     let committed = eventually(Duration::from_secs(60), || async {
         let batches: i64 = w
             .db
@@ -129,8 +141,13 @@ async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_o
         )
         .await
         .unwrap();
-    let report = run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
-    assert!(report.iter().all(|r| r.outcome == Outcome::Success), "{report:?}");
+    let report = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(
+        report.iter().all(|r| r.outcome == Outcome::Success),
+        "{report:?}"
+    );
 
     let expected = expected_members(&w.db, "kangoo_system").await;
     assert_eq!(audience_id(&w.db, "kangoo_system").await, stalled_audience);
@@ -146,10 +163,18 @@ async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_o
         .sandbox
         .requests()
         .iter()
-        .filter(|r| r.operation == "add_users" && r.status == 200 && r.object_id.as_deref() == Some(stalled_audience.as_str()))
+        .filter(|r| {
+            r.operation == "add_users"
+                && r.status == 200
+                && r.object_id.as_deref() == Some(stalled_audience.as_str())
+        })
         .filter_map(|r| r.rows)
         .sum();
-    assert_eq!(sent, expected.len(), "every member was accepted exactly once");
+    assert_eq!(
+        sent,
+        expected.len(),
+        "every member was accepted exactly once"
+    );
 }
 
 #[tokio::test]
@@ -159,24 +184,43 @@ async fn sigterm_finishes_the_batch_in_flight_records_interrupted_releases_the_l
         latency_ms: 300,
         ..Faults::default()
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = worker(&w, &["run"])
         .env("PORT", port.to_string())
         .env("SCHEDULER_MAX_CONCURRENT", "3")
         .spawn()
         .unwrap();
     let healthy = eventually(Duration::from_secs(20), || async {
-        reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok_and(|r| r.status() == 200)
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
     })
     .await;
     let uploading = eventually(Duration::from_secs(30), || async {
-        w.sandbox.requests().iter().any(|r| r.operation == "add_users")
+        w.sandbox
+            .requests()
+            .iter()
+            .any(|r| r.operation == "add_users")
     })
     .await;
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
-    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let started = std::time::Instant::now();
     let exited = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -194,37 +238,57 @@ async fn sigterm_finishes_the_batch_in_flight_records_interrupted_releases_the_l
     assert_eq!(status.code(), Some(0));
     let client = w.db.client().await;
     let leases: i64 = client
-        .query_one("SELECT count(*) FROM cdp.facebook_configurations WHERE lease_owner IS NOT NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_configurations WHERE lease_owner IS NOT NULL",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(leases, 0, "every lease released");
     let interrupted: i64 = client
-        .query_one("SELECT count(*) FROM cdp.facebook_sync_runs WHERE outcome = 'interrupted'", &[])
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_sync_runs WHERE outcome = 'interrupted'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert!(interrupted >= 1, "the run in progress was recorded as interrupted");
+    assert!(
+        interrupted >= 1,
+        "the run in progress was recorded as interrupted"
+    );
     let running: i64 = client
-        .query_one("SELECT count(*) FROM cdp.facebook_sync_runs WHERE outcome = 'running'", &[])
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_sync_runs WHERE outcome = 'running'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(running, 0);
     let output = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&output.stderr);
-    assert!(!logs.contains(crate::world::TOKEN), "the token is not in the logs");
+    assert!(
+        !logs.contains(crate::world::TOKEN),
+        "the token is not in the logs"
+    );
 }
 
 #[tokio::test]
 async fn status_prints_every_system_with_its_outcome() {
     let w = world(500).await;
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new()).await.unwrap();
+    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap();
     let output = worker(&w, &["status"]).output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
     for system in ["kangoo_system", "septimo_system", "digitalfarma_system"] {
-        let line = text.lines().find(|l| l.starts_with(system)).unwrap_or_else(|| panic!("{system} in {text}"));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(system))
+            .unwrap_or_else(|| panic!("{system} in {text}"));
         assert!(line.contains("success"), "{line}");
     }
 }
@@ -232,7 +296,10 @@ async fn status_prints_every_system_with_its_outcome() {
 #[tokio::test]
 async fn run_once_without_an_access_token_exits_2_naming_the_variable() {
     let w = world(10).await;
-    let output = worker(&w, &["run", "--once"]).env_remove("FACEBOOK_ACCESS_TOKEN").output().unwrap();
+    let output = worker(&w, &["run", "--once"])
+        .env_remove("FACEBOOK_ACCESS_TOKEN")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("FACEBOOK_ACCESS_TOKEN"), "{stderr}");

@@ -38,7 +38,11 @@ pub fn env(sandbox: &Sandbox) -> Vec<(String, String)> {
 
 pub async fn world(customers: u64) -> World {
     let db = migrated_database().await;
-    cdp_meta_sync::demo::load(&db.client().await, customers, 42).await.unwrap();
+    let client = db.client().await;
+    cdp_meta_sync::demo::load(&client, customers, 42)
+        .await
+        .unwrap();
+    drop(client);
     let sandbox = spawn(SandboxOptions::default()).await.unwrap();
     let ctx = context(&db, &sandbox, "worker-a");
     World { db, sandbox, ctx }
@@ -110,7 +114,10 @@ pub async fn expected_members(db: &TestDb, system: &str) -> BTreeSet<Row> {
 pub async fn audience_id(db: &TestDb, system: &str) -> String {
     db.client()
         .await
-        .query_one("SELECT custom_audience_id FROM cdp.facebook_configurations WHERE system_name = $1", &[&system])
+        .query_one(
+            "SELECT custom_audience_id FROM cdp.facebook_configurations WHERE system_name = $1",
+            &[&system],
+        )
         .await
         .unwrap()
         .get::<_, Option<String>>(0)
