@@ -1,7 +1,7 @@
 //! What each subcommand does, once settings are loaded: the glue between the CLI and the library.
 use anyhow::Context;
 
-use crate::cli::Command;
+use crate::cli::{Command, EventsCommand};
 use crate::configuration::Settings;
 use crate::db;
 
@@ -9,6 +9,15 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<()>
     match command {
         Command::Migrate => migrate(&settings).await,
         Command::DemoData { customers, seed } => demo_data(&settings, customers, seed).await,
+        Command::Events {
+            command:
+                EventsCommand::Import {
+                    map,
+                    tenant,
+                    rejects,
+                    files,
+                },
+        } => crate::events::import::run(&settings, &map, tenant, rejects, &files).await,
         other => anyhow::bail!("{other:?}: not available in this build yet"),
     }
 }
