@@ -4,3 +4,5 @@
 //! * `map.rs`, `import.rs`: CSV exports → outbox rows, through `config/maps/*.toml`.
 pub mod import;
 pub mod map;
+pub mod payload;
+pub mod split;
