@@ -1,1 +1,26 @@
-//! (in progress)
+//! Meta Graph API client: Custom Audiences (create, read, find, add/remove/replace users) and the
+//! Conversions API (events).
+//!
+//! * `client.rs` — [`MetaClient`]: requests (token in the body, never in a URL), one call's
+//!   attempts and retries.
+//! * `model.rs` — request and response types, tolerant parsing of Meta's variants.
+//! * `error.rs` — [`MetaError`] and Meta's error JSON ([`GraphError`]), operator-readable.
+//! * `retry.rs` — retry / don't-retry on code and subcode ([`RetryClass`]), backoff with full jitter.
+//! * `throttle.rs` — usage headers → "not before" per ad account (or pixel) and for the app.
+//! * `auth.rs` — `appsecret_proof`.
+mod auth;
+mod client;
+mod error;
+mod model;
+mod retry;
+mod throttle;
+
+pub use auth::appsecret_proof;
+pub use client::{MetaClient, http_client};
+pub use error::{GraphError, MetaError};
+pub use model::{
+    AudienceInfo, EventsRequest, EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL,
+    StatusInfo, UploadSession, UsersResponse, UsersUpload,
+};
+pub use retry::{RetryClass, classify_graph, classify_http_status, is_throttle_code};
+pub use throttle::{NEAR_LIMIT_PAUSE, NEAR_LIMIT_PCT};

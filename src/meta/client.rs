@@ -1,0 +1,638 @@
+//! The Graph API client: one reqwest client, one retry policy, one rate budget per ad account.
+//!
+//! # Where the token goes
+//! Every request body is JSON and carries `access_token` (and `appsecret_proof` when
+//! `FACEBOOK_APP_SECRET` is set). No URL ever holds the token: URLs end up in proxy logs, traces
+//! and error messages. Reads therefore use Graph's documented method override — `POST` with
+//! `"method":"GET"` in the body, non-secret parameters (`fields`, `limit`, `after`) in the query
+//! string — and removals are an HTTP `DELETE` with a JSON body. Meta's paging `next` URLs carry
+//! the token, so they are never followed; the next page is requested from `cursors.after`.
+//!
+//! # One call
+//! wait for the rate budget of the ad account (or pixel) → send → read usage headers into the
+//! budget → classify the answer → on a retryable error, wait (backoff, or longer when Meta said
+//! so) and send again, within `retry_max_attempts` and `retry_max_elapsed`.
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use backon::{Retryable, TokioSleeper};
+use bytes::Bytes;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::auth::appsecret_proof;
+use super::error::{GraphError, MetaError};
+use super::model::{
+    AUDIENCE_FIELDS, AudienceInfo, AudiencePage, CreateAudience, Created, EventsRequest,
+    EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL, Payload, UsersParams, UsersResponse,
+    UsersUpload,
+};
+use super::retry::{RetryClass, RetryPolicy};
+use super::throttle::{self, Throttle};
+use crate::configuration::MetaSettings;
+use crate::secret::{ExposeSecret, SecretString};
+
+const USER_AGENT: &str = concat!("cdp-meta-sync/", env!("CARGO_PKG_VERSION"));
+/// Idle keep-alive connections are closed after this long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Audiences per page when searching by name; only `id,name` are asked for, so pages stay light.
+const LIST_PAGE_SIZE: &str = "100";
+/// A search that pages this far is broken (Meta allows ~10,000 audiences of all kinds).
+const MAX_LIST_PAGES: usize = 1_000;
+
+/// The Graph API client. Cheap to clone; clones share connections and the rate budget.
+#[derive(Clone)]
+pub struct MetaClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// `META_GRAPH_URL`; the version and object ids are appended as path segments.
+    graph_url: Url,
+    api_version: String,
+    access_token: SecretString,
+    /// Derived from the token and `FACEBOOK_APP_SECRET` once, at construction.
+    appsecret_proof: Option<SecretString>,
+    retry: RetryPolicy,
+    throttle: Throttle,
+}
+
+impl fmt::Debug for MetaClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetaClient")
+            .field("graph_url", &self.inner.graph_url.as_str())
+            .field("api_version", &self.inner.api_version)
+            .field("access_token", &"[redacted]")
+            .field("appsecret_proof", &self.inner.appsecret_proof.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The reqwest client `MetaClient::new` uses: rustls, timeouts from settings (0 = none),
+/// keep-alive pool, `TCP_NODELAY`, no redirects (a redirected POST would lose its body).
+pub fn http_client(settings: &MetaSettings) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none());
+    if settings.request_timeout_secs > 0 {
+        builder = builder.timeout(settings.request_timeout());
+    }
+    if settings.connect_timeout_secs > 0 {
+        builder = builder.connect_timeout(settings.connect_timeout());
+    }
+    builder.build()
+}
+
+impl MetaClient {
+    /// A client for `settings.graph_url`/`api_version`; `appsecret_proof` when `app_secret` is set.
+    pub fn new(settings: &MetaSettings, access_token: SecretString) -> anyhow::Result<Self> {
+        let http = http_client(settings).context("Failed to build the HTTP client for Meta")?;
+        Self::with_http_client(settings, access_token, http)
+    }
+
+    /// Same as [`MetaClient::new`] with a given reqwest client (to share one, or to run under a
+    /// paused tokio clock, where the client's own timers would fire at once).
+    pub fn with_http_client(
+        settings: &MetaSettings,
+        access_token: SecretString,
+        http: reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        let graph_url = Url::parse(&settings.graph_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+            .context("META_GRAPH_URL: expected an http:// or https:// URL")?;
+        if access_token.expose_secret().trim().is_empty() {
+            bail!("FACEBOOK_ACCESS_TOKEN: empty; set it to a Meta system-user access token");
+        }
+        let appsecret_proof = settings.app_secret.as_ref().map(|secret| {
+            SecretString::from(appsecret_proof(
+                secret.expose_secret(),
+                access_token.expose_secret(),
+            ))
+        });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                graph_url,
+                api_version: settings.api_version.clone(),
+                access_token,
+                appsecret_proof,
+                retry: RetryPolicy::from_settings(settings),
+                throttle: Throttle::new(settings.throttle_max_wait()),
+            }),
+        })
+    }
+
+    /// `POST /act_{id}/customaudiences` (`subtype=CUSTOM`, `customer_file_source=USER_PROVIDED_ONLY`);
+    /// returns the new audience id.
+    #[tracing::instrument(name = "meta.create_custom_audience", skip_all, fields(ad_account_id = %ad_account_id))]
+    pub async fn create_custom_audience(
+        &self,
+        ad_account_id: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<String, MetaError> {
+        let url = self.url(&[&ad_account_path(ad_account_id), "customaudiences"], &[]);
+        let params = CreateAudience {
+            name,
+            description,
+            subtype: "CUSTOM",
+            customer_file_source: "USER_PROVIDED_ONLY",
+        };
+        let body = self.body(None, &params, 512)?;
+        let created: Created = self.call(ad_account_id, Method::POST, url, body).await?;
+        tracing::info!(audience_id = %created.id, "created custom audience");
+        Ok(created.id)
+    }
+
+    /// `GET /{audience_id}?fields=…` (as POST with `method=GET`).
+    #[tracing::instrument(name = "meta.get_audience", skip_all, fields(ad_account_id = %ad_account_id, audience_id = %audience_id))]
+    pub async fn get_audience(
+        &self,
+        ad_account_id: &str,
+        audience_id: &str,
+    ) -> Result<AudienceInfo, MetaError> {
+        let url = self.url(&[audience_id], &[("fields", AUDIENCE_FIELDS)]);
+        let body = self.body(Some("GET"), &NoParams {}, 256)?;
+        self.call(ad_account_id, Method::POST, url, body).await
+    }
+
+    /// The id of the audience named exactly `name` in the ad account, searching every page of
+    /// `GET /act_{id}/customaudiences?fields=id,name` (as POST with `method=GET`).
+    #[tracing::instrument(name = "meta.find_audience_by_name", skip_all, fields(ad_account_id = %ad_account_id))]
+    pub async fn find_audience_by_name(
+        &self,
+        ad_account_id: &str,
+        name: &str,
+    ) -> Result<Option<String>, MetaError> {
+        let edge = [
+            ad_account_path(ad_account_id),
+            "customaudiences".to_string(),
+        ];
+        let edge: Vec<&str> = edge.iter().map(String::as_str).collect();
+        let mut after: Option<String> = None;
+        for page_no in 1..=MAX_LIST_PAGES {
+            let mut query = vec![("fields", "id,name"), ("limit", LIST_PAGE_SIZE)];
+            if let Some(cursor) = &after {
+                query.push(("after", cursor));
+            }
+            let url = self.url(&edge, &query);
+            let body = self.body(Some("GET"), &NoParams {}, 256)?;
+            let page: AudiencePage = self.call(ad_account_id, Method::POST, url, body).await?;
+            if let Some(hit) = page.data.iter().find(|a| a.name == name) {
+                tracing::debug!(audience_id = %hit.id, pages = page_no, "found audience by name");
+                return Ok(Some(hit.id.clone()));
+            }
+            let next = page
+                .paging
+                .filter(|p| p.next.is_some() && !page.data.is_empty())
+                .and_then(|p| p.cursors)
+                .and_then(|c| c.after)
+                .filter(|c| Some(c) != after.as_ref());
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => return Ok(None),
+            }
+        }
+        // Answering "not found" here would make the caller create a duplicate audience.
+        Err(MetaError::Decode(format!(
+            "audience list of ad account {} did not end after {MAX_LIST_PAGES} pages",
+            throttle::key(ad_account_id)
+        )))
+    }
+
+    /// `POST /{audience_id}/users`: add one batch of an upload session.
+    #[tracing::instrument(name = "meta.add_users", skip_all,
+        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.len(), batch_seq = upload.session.batch_seq))]
+    pub async fn add_users(
+        &self,
+        ad_account_id: &str,
+        audience_id: &str,
+        upload: &UsersUpload<'_>,
+    ) -> Result<UsersResponse, MetaError> {
+        self.upload(ad_account_id, audience_id, Method::POST, "users", upload)
+            .await
+    }
+
+    /// `DELETE /{audience_id}/users` (JSON body): remove one batch of an upload session.
+    #[tracing::instrument(name = "meta.remove_users", skip_all,
+        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.len(), batch_seq = upload.session.batch_seq))]
+    pub async fn remove_users(
+        &self,
+        ad_account_id: &str,
+        audience_id: &str,
+        upload: &UsersUpload<'_>,
+    ) -> Result<UsersResponse, MetaError> {
+        self.upload(ad_account_id, audience_id, Method::DELETE, "users", upload)
+            .await
+    }
+
+    /// `POST /{audience_id}/usersreplace`: one batch of a replace session (`batch_seq = 1` starts it).
+    #[tracing::instrument(name = "meta.replace_users", skip_all,
+        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.len(), batch_seq = upload.session.batch_seq))]
+    pub async fn replace_users(
+        &self,
+        ad_account_id: &str,
+        audience_id: &str,
+        upload: &UsersUpload<'_>,
+    ) -> Result<UsersResponse, MetaError> {
+        self.upload(
+            ad_account_id,
+            audience_id,
+            Method::POST,
+            "usersreplace",
+            upload,
+        )
+        .await
+    }
+
+    /// `POST /{pixel_id}/events`: at most [`MAX_EVENTS_PER_CALL`] events; Meta rejects the whole
+    /// batch if one is invalid.
+    #[tracing::instrument(name = "meta.send_events", skip_all,
+        fields(pixel_id = %pixel_id, events = request.data.len(), test = request.test_event_code.is_some()))]
+    pub async fn send_events(
+        &self,
+        pixel_id: &str,
+        request: &EventsRequest<'_>,
+    ) -> Result<EventsResponse, MetaError> {
+        let events = request.data.len();
+        if events > MAX_EVENTS_PER_CALL {
+            return Err(MetaError::TooLarge {
+                rows: events,
+                max: MAX_EVENTS_PER_CALL,
+            });
+        }
+        let url = self.url(&[pixel_id, "events"], &[]);
+        let body = self.body(None, request, 512 + events * 1024)?;
+        let response: EventsResponse = self.call(pixel_id, Method::POST, url, body).await?;
+        tracing::info!(
+            events_received = response.events_received,
+            fbtrace_id = response.fbtrace_id.as_deref(),
+            "events sent"
+        );
+        Ok(response)
+    }
+
+    async fn upload(
+        &self,
+        ad_account_id: &str,
+        audience_id: &str,
+        method: Method,
+        edge: &str,
+        upload: &UsersUpload<'_>,
+    ) -> Result<UsersResponse, MetaError> {
+        let rows = upload.rows.len();
+        if rows > MAX_USERS_PER_CALL {
+            return Err(MetaError::TooLarge {
+                rows,
+                max: MAX_USERS_PER_CALL,
+            });
+        }
+        let url = self.url(&[audience_id, edge], &[]);
+        let params = UsersParams {
+            payload: Payload {
+                schema: upload.schema,
+                data: upload.rows,
+                is_raw: true,
+            },
+            session: upload.session,
+        };
+        // A SHA-256 cell is 64 hex characters plus quotes and a comma.
+        let size_hint = 512 + rows * (2 + upload.schema.len() * 67);
+        let body = self.body(None, &params, size_hint)?;
+        let response: UsersResponse = self.call(ad_account_id, method, url, body).await?;
+        tracing::info!(
+            num_received = response.num_received,
+            num_invalid_entries = response.num_invalid_entries,
+            "upload batch accepted"
+        );
+        Ok(response)
+    }
+
+    /// `{graph_url}/{version}/{segments…}?{query}`; segments are percent-encoded.
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.inner.graph_url.clone();
+        url.path_segments_mut()
+            .expect("checked in new(): an http(s) URL has path segments")
+            .pop_if_empty()
+            .push(&self.inner.api_version)
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// The JSON body: the token (and proof), an optional method override, then the parameters.
+    /// Serialized once per call; every attempt sends the same bytes.
+    fn body<P: Serialize>(
+        &self,
+        method: Option<&'static str>,
+        params: &P,
+        size_hint: usize,
+    ) -> Result<Bytes, MetaError> {
+        let envelope = Envelope {
+            method,
+            access_token: self.inner.access_token.expose_secret(),
+            appsecret_proof: self
+                .inner
+                .appsecret_proof
+                .as_ref()
+                .map(|p| p.expose_secret()),
+            params,
+        };
+        let mut buf = Vec::with_capacity(size_hint);
+        serde_json::to_writer(&mut buf, &envelope)
+            .map_err(|e| MetaError::Decode(format!("could not encode the request: {e}")))?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// One logical call: rate budget, attempts, retries.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        throttle_id: &str,
+        method: Method,
+        url: Url,
+        body: Bytes,
+    ) -> Result<T, MetaError> {
+        let inner = &*self.inner;
+        let key = throttle::key(throttle_id);
+        inner.throttle.wait_turn(key).await;
+        // The elapsed budget starts after the budget wait: that wait is Meta's, not a retry.
+        let started = Instant::now();
+        let failures = AtomicU32::new(0);
+        (|| self.attempt::<T>(key, &method, &url, &body))
+            .retry(inner.retry.backoff())
+            .sleep(TokioSleeper)
+            .when(|e: &MetaError| e.retry_class() == RetryClass::Retry)
+            .adjust(|e, backoff| {
+                let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let told = inner.throttle.remaining(key);
+                let delay = inner.retry.next_delay(backoff, told, started.elapsed());
+                if delay.is_none() {
+                    tracing::warn!(
+                        attempts = failed,
+                        elapsed_secs = started.elapsed().as_secs(),
+                        kind = kind(e),
+                        code = e.code().map(|c| c.0),
+                        subcode = e.code().and_then(|c| c.1),
+                        "Meta call still failing; giving up"
+                    );
+                }
+                delay
+            })
+            .notify(|e: &MetaError, delay: Duration| {
+                tracing::warn!(
+                    attempt = failures.load(Ordering::Relaxed),
+                    delay_ms = delay.as_millis() as u64,
+                    kind = kind(e),
+                    code = e.code().map(|c| c.0),
+                    subcode = e.code().and_then(|c| c.1),
+                    http_status = http_status(e),
+                    "Meta call failed; retrying"
+                );
+            })
+            .await
+    }
+
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        method: &Method,
+        url: &Url,
+        body: &Bytes,
+    ) -> Result<T, MetaError> {
+        let inner = &*self.inner;
+        // Another call for the same key may have been told to wait since this call began.
+        inner.throttle.wait_turn(key).await;
+        let response = inner
+            .http
+            .request(method.clone(), url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .map_err(MetaError::from_transport)?;
+        let status = response.status();
+        inner
+            .throttle
+            .note(key, throttle::advice(response.headers()));
+        let bytes = response.bytes().await.map_err(MetaError::from_transport)?;
+        tracing::debug!(
+            http_status = status.as_u16(),
+            bytes = bytes.len(),
+            "Meta answered"
+        );
+        self.interpret(status, &bytes)
+    }
+
+    /// Meta's error JSON wins whatever the status (Graph can answer errors with 200); then
+    /// non-success statuses; then the endpoint's documented success body.
+    fn interpret<T: DeserializeOwned>(
+        &self,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Result<T, MetaError> {
+        let value = serde_json::from_slice::<Value>(body).ok();
+        if let Some(graph) = value
+            .as_ref()
+            .and_then(|v| GraphError::from_value(status.as_u16(), v))
+        {
+            return Err(graph.scrub(&self.secrets()).into());
+        }
+        if !status.is_success() {
+            return Err(MetaError::Http {
+                status: status.as_u16(),
+            });
+        }
+        let value = value.ok_or_else(|| {
+            MetaError::Decode(format!(
+                "HTTP {} with a body that is not JSON",
+                status.as_u16()
+            ))
+        })?;
+        T::deserialize(value).map_err(|e| MetaError::Decode(e.to_string()))
+    }
+
+    fn secrets(&self) -> [&str; 2] {
+        [
+            self.inner.access_token.expose_secret(),
+            self.inner
+                .appsecret_proof
+                .as_ref()
+                .map_or("", |p| p.expose_secret()),
+        ]
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, P> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'static str>,
+    access_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appsecret_proof: Option<&'a str>,
+    #[serde(flatten)]
+    params: &'a P,
+}
+
+#[derive(Serialize)]
+struct NoParams {}
+
+/// `act_{number}` whether the caller passed `act_123` or `123`.
+fn ad_account_path(ad_account_id: &str) -> String {
+    format!("act_{}", throttle::key(ad_account_id))
+}
+
+fn kind(e: &MetaError) -> &'static str {
+    match e {
+        MetaError::Graph(_) => "graph",
+        MetaError::Http { .. } => "http",
+        MetaError::Timeout => "timeout",
+        MetaError::Connection(_) => "connection",
+        MetaError::TooLarge { .. } => "too_large",
+        MetaError::Decode(_) => "decode",
+    }
+}
+
+fn http_status(e: &MetaError) -> Option<u16> {
+    match e {
+        MetaError::Graph(g) => Some(g.http_status),
+        MetaError::Http { status } => Some(*status),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::UploadSession;
+
+    pub(crate) fn settings(graph_url: &str) -> MetaSettings {
+        MetaSettings {
+            graph_url: graph_url.to_string(),
+            api_version: "v26.0".to_string(),
+            access_token: None,
+            app_secret: Some(SecretString::from("app-secret-xyz".to_string())),
+            request_timeout_secs: 5,
+            connect_timeout_secs: 1,
+            retry_max_attempts: 3,
+            retry_min_delay_ms: 10,
+            retry_max_delay_secs: 1,
+            retry_max_elapsed_secs: 10,
+            throttle_max_wait_secs: 900,
+        }
+    }
+
+    fn client() -> MetaClient {
+        MetaClient::new(
+            &settings("http://127.0.0.1:9"),
+            SecretString::from("EAAtoken-unit-test".to_string()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn debug_output_redacts_the_token_and_the_proof() {
+        let c = client();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("EAAtoken-unit-test"), "{shown}");
+        let proof = appsecret_proof("app-secret-xyz", "EAAtoken-unit-test");
+        assert!(!shown.contains(&proof), "{shown}");
+        assert!(!shown.contains("app-secret-xyz"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn urls_hold_version_and_ids_but_never_the_token() {
+        let c = client();
+        let url = c.url(&["act_1", "customaudiences"], &[("fields", "id,name")]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/v26.0/act_1/customaudiences?fields=id%2Cname"
+        );
+        let odd = c.url(&["1/../2?x"], &[]);
+        assert_eq!(odd.path(), "/v26.0/1%2F..%2F2%3Fx");
+    }
+
+    #[test]
+    fn the_body_carries_token_proof_and_method_override() {
+        let c = client();
+        let body = c.body(Some("GET"), &NoParams {}, 0).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["access_token"], "EAAtoken-unit-test");
+        assert_eq!(
+            v["appsecret_proof"],
+            appsecret_proof("app-secret-xyz", "EAAtoken-unit-test")
+        );
+    }
+
+    #[test]
+    fn an_empty_token_or_a_bad_url_is_refused() {
+        let s = settings("http://127.0.0.1:9");
+        assert!(MetaClient::new(&s, SecretString::from(" ".to_string())).is_err());
+        let s = settings("graph.facebook.com");
+        assert!(MetaClient::new(&s, SecretString::from("t".to_string())).is_err());
+    }
+
+    #[tokio::test]
+    async fn too_many_rows_or_events_are_refused_before_any_request() {
+        let c = client();
+        let rows = vec![vec![String::new()]; MAX_USERS_PER_CALL + 1];
+        let upload = UsersUpload {
+            schema: &["EMAIL"],
+            rows: &rows,
+            session: UploadSession {
+                session_id: 1,
+                batch_seq: 1,
+                last_batch_flag: true,
+                estimated_num_total: None,
+            },
+        };
+        // The URL points at a closed port: any request would end as a connection error.
+        for result in [
+            c.add_users("act_1", "2", &upload).await,
+            c.remove_users("act_1", "2", &upload).await,
+            c.replace_users("act_1", "2", &upload).await,
+        ] {
+            assert!(
+                matches!(
+                    result,
+                    Err(MetaError::TooLarge {
+                        rows: 10_001,
+                        max: 10_000
+                    })
+                ),
+                "{result:?}"
+            );
+        }
+        let events = vec![Value::Null; MAX_EVENTS_PER_CALL + 1];
+        let request = EventsRequest {
+            data: &events,
+            test_event_code: None,
+            partner_agent: None,
+        };
+        let result = c.send_events("999", &request).await;
+        assert!(
+            matches!(
+                result,
+                Err(MetaError::TooLarge {
+                    rows: 1001,
+                    max: 1000
+                })
+            ),
+            "{result:?}"
+        );
+    }
+}
