@@ -54,7 +54,10 @@ where
     let mut delivery = Delivery::default();
     let mut carried = vec![0u32; len];
     // Depth-first, left half first, so fates come out in batch order.
-    let mut todo: Vec<Range<usize>> = if len == 0 { vec![] } else { vec![0..len] };
+    let mut todo: Vec<Range<usize>> = Vec::new();
+    if len > 0 {
+        todo.push(0..len);
+    }
     while let Some(range) = todo.pop() {
         delivery.requests += 1;
         for c in &mut carried[range.clone()] {
