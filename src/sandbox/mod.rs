@@ -1,1 +1,138 @@
-//! (in progress)
+//! Meta sandbox: a local emulator of the Graph API endpoints cdp-meta-sync uses — custom
+//! audiences (create, list, read, add/remove/replace users with sessions) and the Conversions API
+//! (`/{pixel_id}/events`) — with Meta's validation, error bodies, HTTP statuses and usage headers,
+//! plus deterministic fault injection and inspection endpoints.
+//!
+//! Used by tests through [`spawn`], and by demos, benchmarks and operators through the
+//! `meta-sandbox` binary. Choices where Meta's docs are silent are written next to the code that
+//! makes them; the main ones:
+//! * A call without `access_token` answers 2500 (what Meta sends), not 190.
+//! * The 500-audiences-per-account limit answers code 2654 ("Failed to create custom audience").
+//! * `/users` sessions are optional (Meta's guide marks them required, but the API accepts calls
+//!   without one); within a session `batch_seq` starts at 1 and each batch is the last one + 1,
+//!   or the last one again (a retry, accepted idempotently); a new batch after `last_batch_flag`
+//!   is refused with code 100. `num_received` and `num_invalid_entries` are session totals.
+//! * Removal is strict: a member is removed when the removed row's non-empty cells equal the
+//!   added row's (Meta matches any key; our worker always removes with the row it added).
+//! * `invalid_entry_samples` maps each invalid value to its schema key (`[]` when none).
+//! * `event_time` may be at most 10 minutes in the future.
+pub mod error;
+pub mod events;
+pub mod faults;
+mod graph;
+mod inspect;
+pub mod members;
+mod params;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use faults::{FaultCode, Faults, UsageFault, parse_error_codes};
+pub use state::{AudienceSummary, ReceivedEvent, RequestRecord, SandboxState};
+
+/// Largest request body accepted: a 10,000-row, 4-key call is about 3 MB.
+pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How a sandbox starts: its seed (fault draws, ids and trace ids derive from it), its initial
+/// faults, and optionally the app secret that `appsecret_proof` is checked against.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOptions {
+    pub seed: u64,
+    pub faults: Faults,
+    pub app_secret: Option<String>,
+}
+
+/// The Graph routes, the `/_sandbox` inspection and control routes, and `/healthz`.
+pub fn router(state: SandboxState) -> Router {
+    Router::new()
+        .merge(inspect::routes())
+        .fallback(graph::handle)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves; stalled calls are released so the exit is not held up.
+pub async fn serve(
+    listener: TcpListener,
+    state: SandboxState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let release = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            release.release_stalls();
+        })
+        .await
+}
+
+/// A sandbox serving on `127.0.0.1:<ephemeral port>` in a background task; stops when dropped.
+pub struct Sandbox {
+    addr: SocketAddr,
+    state: SandboxState,
+    stop: CancellationToken,
+}
+
+/// Starts a sandbox for a test (binds 127.0.0.1:0).
+pub async fn spawn(options: SandboxOptions) -> anyhow::Result<Sandbox> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let state = SandboxState::new(options);
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let serving = state.clone();
+    tokio::spawn(async move {
+        let _ = serve(listener, serving, async move { token.cancelled().await }).await;
+    });
+    Ok(Sandbox { addr, state, stop })
+}
+
+impl Sandbox {
+    /// `http://127.0.0.1:PORT`; clients append `/{version}/…`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn state(&self) -> &SandboxState {
+        &self.state
+    }
+
+    pub fn audiences(&self) -> Vec<AudienceSummary> {
+        self.state.audiences()
+    }
+
+    /// Members as their non-empty cells by schema key (sorted); empty for an unknown audience.
+    pub fn members(&self, audience_id: &str) -> Vec<BTreeMap<String, String>> {
+        self.state.members(audience_id, None).unwrap_or_default()
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.state.requests()
+    }
+
+    pub fn events(&self, pixel_id: &str) -> Vec<ReceivedEvent> {
+        self.state.events(Some(pixel_id))
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.set_faults(faults);
+    }
+
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.state.release_stalls();
+    }
+}

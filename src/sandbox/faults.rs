@@ -1,0 +1,155 @@
+//! Fault injection: what the sandbox does wrong on purpose, deterministically from the seed.
+use serde::{Deserialize, Serialize};
+
+use super::error::{GraphError, default_transient};
+
+/// Faults to inject. Set at start (flags / [`super::SandboxOptions`]), and at run time through
+/// `POST /_sandbox/faults` or [`super::Sandbox::set_faults`]; every field defaults to "off".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Share (0.0–1.0) of Graph calls (not `/_sandbox`) that fail, drawn from the seeded RNG.
+    pub error_rate: f64,
+    /// Errors the failing calls answer with, drawn uniformly from the seeded RNG; empty = `[{code: 2}]`.
+    pub error_codes: Vec<FaultCode>,
+    /// Fixed delay on every Graph call, before anything else happens.
+    pub latency_ms: u64,
+    /// Every Graph call answers 190/463 "Error validating access token: Session has expired…".
+    pub token_error: bool,
+    /// Usage headers near the limit (normally they are low).
+    pub usage: Option<UsageFault>,
+    /// After this many accepted user-write calls (add/remove/replace) counted from the moment these
+    /// faults were set, further user-write calls hang without answering until faults change; then
+    /// they answer code 2 (transient) without touching state.
+    pub stall_after_writes: Option<u64>,
+}
+
+/// One error an injected failure answers with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultCode {
+    pub code: i64,
+    #[serde(default)]
+    pub subcode: Option<i64>,
+    /// Overrides the `is_transient` Meta would send for this code.
+    #[serde(default)]
+    pub is_transient: Option<bool>,
+}
+
+impl FaultCode {
+    pub fn new(code: i64) -> Self {
+        FaultCode {
+            code,
+            subcode: None,
+            is_transient: None,
+        }
+    }
+
+    /// The error body Meta sends for this code (messages as Meta words them where known).
+    pub fn to_error(&self) -> GraphError {
+        let message = match (self.code, self.subcode) {
+            (1, _) => "An unknown error occurred".to_string(),
+            (2, _) => "An unexpected error has occurred. Please retry your request later.".into(),
+            (4, _) => "(#4) Application request limit reached".into(),
+            (17, _) => "(#17) User request limit reached".into(),
+            (341, _) => "(#341) Application limit reached".into(),
+            (368, _) => {
+                "(#368) The action attempted has been deemed abusive or is otherwise disallowed"
+                    .into()
+            }
+            (613, _) => "(#613) Calls to this api have exceeded the rate limit.".into(),
+            (80000..=80014, _) => format!(
+                "(#{}) There have been too many calls to this ad-account. Wait a bit and try again. \
+                 For more info, please refer to https://developers.facebook.com/docs/graph-api/overview/rate-limiting.",
+                self.code
+            ),
+            (190, _) => GraphError::token_expired().message,
+            (100, _) => "(#100) Invalid parameter".into(),
+            (200, _) => "(#200) Permissions error".into(),
+            (2650, Some(1870145)) => {
+                "(#2650) Failed to update the custom audience: Audience update in progress".into()
+            }
+            (2650, _) => "(#2650) Failed to update the custom audience".into(),
+            (2654, _) => "(#2654) Failed to create custom audience".into(),
+            (code, _) => format!("(#{code}) Injected sandbox error"),
+        };
+        let mut e = GraphError::new(self.code, message);
+        if let Some(s) = self.subcode {
+            e = e.with_subcode(s);
+        }
+        e.with_transient(
+            self.is_transient
+                .unwrap_or_else(|| default_transient(self.code, self.subcode)),
+        )
+    }
+}
+
+/// "Usage near the limit": what the usage headers report while this fault is on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UsageFault {
+    /// Percentage reported as `call_count` (and `total_cputime`/`total_time`).
+    pub call_count_pct: u32,
+    /// Minutes reported as `estimated_time_to_regain_access`.
+    #[serde(default)]
+    pub estimated_time_to_regain_access: u32,
+}
+
+/// Parses `--error-codes 2,4,80003/2446079` (code or code/subcode, comma separated).
+pub fn parse_error_codes(s: &str) -> Result<Vec<FaultCode>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (code, sub) = match p.split_once('/') {
+                Some((c, s)) => (c, Some(s)),
+                None => (p, None),
+            };
+            let code = code
+                .parse::<i64>()
+                .map_err(|_| format!("invalid error code {p:?}: expected CODE or CODE/SUBCODE"))?;
+            let subcode = sub
+                .map(|s| s.parse::<i64>())
+                .transpose()
+                .map_err(|_| format!("invalid error subcode in {p:?}"))?;
+            Ok(FaultCode {
+                code,
+                subcode,
+                is_transient: None,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_parse_with_and_without_subcodes() {
+        let v = parse_error_codes("2, 4,80003/2446079").unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[2].code, 80003);
+        assert_eq!(v[2].subcode, Some(2446079));
+        assert!(parse_error_codes("x").is_err());
+        assert!(parse_error_codes("2/y").is_err());
+    }
+
+    #[test]
+    fn throttling_codes_are_transient_and_permanent_ones_are_not() {
+        assert!(FaultCode::new(80003).to_error().is_transient);
+        assert!(FaultCode::new(2).to_error().is_transient);
+        assert!(!FaultCode::new(190).to_error().is_transient);
+        let forced = FaultCode {
+            code: 100,
+            subcode: None,
+            is_transient: Some(true),
+        };
+        assert!(forced.to_error().is_transient);
+    }
+
+    #[test]
+    fn partial_fault_json_fills_defaults() {
+        let f: Faults = serde_json::from_str(r#"{"error_rate":0.5}"#).unwrap();
+        assert_eq!(f.error_rate, 0.5);
+        assert!(f.error_codes.is_empty() && !f.token_error && f.usage.is_none());
+    }
+}

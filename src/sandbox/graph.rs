@@ -1,0 +1,702 @@
+//! The emulated Graph API: one handler that routes `/{version}/…`, applies faults, checks the
+//! token, runs the operation, and answers with Meta's body, status and usage headers.
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value, json};
+use sha2::Sha256;
+
+use super::error::GraphError;
+use super::events;
+use super::members::{self, Shape};
+use super::params::Params;
+use super::state::{
+    AudienceView, Direction, RequestRecord, SandboxState, SessionParams, UsersReply,
+};
+
+/// Fields a custom audience answers on `GET /{audience_id}` and in lists.
+const AUDIENCE_FIELDS: [&str; 15] = [
+    "id",
+    "account_id",
+    "name",
+    "description",
+    "subtype",
+    "customer_file_source",
+    "operation_status",
+    "delivery_status",
+    "approximate_count_lower_bound",
+    "approximate_count_upper_bound",
+    "data_source",
+    "time_created",
+    "time_updated",
+    "is_value_based",
+    "retention_days",
+];
+/// Fields answered on `GET /{audience_id}` when the call names none.
+const DEFAULT_READ_FIELDS: [&str; 8] = [
+    "id",
+    "name",
+    "subtype",
+    "customer_file_source",
+    "operation_status",
+    "delivery_status",
+    "approximate_count_lower_bound",
+    "approximate_count_upper_bound",
+];
+const CUSTOMER_FILE_SOURCES: [&str; 3] = [
+    "USER_PROVIDED_ONLY",
+    "PARTNER_PROVIDED_ONLY",
+    "BOTH_USER_AND_PARTNER_PROVIDED",
+];
+const DEFAULT_PAGE: usize = 25;
+const MAX_PAGE: usize = 500;
+/// Below this many members an audience is "too small" to deliver (delivery_status 300).
+const MIN_DELIVERABLE: usize = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    CreateAudience,
+    ListAudiences,
+    ReadAudience,
+    DeleteAudience,
+    AddUsers,
+    RemoveUsers,
+    ReplaceUsers,
+    SendEvents,
+    Unknown,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::CreateAudience => "create_audience",
+            Op::ListAudiences => "list_audiences",
+            Op::ReadAudience => "read_audience",
+            Op::DeleteAudience => "delete_audience",
+            Op::AddUsers => "add_users",
+            Op::RemoveUsers => "remove_users",
+            Op::ReplaceUsers => "replace_users",
+            Op::SendEvents => "send_events",
+            Op::Unknown => "unknown",
+        }
+    }
+
+    fn user_write(self) -> bool {
+        matches!(self, Op::AddUsers | Op::RemoveUsers | Op::ReplaceUsers)
+    }
+}
+
+/// Where the usage headers point: an ad account (audience calls) or a pixel (events).
+enum UsageKey {
+    Account(String),
+    Pixel(String),
+    None,
+}
+
+struct Call<'a> {
+    state: &'a SandboxState,
+    params: &'a Params<'a>,
+    headers: &'a HeaderMap,
+    version: &'a str,
+    record: RequestRecord,
+    usage_key: UsageKey,
+}
+
+fn is_version(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix('v') else {
+        return false;
+    };
+    let (major, minor) = match rest.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (rest, None),
+    };
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    digits(major) && minor.is_none_or(digits)
+}
+
+fn is_numeric(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn route(method: &Method, segments: &[&str]) -> Op {
+    match (method.as_str(), segments) {
+        ("POST", [_, act, "customaudiences"]) if act.starts_with("act_") => Op::CreateAudience,
+        ("GET", [_, act, "customaudiences"]) if act.starts_with("act_") => Op::ListAudiences,
+        ("GET", [_, _]) => Op::ReadAudience,
+        ("DELETE", [_, _]) => Op::DeleteAudience,
+        ("POST", [_, _, "users"]) => Op::AddUsers,
+        ("DELETE", [_, _, "users"]) => Op::RemoveUsers,
+        ("POST", [_, _, "usersreplace"]) => Op::ReplaceUsers,
+        ("POST", [_, _, "events"]) => Op::SendEvents,
+        _ => Op::Unknown,
+    }
+}
+
+/// Axum fallback handler for every Graph path.
+pub async fn handle(
+    State(state): State<SandboxState>,
+    http_method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let path = uri.path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let parsed = Params::parse(uri.query(), content_type, &body);
+    let empty = Params::default();
+    let params = parsed.as_ref().unwrap_or(&empty);
+
+    // Graph's documented method override: POST with method=GET|DELETE.
+    let method = match (
+        &http_method,
+        params.text("method").map(|m| m.to_ascii_uppercase()),
+    ) {
+        (&Method::POST, Some(m)) if m == "GET" => Method::GET,
+        (&Method::POST, Some(m)) if m == "DELETE" => Method::DELETE,
+        _ => http_method.clone(),
+    };
+    let op = route(&method, &segments);
+    let object_id = segments.get(1).map(|s| s.to_string());
+
+    let latency = state.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let ticket = state.begin_call(op.user_write());
+
+    let mut call = Call {
+        state: &state,
+        params,
+        headers: &headers,
+        version: segments.first().copied().unwrap_or(""),
+        record: RequestRecord {
+            method: method.to_string(),
+            http_method: http_method.to_string(),
+            path: path.clone(),
+            operation: op.name().to_string(),
+            object_id: object_id.clone(),
+            fbtrace_id: ticket.fbtrace_id.clone(),
+            ..RequestRecord::default()
+        },
+        usage_key: match (op, object_id.as_deref()) {
+            (Op::SendEvents, Some(id)) => UsageKey::Pixel(id.to_string()),
+            (Op::CreateAudience | Op::ListAudiences, Some(act)) => {
+                UsageKey::Account(act.trim_start_matches("act_").to_string())
+            }
+            _ => UsageKey::None,
+        },
+    };
+    // Audience calls report usage against the audience's ad account.
+    if let (UsageKey::None, Some(id)) = (&call.usage_key, object_id.as_deref())
+        && let Some(a) = state.audience(id)
+    {
+        call.usage_key = UsageKey::Account(a.account);
+    }
+
+    let outcome = match parsed.as_ref().err() {
+        Some(e) => Err(e.clone()),
+        None => match preflight(&call, &ticket) {
+            Err(e) => Err(e),
+            Ok(()) => match ticket.stall {
+                Some(mut rx) => {
+                    // Hang until faults change; then answer without touching state.
+                    let _ = rx.changed().await;
+                    Err(GraphError::new(
+                        2,
+                        "An unexpected error has occurred. Please retry your request later.",
+                    ))
+                }
+                None => run(&mut call, op, &segments),
+            },
+        },
+    };
+    if let Err(e) = &outcome
+        && ticket.injected.as_ref() == Some(e)
+    {
+        call.record.injected = true;
+    }
+
+    let (status, body) = match outcome {
+        Ok(v) => (StatusCode::OK, v),
+        Err(e) => {
+            call.record.error_code = Some(e.code);
+            call.record.error_subcode = e.subcode;
+            (e.status(), e.body(&ticket.fbtrace_id))
+        }
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    usage_headers(response.headers_mut(), &call.usage_key, ticket.usage);
+    if let Ok(v) = HeaderValue::from_str(&ticket.fbtrace_id) {
+        response.headers_mut().insert("x-fb-trace-id", v);
+    }
+
+    call.record.status = status.as_u16();
+    call.record.duration_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        method = %call.record.method,
+        path = %call.record.path,
+        status = call.record.status,
+        rows = call.record.rows,
+        error_code = call.record.error_code,
+        "graph call"
+    );
+    state.record(call.record);
+    response
+}
+
+/// Token, appsecret_proof, version and injected failures, in the order Meta would hit them.
+fn preflight(call: &Call<'_>, ticket: &super::state::CallTicket) -> Result<(), GraphError> {
+    if ticket.token_error {
+        return Err(GraphError::token_expired());
+    }
+    let token = call
+        .params
+        .text("access_token")
+        .ok_or_else(GraphError::missing_token)?;
+    if let Some(proof) = call.params.text("appsecret_proof") {
+        let well_formed = proof.len() == 64 && proof.bytes().all(|b| b.is_ascii_hexdigit());
+        let matches = match &call.state.options().app_secret {
+            Some(secret) => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                    .expect("HMAC takes keys of any length");
+                mac.update(token.as_bytes());
+                const_hex::encode(mac.finalize().into_bytes()) == proof.to_ascii_lowercase()
+            }
+            None => true,
+        };
+        if !well_formed || !matches {
+            return Err(GraphError::invalid(
+                "Invalid appsecret_proof provided in the API argument",
+            ));
+        }
+    }
+    if !is_version(call.version) {
+        return Err(GraphError::unknown_path(&format!("/{}", call.version)));
+    }
+    match &ticket.injected {
+        Some(e) => Err(e.clone()),
+        None => Ok(()),
+    }
+}
+
+fn run(call: &mut Call<'_>, op: Op, segments: &[&str]) -> Result<Value, GraphError> {
+    let object = segments.get(1).copied().unwrap_or("");
+    match op {
+        Op::CreateAudience => create_audience(call, object),
+        Op::ListAudiences => list_audiences(call, object),
+        Op::ReadAudience => read_audience(call, object),
+        Op::DeleteAudience => {
+            if call.state.delete_audience(object) {
+                Ok(json!({ "success": true }))
+            } else {
+                Err(GraphError::unsupported("DELETE", object))
+            }
+        }
+        Op::AddUsers => users(call, object, Direction::Add),
+        Op::RemoveUsers => users(call, object, Direction::Remove),
+        Op::ReplaceUsers => replace(call, object),
+        Op::SendEvents => send_events(call, object),
+        Op::Unknown => Err(unknown(call, segments)),
+    }
+}
+
+fn unknown(call: &Call<'_>, segments: &[&str]) -> GraphError {
+    match segments {
+        [_, object, ..] if !is_numeric(object) && !object.starts_with("act_") => {
+            GraphError::unsupported(call.record.method.as_str(), object)
+        }
+        [_, object] => GraphError::unsupported(call.record.method.as_str(), object),
+        [_, _, rest @ ..] => GraphError::unknown_path(&format!("/{}", rest.join("/"))),
+        _ => GraphError::unknown_path(&format!("/{}", segments.join("/"))),
+    }
+}
+
+fn account_id<'s>(act: &'s str, method: &str) -> Result<&'s str, GraphError> {
+    act.strip_prefix("act_")
+        .filter(|id| is_numeric(id))
+        .ok_or_else(|| GraphError::unsupported(method, act))
+}
+
+fn create_audience(call: &mut Call<'_>, act: &str) -> Result<Value, GraphError> {
+    let account = account_id(act, "POST")?;
+    let p = call.params;
+    let subtype = p.text("subtype").unwrap_or_else(|| "CUSTOM".into());
+    if subtype != "CUSTOM" {
+        return Err(GraphError::invalid(format!(
+            "Invalid subtype {subtype}: the sandbox emulates customer-file audiences only (subtype CUSTOM)"
+        )));
+    }
+    let name = p
+        .text("name")
+        .ok_or_else(|| GraphError::invalid("Missing parameter(s): name"))?;
+    let source = p
+        .text("customer_file_source")
+        .ok_or_else(|| GraphError::invalid("Missing parameter(s): customer_file_source"))?;
+    if !CUSTOMER_FILE_SOURCES.contains(&source.as_str()) {
+        return Err(GraphError::invalid(format!(
+            "Param customer_file_source must be one of {{{}}}",
+            CUSTOMER_FILE_SOURCES.join(", ")
+        )));
+    }
+    let id = call
+        .state
+        .create_audience(account, &name, p.text("description"), &source)?;
+    call.record.object_id = Some(id.clone());
+    Ok(json!({ "id": id }))
+}
+
+fn requested_fields(call: &Call<'_>, default: &[&str]) -> Result<Vec<String>, GraphError> {
+    let fields: Vec<String> = match call.params.text("fields") {
+        Some(f) => f
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => default.iter().map(|s| s.to_string()).collect(),
+    };
+    if let Some(bad) = fields
+        .iter()
+        .find(|f| !AUDIENCE_FIELDS.contains(&f.as_str()))
+    {
+        return Err(GraphError::invalid(format!(
+            "Tried accessing nonexisting field ({bad}) on node type (CustomAudience)"
+        )));
+    }
+    Ok(fields)
+}
+
+/// Meta reports sizes as ranges. Here: the count rounded down and up to a step of 100 below
+/// 10,000 members, else to two significant digits (12,345 → 12,000 … 13,000).
+pub fn count_bounds(count: usize) -> (usize, usize) {
+    let step = if count < 10_000 {
+        100
+    } else {
+        10usize.pow(count.ilog10() - 1)
+    };
+    let lower = count / step * step;
+    (lower, count.div_ceil(step) * step)
+}
+
+fn audience_json(a: &AudienceView, fields: &[String]) -> Value {
+    let mut out = Map::new();
+    out.insert("id".into(), json!(a.id));
+    let (lower, upper) = count_bounds(a.member_count);
+    for f in fields {
+        let v = match f.as_str() {
+            "id" => continue,
+            "account_id" => json!(a.account),
+            "name" => json!(a.name),
+            "description" => match &a.description {
+                Some(d) => json!(d),
+                None => continue,
+            },
+            "subtype" => json!("CUSTOM"),
+            "customer_file_source" => json!(a.customer_file_source),
+            "operation_status" => {
+                if a.replace_in_progress {
+                    json!({"code": 414, "description": "Replace in progress"})
+                } else {
+                    json!({"code": 200, "description": "Normal"})
+                }
+            }
+            "delivery_status" => {
+                if a.member_count >= MIN_DELIVERABLE {
+                    json!({"code": 200, "description": "This audience is ready for use."})
+                } else {
+                    json!({"code": 300, "description": "This audience is too small to use for advertising."})
+                }
+            }
+            "approximate_count_lower_bound" => json!(lower),
+            "approximate_count_upper_bound" => json!(upper),
+            "data_source" => json!({
+                "type": "FILE_IMPORTED",
+                "sub_type": match a.shape {
+                    Some(Shape::SingleKey) => "HASHES_OR_USER_IDS",
+                    _ => "MULTI_HASHES",
+                },
+            }),
+            "time_created" => json!(a.time_created),
+            "time_updated" => json!(a.time_updated),
+            "is_value_based" => json!(false),
+            "retention_days" => json!(0),
+            _ => continue,
+        };
+        out.insert(f.clone(), v);
+    }
+    Value::Object(out)
+}
+
+fn read_audience(call: &mut Call<'_>, id: &str) -> Result<Value, GraphError> {
+    let audience = call
+        .state
+        .audience(id)
+        .ok_or_else(|| GraphError::unsupported("GET", id))?;
+    let fields = requested_fields(call, &DEFAULT_READ_FIELDS)?;
+    Ok(audience_json(&audience, &fields))
+}
+
+fn list_audiences(call: &mut Call<'_>, act: &str) -> Result<Value, GraphError> {
+    let account = account_id(act, "GET")?;
+    let fields = requested_fields(call, &["id"])?;
+    let limit = match call.params.text("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| GraphError::invalid("Param limit must be a positive integer"))?
+            .min(MAX_PAGE),
+        None => DEFAULT_PAGE,
+    };
+    let all = call.state.list_audiences(account);
+    let start = match call.params.text("after") {
+        Some(cursor) => {
+            let after = decode_cursor(&cursor)
+                .ok_or_else(|| GraphError::invalid("Invalid cursor after"))?;
+            all.iter()
+                .position(|a| a.id == after)
+                .map(|i| i + 1)
+                .unwrap_or(all.len())
+        }
+        None => 0,
+    };
+    let page = &all[start.min(all.len())..(start + limit).min(all.len())];
+    let data: Vec<Value> = page.iter().map(|a| audience_json(a, &fields)).collect();
+    let (Some(first), Some(last)) = (page.first(), page.last()) else {
+        return Ok(json!({ "data": [] }));
+    };
+    let mut paging = json!({
+        "cursors": { "before": encode_cursor(&first.id), "after": encode_cursor(&last.id) }
+    });
+    if start + limit < all.len() {
+        // Meta's `next` repeats the access token; ours leaves it out (URLs end up in logs).
+        let host = call
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        paging["next"] = json!(format!(
+            "http://{host}/{}/{act}/customaudiences?fields={}&limit={limit}&after={}",
+            call.version,
+            fields.join("%2C"),
+            encode_cursor(&last.id)
+        ));
+    }
+    Ok(json!({ "data": data, "paging": paging }))
+}
+
+/// Opaque cursors, like Meta's: the audience id, hex-encoded behind a fixed prefix.
+fn encode_cursor(id: &str) -> String {
+    format!("QVFI{}", const_hex::encode(id))
+}
+
+fn decode_cursor(c: &str) -> Option<String> {
+    let bytes = const_hex::decode(c.strip_prefix("QVFI")?).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Parses `session` (object, or JSON-encoded string); ids may be numbers or numeric strings.
+fn parse_session(call: &mut Call<'_>) -> Result<Option<SessionParams>, GraphError> {
+    let Some(raw) = call.params.get("session") else {
+        return Ok(None);
+    };
+    let v: Value = raw
+        .parse()
+        .map_err(|_| GraphError::invalid("Param session must be a JSON object"))?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    let int = |name: &str| -> Option<i64> {
+        match v.get(name)? {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    };
+    let session_id = int("session_id").filter(|&n| n > 0).ok_or_else(|| {
+        GraphError::invalid("Param session.session_id must be a positive 64-bit integer")
+    })?;
+    let batch_seq = int("batch_seq")
+        .ok_or_else(|| GraphError::invalid("Param session.batch_seq must be an integer"))?;
+    let last_batch_flag = match v.get("last_batch_flag") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s == "true" || s == "1" => true,
+        Some(Value::String(s)) if s == "false" || s == "0" => false,
+        Some(Value::Number(n)) => n.as_i64() == Some(1),
+        Some(_) => {
+            return Err(GraphError::invalid(
+                "Param session.last_batch_flag must be a boolean",
+            ));
+        }
+    };
+    call.record.session_id = Some(session_id.to_string());
+    call.record.batch_seq = Some(batch_seq);
+    call.record.last_batch_flag = Some(last_batch_flag);
+    Ok(Some(SessionParams {
+        session_id: session_id as u64,
+        batch_seq,
+        last_batch_flag,
+    }))
+}
+
+fn users_body(id_field: &str, id: &str, reply: UsersReply, samples: Value) -> Value {
+    json!({
+        id_field: id,
+        "session_id": reply.session_id.to_string(),
+        "num_received": reply.num_received,
+        "num_invalid_entries": reply.num_invalid,
+        "invalid_entry_samples": samples,
+    })
+}
+
+fn samples_json(samples: &std::collections::BTreeMap<String, String>) -> Value {
+    if samples.is_empty() {
+        json!([])
+    } else {
+        json!(samples)
+    }
+}
+
+fn users(call: &mut Call<'_>, id: &str, direction: Direction) -> Result<Value, GraphError> {
+    let method = if direction == Direction::Add {
+        "POST"
+    } else {
+        "DELETE"
+    };
+    if call.state.audience(id).is_none() {
+        return Err(GraphError::unsupported(method, id));
+    }
+    let session = parse_session(call)?;
+    let upload = members::parse_payload(call.params.get("payload"))?;
+    call.record.rows = Some(upload.received);
+    let samples = samples_json(&upload.samples);
+    let reply = call.state.apply_users(id, direction, session, upload)?;
+    Ok(users_body("audience_id", id, reply, samples))
+}
+
+fn replace(call: &mut Call<'_>, id: &str) -> Result<Value, GraphError> {
+    let Some(audience) = call.state.audience(id) else {
+        return Err(GraphError::unsupported("POST", id));
+    };
+    let session = parse_session(call)?.ok_or_else(|| GraphError::required("session"))?;
+    let upload = members::parse_payload(call.params.get("payload"))?;
+    call.record.rows = Some(upload.received);
+    let samples = samples_json(&upload.samples);
+    let reply = call.state.apply_replace(id, session, upload)?;
+    Ok(users_body("account_id", &audience.account, reply, samples))
+}
+
+fn send_events(call: &mut Call<'_>, pixel: &str) -> Result<Value, GraphError> {
+    if !is_numeric(pixel) || call.state.audience(pixel).is_some() {
+        return Err(GraphError::unsupported("POST", pixel));
+    }
+    let data: Option<Value> = match call.params.get("data") {
+        Some(raw) => Some(
+            raw.parse()
+                .map_err(|_| GraphError::invalid("Param data must be a JSON array of events"))?,
+        ),
+        None => None,
+    };
+    if let Some(Value::Array(a)) = &data {
+        call.record.rows = Some(a.len());
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let events = events::validate(data, now)?;
+    let n = call.state.push_events(
+        pixel,
+        events,
+        call.params.text("test_event_code"),
+        call.params.text("partner_agent"),
+    );
+    Ok(json!({
+        "events_received": n,
+        "messages": [],
+        "fbtrace_id": call.record.fbtrace_id,
+    }))
+}
+
+/// `X-Business-Use-Case-Usage`, `X-App-Usage` and (for audience calls) `X-Ad-Account-Usage`.
+fn usage_headers(
+    headers: &mut HeaderMap,
+    key: &UsageKey,
+    usage: Option<super::faults::UsageFault>,
+) {
+    let (pct, regain) = match usage {
+        Some(u) => (u.call_count_pct, u.estimated_time_to_regain_access),
+        None => (1, 0),
+    };
+    let entry = |kind: &str| {
+        json!([{
+            "type": kind,
+            "call_count": pct,
+            "total_cputime": pct,
+            "total_time": pct,
+            "estimated_time_to_regain_access": regain,
+            "ads_api_access_tier": "standard_access",
+        }])
+    };
+    let buc = match key {
+        UsageKey::Account(id) => Some(json!({ id.as_str(): entry("custom_audience") })),
+        UsageKey::Pixel(id) => Some(json!({ id.as_str(): entry("ads_management") })),
+        UsageKey::None => None,
+    };
+    let mut put = |name: &'static str, v: Value| {
+        if let Ok(h) = HeaderValue::from_str(&v.to_string()) {
+            headers.insert(name, h);
+        }
+    };
+    if let Some(b) = buc {
+        put("x-business-use-case-usage", b);
+    }
+    put(
+        "x-app-usage",
+        json!({ "call_count": pct, "total_cputime": pct, "total_time": pct }),
+    );
+    if let UsageKey::Account(_) = key {
+        put(
+            "x-ad-account-usage",
+            json!({ "acc_id_util_pct": pct, "reset_time_duration": regain * 60, "ads_api_access_tier": "standard_access" }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_look_like_v_digits_with_an_optional_minor() {
+        assert!(is_version("v26.0") && is_version("v19") && is_version("v2.11"));
+        assert!(
+            !is_version("26.0") && !is_version("v26.") && !is_version("vx") && !is_version("act_1")
+        );
+    }
+
+    #[test]
+    fn count_bounds_bracket_the_count() {
+        assert_eq!(count_bounds(0), (0, 0));
+        assert_eq!(count_bounds(250), (200, 300));
+        assert_eq!(count_bounds(12_345), (12_000, 13_000));
+        assert_eq!(count_bounds(1_000_000), (1_000_000, 1_000_000));
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        assert_eq!(
+            decode_cursor(&encode_cursor("2385")).as_deref(),
+            Some("2385")
+        );
+        assert_eq!(decode_cursor("garbage"), None);
+    }
+}

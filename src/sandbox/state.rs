@@ -1,0 +1,759 @@
+//! In-memory state: audiences with their members and sessions, received events, the request
+//! log, and the fault RNG. Everything sits behind one mutex; callers parse and validate outside
+//! it and only apply here, so the lock is held for microseconds per call (a HashSet insert per row).
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::SandboxOptions;
+use super::error::GraphError;
+use super::faults::{FaultCode, Faults, UsageFault};
+use super::members::{Member, Shape, Upload, decode_member};
+
+/// Meta's limit on CUSTOM audiences per ad account.
+pub const MAX_AUDIENCES_PER_ACCOUNT: usize = 500;
+/// A replace session not finished within this window times out (Meta: 90 minutes).
+const REPLACE_WINDOW: Duration = Duration::from_secs(90 * 60);
+/// Oldest request records are dropped beyond this many, so long demos keep flat memory.
+const MAX_LOG: usize = 100_000;
+
+/// Cheap to clone: a handle on the shared state, used by the router and by [`super::Sandbox`].
+#[derive(Clone)]
+pub struct SandboxState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    options: SandboxOptions,
+    inner: Mutex<Inner>,
+    /// Bumped whenever faults change; stalled calls wait on it.
+    faults_changed: watch::Sender<u64>,
+}
+
+struct Inner {
+    faults: Faults,
+    /// Draws injected failures; seeded, and advanced once per Graph call, so the same seed and
+    /// call sequence gives the same failures.
+    rng: SmallRng,
+    graph_calls: u64,
+    /// Accepted user-write calls since faults were last set (for `stall_after_writes`).
+    writes_since_faults: u64,
+    audience_seq: u64,
+    session_seq: u64,
+    audiences: BTreeMap<u64, Audience>,
+    events: BTreeMap<String, Vec<ReceivedEvent>>,
+    log: VecDeque<RequestRecord>,
+    log_seq: u64,
+}
+
+struct Audience {
+    id: u64,
+    /// Bare numeric ad account id (no `act_`).
+    account: String,
+    name: String,
+    description: Option<String>,
+    customer_file_source: String,
+    shape: Option<Shape>,
+    members: HashSet<Member>,
+    /// `/users` sessions by (session id, direction).
+    sessions: HashMap<(u64, Direction), UserSession>,
+    replace: Option<ReplaceSession>,
+    finished_replaces: HashSet<u64>,
+    time_created: i64,
+    time_updated: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Add,
+    Remove,
+}
+
+struct UserSession {
+    last_seq: i64,
+    last_rows: usize,
+    last_invalid: usize,
+    num_received: usize,
+    num_invalid: usize,
+    finished: bool,
+}
+
+struct ReplaceSession {
+    session_id: u64,
+    started: Instant,
+    pending: HashSet<Member>,
+    num_received: usize,
+    num_invalid: usize,
+}
+
+/// A `session` parameter, validated.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionParams {
+    pub session_id: u64,
+    pub batch_seq: i64,
+    pub last_batch_flag: bool,
+}
+
+/// What a `/users` or `/usersreplace` call answers.
+#[derive(Debug)]
+pub struct UsersReply {
+    pub session_id: u64,
+    pub num_received: usize,
+    pub num_invalid: usize,
+}
+
+/// One audience as the inspection API and the tests see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AudienceSummary {
+    pub id: String,
+    /// `act_<digits>`, as in `cdp.facebook_configurations.ad_account_id`.
+    pub ad_account_id: String,
+    pub name: String,
+    pub member_count: usize,
+}
+
+/// A copy of one audience's fields, taken under the lock, for Graph reads.
+#[derive(Debug, Clone)]
+pub struct AudienceView {
+    pub id: String,
+    pub account: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub customer_file_source: String,
+    pub member_count: usize,
+    pub shape: Option<Shape>,
+    pub replace_in_progress: bool,
+    pub time_created: i64,
+    pub time_updated: i64,
+}
+
+/// One Graph call as logged: never a token, never a cell.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequestRecord {
+    pub seq: u64,
+    /// Effective method (after a `method=GET|DELETE` override).
+    pub method: String,
+    pub http_method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub status: u16,
+    /// `create_audience`, `list_audiences`, `read_audience`, `delete_audience`, `add_users`,
+    /// `remove_users`, `replace_users`, `send_events` or `unknown`.
+    pub operation: String,
+    /// The ad account, audience or pixel id the call was about.
+    pub object_id: Option<String>,
+    /// Rows (users calls) or events (events calls) in the request.
+    pub rows: Option<usize>,
+    pub session_id: Option<String>,
+    pub batch_seq: Option<i64>,
+    pub last_batch_flag: Option<bool>,
+    pub error_code: Option<i64>,
+    pub error_subcode: Option<i64>,
+    /// True when the error was injected by a fault, not by validation.
+    pub injected: bool,
+    pub fbtrace_id: String,
+    pub duration_ms: u64,
+}
+
+/// One accepted Conversions API event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReceivedEvent {
+    pub pixel_id: String,
+    pub event: Value,
+    pub test_event_code: Option<String>,
+    pub partner_agent: Option<String>,
+}
+
+/// What the fault machinery decided for one Graph call, drawn under the lock.
+pub struct CallTicket {
+    pub fbtrace_id: String,
+    pub token_error: bool,
+    pub injected: Option<GraphError>,
+    /// Set when this user-write call must hang until faults change.
+    pub stall: Option<watch::Receiver<u64>>,
+    pub usage: Option<UsageFault>,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// SplitMix64: a stable mixer for ids and trace ids derived from the seed.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Inner {
+    fn new(options: &SandboxOptions) -> Self {
+        Inner {
+            faults: options.faults.clone(),
+            rng: SmallRng::seed_from_u64(options.seed),
+            graph_calls: 0,
+            writes_since_faults: 0,
+            audience_seq: 0,
+            session_seq: 0,
+            audiences: BTreeMap::new(),
+            events: BTreeMap::new(),
+            log: VecDeque::new(),
+            log_seq: 0,
+        }
+    }
+
+    fn audience_mut(&mut self, id: &str) -> Option<&mut Audience> {
+        self.audiences.get_mut(&id.parse::<u64>().ok()?)
+    }
+}
+
+impl Audience {
+    fn view(&self) -> AudienceView {
+        AudienceView {
+            id: self.id.to_string(),
+            account: self.account.clone(),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            customer_file_source: self.customer_file_source.clone(),
+            member_count: self.members.len(),
+            shape: self.shape,
+            replace_in_progress: self.replace.is_some(),
+            time_created: self.time_created,
+            time_updated: self.time_updated,
+        }
+    }
+
+    fn summary(&self) -> AudienceSummary {
+        AudienceSummary {
+            id: self.id.to_string(),
+            ad_account_id: format!("act_{}", self.account),
+            name: self.name.clone(),
+            member_count: self.members.len(),
+        }
+    }
+
+    fn check_shape(&self, shape: Shape) -> Result<(), GraphError> {
+        match self.shape {
+            Some(s) if s != shape => Err(GraphError::update_failed(
+                None,
+                &format!(
+                    "This audience was created from data source {}, which does not support data source {}.",
+                    s.data_source(),
+                    shape.data_source()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl SandboxState {
+    pub fn new(options: SandboxOptions) -> Self {
+        let inner = Mutex::new(Inner::new(&options));
+        SandboxState {
+            shared: Arc::new(Shared {
+                options,
+                inner,
+                faults_changed: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent-enough test state; keep serving.
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn options(&self) -> &SandboxOptions {
+        &self.shared.options
+    }
+
+    // ---- faults ----
+
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        {
+            let mut inner = self.lock();
+            inner.faults = faults;
+            inner.writes_since_faults = 0;
+        }
+        self.shared.faults_changed.send_modify(|g| *g += 1);
+    }
+
+    /// Releases every stalled call (used on shutdown so graceful exit does not wait forever).
+    pub fn release_stalls(&self) {
+        self.shared.faults_changed.send_modify(|g| *g += 1);
+    }
+
+    /// Back to the state `spawn` left: no audiences, events or log; faults and RNG as at start.
+    pub fn reset(&self) {
+        {
+            let mut inner = self.lock();
+            *inner = Inner::new(&self.shared.options);
+        }
+        self.release_stalls();
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.lock().faults.latency_ms)
+    }
+
+    /// Counts one Graph call and draws its fate from the seeded RNG (one draw per call whatever
+    /// happens next, so the failure pattern depends only on the seed and the call sequence).
+    pub fn begin_call(&self, user_write: bool) -> CallTicket {
+        let mut inner = self.lock();
+        inner.graph_calls += 1;
+        let fbtrace_id = trace_id(mix(self.shared.options.seed ^ mix(inner.graph_calls)));
+        let draw: f64 = inner.rng.random();
+        let pick: u64 = inner.rng.random();
+        let faults = &inner.faults;
+        let injected = (draw < faults.error_rate).then(|| {
+            let codes = &faults.error_codes;
+            if codes.is_empty() {
+                FaultCode::new(2).to_error()
+            } else {
+                codes[(pick % codes.len() as u64) as usize].to_error()
+            }
+        });
+        let stall = (user_write
+            && faults
+                .stall_after_writes
+                .is_some_and(|n| inner.writes_since_faults >= n))
+        .then(|| self.shared.faults_changed.subscribe());
+        CallTicket {
+            fbtrace_id,
+            token_error: faults.token_error,
+            injected,
+            stall,
+            usage: faults.usage,
+        }
+    }
+
+    pub fn record(&self, mut record: RequestRecord) {
+        let mut inner = self.lock();
+        inner.log_seq += 1;
+        record.seq = inner.log_seq;
+        if inner.log.len() >= MAX_LOG {
+            inner.log.pop_front();
+        }
+        inner.log.push_back(record);
+    }
+
+    // ---- audiences ----
+
+    pub fn create_audience(
+        &self,
+        account: &str,
+        name: &str,
+        description: Option<String>,
+        customer_file_source: &str,
+    ) -> Result<String, GraphError> {
+        let mut inner = self.lock();
+        let existing = inner
+            .audiences
+            .values()
+            .filter(|a| a.account == account)
+            .count();
+        if existing >= MAX_AUDIENCES_PER_ACCOUNT {
+            return Err(GraphError::new(
+                2654,
+                format!(
+                    "(#2654) Failed to create custom audience: this ad account already has the maximum of {MAX_AUDIENCES_PER_ACCOUNT} custom audiences"
+                ),
+            )
+            .with_user(
+                "Custom Audience Limit Reached",
+                format!("You can create a maximum of {MAX_AUDIENCES_PER_ACCOUNT} custom audiences."),
+            ));
+        }
+        inner.audience_seq += 1;
+        // 17-digit ids like Meta's, distinct per seed, increasing in creation order.
+        let id = 23_850_000_000_000_000
+            + (mix(self.shared.options.seed) % 100_000_000) * 1_000_000
+            + inner.audience_seq;
+        let now = now_secs();
+        inner.audiences.insert(
+            id,
+            Audience {
+                id,
+                account: account.to_string(),
+                name: name.to_string(),
+                description,
+                customer_file_source: customer_file_source.to_string(),
+                shape: None,
+                members: HashSet::new(),
+                sessions: HashMap::new(),
+                replace: None,
+                finished_replaces: HashSet::new(),
+                time_created: now,
+                time_updated: now,
+            },
+        );
+        Ok(id.to_string())
+    }
+
+    /// The account's audiences in creation order, starting after `after` (an audience id).
+    pub fn list_audiences(&self, account: &str) -> Vec<AudienceView> {
+        let inner = self.lock();
+        inner
+            .audiences
+            .values()
+            .filter(|a| a.account == account)
+            .map(Audience::view)
+            .collect()
+    }
+
+    pub fn audience(&self, id: &str) -> Option<AudienceView> {
+        let mut inner = self.lock();
+        inner.audience_mut(id).map(|a| a.view())
+    }
+
+    pub fn delete_audience(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        match id.parse::<u64>() {
+            Ok(n) => inner.audiences.remove(&n).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    fn next_session_id(&self, inner: &mut Inner) -> u64 {
+        inner.session_seq += 1;
+        (mix(self.shared.options.seed ^ 0x5E55_1011) % 1_000_000_000_000) * 1_000_000
+            + inner.session_seq
+    }
+
+    /// Applies an add or remove batch under the `/users` session rules.
+    pub fn apply_users(
+        &self,
+        audience_id: &str,
+        direction: Direction,
+        session: Option<SessionParams>,
+        upload: Upload,
+    ) -> Result<UsersReply, GraphError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let method = if direction == Direction::Add {
+            "POST"
+        } else {
+            "DELETE"
+        };
+        let generated = match session {
+            Some(_) => None,
+            None => Some(self.next_session_id(inner)),
+        };
+        let audience = inner
+            .audience_mut(audience_id)
+            .ok_or_else(|| GraphError::unsupported(method, audience_id))?;
+        if audience.replace.is_some() {
+            return Err(GraphError::update_failed(
+                Some(1870145),
+                "A replace operation is in progress for this audience; wait until it finishes and retry",
+            ));
+        }
+        if direction == Direction::Add {
+            audience.check_shape(upload.shape)?;
+        }
+        let rows = upload.received;
+        let reply = match session {
+            None => UsersReply {
+                session_id: generated.unwrap_or_default(),
+                num_received: rows,
+                num_invalid: upload.invalid,
+            },
+            Some(s) => {
+                let key = (s.session_id, direction);
+                let state = audience.sessions.get(&key);
+                let (received, invalid) = match state {
+                    None if s.batch_seq != 1 => {
+                        return Err(GraphError::invalid(format!(
+                            "Invalid batch_seq {} for session {}: a new session must start with batch_seq 1",
+                            s.batch_seq, s.session_id
+                        )));
+                    }
+                    None => (rows, upload.invalid),
+                    // A retry of the last accepted batch (its answer was lost): accepted again.
+                    Some(st) if s.batch_seq == st.last_seq => (
+                        st.num_received - st.last_rows + rows,
+                        st.num_invalid - st.last_invalid + upload.invalid,
+                    ),
+                    Some(st) if st.finished => {
+                        return Err(GraphError::invalid(format!(
+                            "Session {} has already finished (last_batch_flag was sent with batch_seq {}); batch_seq {} is not accepted",
+                            s.session_id, st.last_seq, s.batch_seq
+                        )));
+                    }
+                    Some(st) if s.batch_seq == st.last_seq + 1 => {
+                        (st.num_received + rows, st.num_invalid + upload.invalid)
+                    }
+                    Some(st) => {
+                        return Err(GraphError::invalid(format!(
+                            "Invalid batch_seq {} for session {}: expected {} (or {} again as a retry)",
+                            s.batch_seq,
+                            s.session_id,
+                            st.last_seq + 1,
+                            st.last_seq
+                        )));
+                    }
+                };
+                let finished = state.is_some_and(|st| st.finished) || s.last_batch_flag;
+                audience.sessions.insert(
+                    key,
+                    UserSession {
+                        last_seq: s.batch_seq,
+                        last_rows: rows,
+                        last_invalid: upload.invalid,
+                        num_received: received,
+                        num_invalid: invalid,
+                        finished,
+                    },
+                );
+                UsersReply {
+                    session_id: s.session_id,
+                    num_received: received,
+                    num_invalid: invalid,
+                }
+            }
+        };
+        match direction {
+            Direction::Add => {
+                audience.shape.get_or_insert(upload.shape);
+                audience.members.extend(upload.members);
+            }
+            Direction::Remove => {
+                for m in &upload.members {
+                    audience.members.remove(m);
+                }
+            }
+        }
+        audience.time_updated = now_secs();
+        inner.writes_since_faults += 1;
+        Ok(reply)
+    }
+
+    /// Applies one `/usersreplace` batch; the audience becomes the uploaded set on the last one.
+    pub fn apply_replace(
+        &self,
+        audience_id: &str,
+        s: SessionParams,
+        upload: Upload,
+    ) -> Result<UsersReply, GraphError> {
+        self.apply_replace_at(audience_id, s, upload, Instant::now())
+    }
+
+    fn apply_replace_at(
+        &self,
+        audience_id: &str,
+        s: SessionParams,
+        upload: Upload,
+        now: Instant,
+    ) -> Result<UsersReply, GraphError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let audience = inner
+            .audience_mut(audience_id)
+            .ok_or_else(|| GraphError::unsupported("POST", audience_id))?;
+        audience.check_shape(upload.shape)?;
+        if audience.finished_replaces.contains(&s.session_id) {
+            return Err(GraphError::update_failed(
+                Some(1870159),
+                &format!(
+                    "Replace session {} has already finished (last_batch_flag was sent); start a new session",
+                    s.session_id
+                ),
+            ));
+        }
+        if s.batch_seq == 1 {
+            audience.replace = Some(ReplaceSession {
+                session_id: s.session_id,
+                started: now,
+                pending: HashSet::new(),
+                num_received: 0,
+                num_invalid: 0,
+            });
+        }
+        let replace = match audience.replace.as_mut() {
+            Some(r) if r.session_id == s.session_id => r,
+            _ => {
+                return Err(GraphError::update_failed(
+                    Some(1870147),
+                    &format!(
+                        "Invalid Upload Batch for Replace: session {} has no first batch (batch_seq 1); got batch_seq {}",
+                        s.session_id, s.batch_seq
+                    ),
+                ));
+            }
+        };
+        if now.duration_since(replace.started) > REPLACE_WINDOW {
+            // Meta: the audience becomes what was uploaded before the window closed.
+            let pending = std::mem::take(&mut replace.pending);
+            audience.members = pending;
+            audience.replace = None;
+            audience.finished_replaces.insert(s.session_id);
+            audience.time_updated = now_secs();
+            return Err(GraphError::update_failed(
+                Some(1870158),
+                &format!(
+                    "Replace session {} timed out after 90 minutes; the audience holds the batches received before then",
+                    s.session_id
+                ),
+            ));
+        }
+        replace.pending.extend(upload.members);
+        replace.num_received += upload.received;
+        replace.num_invalid += upload.invalid;
+        let reply = UsersReply {
+            session_id: s.session_id,
+            num_received: replace.num_received,
+            num_invalid: replace.num_invalid,
+        };
+        if s.last_batch_flag {
+            let pending = std::mem::take(&mut replace.pending);
+            audience.members = pending;
+            audience.replace = None;
+            audience.finished_replaces.insert(s.session_id);
+        }
+        audience.shape.get_or_insert(upload.shape);
+        audience.time_updated = now_secs();
+        inner.writes_since_faults += 1;
+        Ok(reply)
+    }
+
+    // ---- events ----
+
+    pub fn push_events(
+        &self,
+        pixel_id: &str,
+        events: Vec<Value>,
+        test_event_code: Option<String>,
+        partner_agent: Option<String>,
+    ) -> usize {
+        let n = events.len();
+        let mut inner = self.lock();
+        let list = inner.events.entry(pixel_id.to_string()).or_default();
+        list.extend(events.into_iter().map(|event| ReceivedEvent {
+            pixel_id: pixel_id.to_string(),
+            event,
+            test_event_code: test_event_code.clone(),
+            partner_agent: partner_agent.clone(),
+        }));
+        n
+    }
+
+    // ---- inspection ----
+
+    pub fn audiences(&self) -> Vec<AudienceSummary> {
+        self.lock()
+            .audiences
+            .values()
+            .map(Audience::summary)
+            .collect()
+    }
+
+    pub fn audience_summary(&self, id: &str) -> Option<AudienceSummary> {
+        self.lock().audience_mut(id).map(|a| a.summary())
+    }
+
+    /// Members as `schema key → cell`, sorted for stable output; `None` for an unknown audience.
+    pub fn members(
+        &self,
+        audience_id: &str,
+        limit: Option<usize>,
+    ) -> Option<Vec<BTreeMap<String, String>>> {
+        let raw: Vec<Member> = {
+            let mut inner = self.lock();
+            let a = inner.audience_mut(audience_id)?;
+            a.members.iter().cloned().collect()
+        };
+        let mut out: Vec<_> = raw.iter().map(|m| decode_member(m)).collect();
+        out.sort();
+        if let Some(l) = limit {
+            out.truncate(l);
+        }
+        Some(out)
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.lock().log.iter().cloned().collect()
+    }
+
+    pub fn events(&self, pixel_id: Option<&str>) -> Vec<ReceivedEvent> {
+        let inner = self.lock();
+        match pixel_id {
+            Some(p) => inner.events.get(p).cloned().unwrap_or_default(),
+            None => inner.events.values().flatten().cloned().collect(),
+        }
+    }
+}
+
+/// An 11-character trace id in Meta's alphabet, derived from a 64-bit value.
+fn trace_id(mut v: u64) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    (0..11)
+        .map(|_| {
+            let c = ALPHABET[(v & 63) as usize] as char;
+            v = v.rotate_right(6);
+            c
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::members::parse_payload;
+    use crate::sandbox::params::Param;
+    use std::borrow::Cow;
+
+    const A: &str = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79";
+
+    fn upload() -> Upload {
+        let json = format!(r#"{{"schema":["EMAIL"],"data":[["{A}"]]}}"#);
+        parse_payload(Some(Param::Text(Cow::Owned(json)))).unwrap()
+    }
+
+    #[test]
+    fn a_replace_batch_after_ninety_minutes_times_out_and_keeps_what_arrived() {
+        let state = SandboxState::new(SandboxOptions::default());
+        let id = state
+            .create_audience("1", "a", None, "USER_PROVIDED_ONLY")
+            .unwrap();
+        let t0 = Instant::now();
+        let s = |seq, last| SessionParams {
+            session_id: 9,
+            batch_seq: seq,
+            last_batch_flag: last,
+        };
+        state
+            .apply_replace_at(&id, s(1, false), upload(), t0)
+            .unwrap();
+        let late = t0 + REPLACE_WINDOW + Duration::from_secs(1);
+        let e = state
+            .apply_replace_at(&id, s(2, true), upload(), late)
+            .unwrap_err();
+        assert_eq!((e.code, e.subcode), (2650, Some(1870158)));
+        assert_eq!(state.audience(&id).unwrap().member_count, 1);
+        assert!(!state.audience(&id).unwrap().replace_in_progress);
+    }
+
+    #[test]
+    fn trace_ids_are_eleven_characters_and_vary() {
+        let a = trace_id(mix(1));
+        assert_eq!(a.len(), 11);
+        assert_ne!(a, trace_id(mix(2)));
+    }
+}
