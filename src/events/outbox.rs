@@ -7,7 +7,7 @@
 //! workers never send the same system's events at once.
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use tokio_postgres::GenericClient;
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::payload::{Identity, OutboxEvent, ProcessingOptions};
@@ -119,11 +119,19 @@ pub async fn pending_batch(
     let rows = tx
         .query(
             &sql,
-            &[&system.tenant_ids, &after_id, &system.configuration_id, &limit],
+            &[
+                &system.tenant_ids,
+                &after_id,
+                &system.configuration_id,
+                &limit,
+            ],
         )
         .await
         .context("Failed to read pending events")?;
-    Ok(rows.iter().map(|r| event_from_row(r, with_customers)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| event_from_row(r, with_customers))
+        .collect())
 }
 
 fn event_from_row(r: &Row, with_customers: bool) -> OutboxEvent {
@@ -140,8 +148,8 @@ fn event_from_row(r: &Row, with_customers: bool) -> OutboxEvent {
         gender: r.get(i + 9),
         external_id: r.get(i + 10),
     };
-    let customer = (with_customers && r.get::<_, Option<bool>>(27) == Some(true))
-        .then(|| identity_at(28));
+    let customer =
+        (with_customers && r.get::<_, Option<bool>>(27) == Some(true)).then(|| identity_at(28));
     OutboxEvent {
         row_id: r.get(0),
         event_name: r.get(1),

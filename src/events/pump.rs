@@ -12,11 +12,11 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::identity_shim::{Normalizer, UserDataKey};
 use super::outbox::{self, BatchCounts, Outcome, PixelSystem};
 use super::payload::{self, OutboxEvent, UserDataHasher};
 use super::split::{self, Attempt, Fate};
 use crate::db::Pool;
-use crate::identity::{Normalizer, UserDataKey};
 use crate::meta::{EventsRequest, MAX_EVENTS_PER_CALL, MetaClient, MetaError};
 
 /// Channel the outbox's insert trigger notifies; the scheduler LISTENs on it.
@@ -62,10 +62,14 @@ impl EventPump {
     #[tracing::instrument(name = "events.run_once", skip_all)]
     pub async fn run_once(&self, cancel: &CancellationToken) -> anyhow::Result<PumpReport> {
         let (systems, with_customers) = {
-            let client = self.pool.get().await.context("Failed to get a connection")?;
+            let client = self
+                .pool
+                .get()
+                .await
+                .context("Failed to get a connection")?;
             (
-                outbox::pixel_systems(&**client).await?,
-                outbox::has_customers_master(&**client).await?,
+                outbox::pixel_systems(&client).await?,
+                outbox::has_customers_master(&client).await?,
             )
         };
         let mut report = PumpReport::default();
@@ -122,7 +126,7 @@ impl EventPump {
         };
         if let Some(run_id) = run_id {
             let finished = match self.pool.get().await {
-                Ok(client) => outbox::finish_run(&**client, run_id, error.as_deref()).await,
+                Ok(client) => outbox::finish_run(&client, run_id, error.as_deref()).await,
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = finished {
@@ -141,11 +145,17 @@ impl EventPump {
         run_id: &mut Option<i64>,
         totals: &mut BatchCounts,
     ) -> anyhow::Result<Option<String>> {
-        let hasher = Arc::new(CapiHasher(Normalizer::new(system.default_country.as_deref())));
+        let hasher = Arc::new(CapiHasher(Normalizer::new(
+            system.default_country.as_deref(),
+        )));
         // Ids only grow within a run, so each batch starts after the previous one.
         let mut after_id = 0;
         while !cancel.is_cancelled() {
-            let mut client = self.pool.get().await.context("Failed to get a connection")?;
+            let mut client = self
+                .pool
+                .get()
+                .await
+                .context("Failed to get a connection")?;
             let tx = client.transaction().await?;
             if !outbox::try_lock_system(&tx, system.configuration_id).await? {
                 tracing::debug!("another worker is sending this system's events");
@@ -166,15 +176,21 @@ impl EventPump {
             let run = match *run_id {
                 Some(id) => id,
                 None => {
-                    let client = self.pool.get().await.context("Failed to get a connection")?;
-                    let id = outbox::start_run(&**client, system, &self.worker_id).await?;
+                    let client = self
+                        .pool
+                        .get()
+                        .await
+                        .context("Failed to get a connection")?;
+                    let id = outbox::start_run(&client, system, &self.worker_id).await?;
                     *run_id = Some(id);
                     id
                 }
             };
             let (outcomes, counts, stopped) = self.deliver(system, batch, hasher.clone()).await?;
             outbox::record_outcomes(&tx, system.configuration_id, run, &outcomes, counts).await?;
-            tx.commit().await.context("Failed to commit a delivered batch")?;
+            tx.commit()
+                .await
+                .context("Failed to commit a delivered batch")?;
             tracing::debug!(
                 run_id = run,
                 sent = counts.sent,
@@ -298,9 +314,11 @@ fn prepare(
                 prepared.data.push(json);
             }
             Err(reason) => {
-                prepared
-                    .settled
-                    .push(settle(event.row_id, "rejected", format!("not sent: {reason}")));
+                prepared.settled.push(settle(
+                    event.row_id,
+                    "rejected",
+                    format!("not sent: {reason}"),
+                ));
             }
         }
     }

@@ -2,5 +2,6 @@
 mod cli;
 mod demo;
 mod events_import;
+mod events_pump;
 mod migrations;
 mod support;
