@@ -371,3 +371,53 @@ impl UserDataHasher for CapiHasher {
         self.0.user_data_cell(key, raw).ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::GraphError;
+
+    fn graph(code: i64, subcode: Option<i64>) -> MetaError {
+        MetaError::from(GraphError {
+            http_status: 400,
+            code,
+            subcode,
+            error_type: "OAuthException".into(),
+            message: "Invalid parameter".into(),
+            fbtrace_id: Some("T1".into()),
+            is_transient: false,
+            error_user_title: None,
+            error_user_msg: Some("event 3: value is required".into()),
+        })
+    }
+
+    #[test]
+    fn an_invalid_parameter_answer_blames_the_events_and_keeps_metas_message() {
+        let Attempt::Rejected {
+            message,
+            fbtrace_id,
+        } = classify(Err(graph(100, None)))
+        else {
+            panic!("expected a rejection");
+        };
+        assert!(message.contains("Meta error 100"), "{message}");
+        assert!(message.ends_with("event 3: value is required"), "{message}");
+        assert_eq!(fbtrace_id.as_deref(), Some("T1"));
+    }
+
+    #[test]
+    fn a_missing_pixel_or_an_expired_token_stops_instead_of_rejecting_events() {
+        assert!(matches!(
+            classify(Err(graph(100, Some(33)))),
+            Attempt::Stop(_)
+        ));
+        assert!(matches!(
+            classify(Err(graph(190, Some(463)))),
+            Attempt::Stop(_)
+        ));
+        assert!(matches!(
+            classify(Err(MetaError::Timeout)),
+            Attempt::Stop(_)
+        ));
+    }
+}
