@@ -1,0 +1,530 @@
+//! PHONE / ph: E.164 digits without `+`.
+//!
+//! Meta: digits only, no leading zeros, must carry the country code. We parse with the
+//! `phonenumber` crate (libphonenumber's metadata) so that national prefixes are handled per
+//! country (`020 7946 0958` in GB → `442079460958`, `+44 (0)20 7946 0958` → the same,
+//! `011 …` dialled from the US, Argentina's `15` mobile prefix…).
+//!
+//! * `+` or `00` in front: the number carries its own country code (zeros right after the
+//!   `+` are dropped: `+0044 …` and `+001 …` are common typos of `+44`, `+1`). Otherwise it is national
+//!   and takes the system's default country; without one it is rejected ("no country code").
+//! * Formatting (spaces, `-`, `.`, `(`, `)`, `/`) and other symbols are removed, as Meta
+//!   documents. A trailing extension (`ext. 12`, `x12`, `#12`) is dropped. Any other letter
+//!   rejects the value ("contains letters"): `1-800-FLOWERS` is not a number we can match.
+//! * The result must be a *possible* number: its national length is one of the lengths the
+//!   numbering plan of its country code allows. We deliberately do not check number ranges
+//!   (`is_valid`): Meta's own examples use fictional 555 numbers, and a CRM number Meta can
+//!   match must not be dropped by a stricter check than Meta's. Local-only lengths (a US
+//!   number without its area code) are rejected: they cannot carry a country code.
+//!
+//! Speed: the parser is slow (regexes), so digit strings whose country needs no
+//! national-prefix handling take a fast path that computes the same result from the same
+//! metadata; a test checks both paths agree.
+
+use std::sync::OnceLock;
+
+use phonenumber::country::Id;
+use phonenumber::metadata::DATABASE;
+
+use super::Rejection;
+
+const NO_COUNTRY_CODE: Rejection = Rejection::Invalid("no country code");
+const UNKNOWN_COUNTRY_CODE: Rejection = Rejection::Invalid("unknown country code");
+const NOT_POSSIBLE: Rejection = Rejection::Invalid("not a possible phone number");
+const LETTERS: Rejection = Rejection::Invalid("contains letters");
+const NO_DIGITS: Rejection = Rejection::Invalid("no digits");
+
+/// Longest digit string we look at: E.164 allows 15, plus `00`, a trunk `0` and slack.
+const MAX_DIGITS: usize = 24;
+
+/// Per country calling code, what the fast path needs.
+struct CodeInfo {
+    /// National significant number lengths of the code's main country (libphonenumber's
+    /// `isPossibleNumber` uses the main country's metadata).
+    possible: Vec<u16>,
+    /// What the parser may strip from a national number, for every region of the code.
+    strips: Vec<Strip>,
+}
+
+/// What the parser may strip from the front of a national number of one region: its national
+/// prefix (always tried) and its `national_prefix_for_parsing` pattern, classified.
+#[derive(Debug, Clone)]
+struct Strip {
+    national_prefix: Option<String>,
+    pattern: Pattern,
+}
+
+#[derive(Debug, Clone)]
+enum Pattern {
+    None,
+    /// Alternatives of plain digits, e.g. GB's `0|180020`.
+    Literals(Vec<String>),
+    /// `(C\d{N})$|P…`, e.g. the NANPA islands' `([2-9]\d{6})$|1` or Jersey's
+    /// `([0-24-8]\d{5})$|0|180020`: matches at the start only a local number of `len` digits
+    /// or a number starting with one of `prefixes`.
+    LocalOrPrefixes {
+        len: usize,
+        prefixes: Vec<String>,
+    },
+    /// Anything else (Argentina's `15`, Brazil's carrier codes…): always ask the parser.
+    Complex,
+}
+
+/// Recognises `(C\d{N})$|P1|P2…`: C a digit or a class of digits and ranges, N a count, the
+/// Ps plain digits. Such a pattern matches at the start of a national number only when the
+/// number is exactly N + 1 digits long (a local number) or starts with one of the Ps.
+/// Returns (N + 1, Ps).
+fn local_or_prefix(p: &str) -> Option<(usize, Vec<String>)> {
+    let (group, prefixes) = p.strip_prefix('(')?.split_once(")$|")?;
+    let (class, count) = group.split_once("\\d{")?;
+    let count: usize = count.strip_suffix('}')?.parse().ok()?;
+    let class_ok = match class.strip_prefix('[').and_then(|c| c.strip_suffix(']')) {
+        Some(inner) => !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_digit() || b == b'-'),
+        None => class.len() == 1 && class.as_bytes()[0].is_ascii_digit(),
+    };
+    let prefixes = literal_alternatives(prefixes)?;
+    class_ok.then_some((count + 1, prefixes))
+}
+
+/// `0|180020` → `["0", "180020"]`; `None` unless every alternative is plain digits.
+fn literal_alternatives(p: &str) -> Option<Vec<String>> {
+    p.split('|')
+        .map(|a| (!a.is_empty() && a.bytes().all(|b| b.is_ascii_digit())).then(|| a.to_owned()))
+        .collect()
+}
+
+impl Strip {
+    fn of(meta: &phonenumber::Metadata) -> Strip {
+        let pattern = match meta.national_prefix_for_parsing() {
+            None => Pattern::None,
+            Some(re) => {
+                let p: String = re.as_str().split_whitespace().collect();
+                if let Some(alternatives) = literal_alternatives(&p) {
+                    Pattern::Literals(alternatives)
+                } else if let Some((len, prefixes)) = local_or_prefix(&p) {
+                    Pattern::LocalOrPrefixes { len, prefixes }
+                } else {
+                    Pattern::Complex
+                }
+            }
+        };
+        Strip {
+            national_prefix: meta.national_prefix().map(str::to_owned),
+            pattern,
+        }
+    }
+
+    /// Whether the parser certainly leaves `national` as it is for this region.
+    fn leaves_alone(&self, national: &str) -> bool {
+        let prefix_ok = self
+            .national_prefix
+            .as_deref()
+            .is_none_or(|p| !national.starts_with(p));
+        prefix_ok
+            && match &self.pattern {
+                Pattern::None => true,
+                Pattern::Literals(alternatives) => !alternatives
+                    .iter()
+                    .any(|a| national.starts_with(a.as_str())),
+                Pattern::LocalOrPrefixes { len, prefixes } => {
+                    national.len() != *len
+                        && !prefixes.iter().any(|p| national.starts_with(p.as_str()))
+                }
+                Pattern::Complex => false,
+            }
+    }
+}
+
+fn code_table() -> &'static [Option<CodeInfo>] {
+    static TABLE: OnceLock<Vec<Option<CodeInfo>>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0u16..1000)
+            .map(|code| {
+                let metas = DATABASE.by_code(&code)?;
+                let main = metas.first()?;
+                Some(CodeInfo {
+                    possible: possible_lengths(main),
+                    strips: metas.iter().map(|m| Strip::of(m)).collect(),
+                })
+            })
+            .collect()
+    })
+}
+
+/// The national number lengths a country allows, for any type of number. libphonenumber's
+/// metadata builder computes this union into the general descriptor; this crate's copy of the
+/// metadata leaves that empty, so we take the union ourselves.
+fn possible_lengths(meta: &phonenumber::Metadata) -> Vec<u16> {
+    let d = meta.descriptors();
+    let mut lengths: Vec<u16> = d.general().possible_length().to_vec();
+    for desc in [
+        d.fixed_line(),
+        d.mobile(),
+        d.toll_free(),
+        d.premium_rate(),
+        d.shared_cost(),
+        d.personal_number(),
+        d.voip(),
+        d.pager(),
+        d.uan(),
+        d.voicemail(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        lengths.extend_from_slice(desc.possible_length());
+    }
+    lengths.sort_unstable();
+    lengths.dedup();
+    lengths
+}
+
+/// The default country of a system, resolved once.
+#[derive(Clone)]
+pub(super) struct Region {
+    id: Id,
+    meta: &'static phonenumber::Metadata,
+    code: u16,
+    code_digits: String,
+    strip: Strip,
+    /// When the international prefix pattern can only match digits starting with this digit
+    /// (`011` in the US), numbers starting otherwise skip running it.
+    idd_first_digit: Option<u8>,
+}
+
+/// The digit every match of an international-prefix pattern starts with, when that is
+/// certain: the pattern starts with a digit that is not quantified and has no top-level `|`.
+fn idd_first_digit(pattern: &str) -> Option<u8> {
+    let p: String = pattern.split_whitespace().collect();
+    let b = p.as_bytes();
+    let first = *b.first()?;
+    if !first.is_ascii_digit() || b.get(1).is_some_and(|c| b"?*+{".contains(c)) {
+        return None;
+    }
+    let mut depth = 0i32;
+    for &c in b {
+        match c {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b'|' if depth == 0 => return None,
+            _ => {}
+        }
+    }
+    Some(first)
+}
+
+impl Region {
+    /// `None` when the phone metadata has no numbering plan for this country.
+    pub(super) fn new(alpha2: &str) -> Option<Region> {
+        let id: Id = alpha2.to_ascii_uppercase().parse().ok()?;
+        let meta = DATABASE.by_id(id.as_ref())?;
+        Some(Region {
+            id,
+            meta,
+            code: meta.country_code(),
+            code_digits: meta.country_code().to_string(),
+            strip: Strip::of(meta),
+            idd_first_digit: meta
+                .international_prefix()
+                .and_then(|re| idd_first_digit(re.as_str())),
+        })
+    }
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Cuts a trailing extension (`ext. 12`, `extension 12`, `x12`, `#12`) off `s`.
+fn strip_extension(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut i = b.len();
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    let digits = b.len() - i;
+    if !(1..=7).contains(&digits) {
+        return s;
+    }
+    while i > 0 && matches!(b[i - 1], b' ' | b'.' | b':') {
+        i -= 1;
+    }
+    let head = &b[..i];
+    for marker in [&b"extension"[..], b"ext", b"x", b"#"] {
+        if head.len() > marker.len()
+            && head[head.len() - marker.len()..].eq_ignore_ascii_case(marker)
+        {
+            return &s[..head.len() - marker.len()];
+        }
+    }
+    s
+}
+
+/// Where the country code of a number comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// `+` or `00` in front.
+    International,
+    National,
+}
+
+/// Strips formatting and symbols. Returns the digits and where the country code comes from.
+fn scan(s: &str) -> Result<(Origin, heapless_digits::Digits), Rejection> {
+    let s = strip_extension(s);
+    let mut digits = heapless_digits::Digits::default();
+    let mut plus = false;
+    for c in s.chars() {
+        match c {
+            '0'..='9' => digits.push(c as u8).then_some(()).ok_or(NOT_POSSIBLE)?,
+            '+' if digits.is_empty() => plus = true,
+            c if c.is_alphabetic() => return Err(LETTERS),
+            // Digits of other scripts (Arabic-Indic, full-width…) would be dropped silently
+            // and leave a wrong number.
+            c if c.is_numeric() => return Err(Rejection::Invalid("non-ASCII digits")),
+            _ => {} // formatting and symbols: removed, as documented
+        }
+    }
+    if digits.is_empty() {
+        return Err(NO_DIGITS);
+    }
+    if plus || digits.as_str().starts_with("00") {
+        // No leading zeros (Meta's rule): `+0044…`, `+001…` and `00 44…` all mean `+44…`.
+        let zeros = digits.as_str().bytes().take_while(|&b| b == b'0').count();
+        digits.drop_front(zeros);
+        if digits.is_empty() {
+            return Err(NOT_POSSIBLE);
+        }
+        return Ok((Origin::International, digits));
+    }
+    Ok((Origin::National, digits))
+}
+
+fn is_possible(code: u16, national_len: usize) -> Result<(), Rejection> {
+    let info = code_table()
+        .get(usize::from(code))
+        .and_then(Option::as_ref)
+        .ok_or(UNKNOWN_COUNTRY_CODE)?;
+    if info.possible.contains(&(national_len as u16)) {
+        Ok(())
+    } else {
+        Err(NOT_POSSIBLE)
+    }
+}
+
+fn push_e164(out: &mut String, code: u16, national: &str) {
+    use std::fmt::Write;
+    let _ = write!(out, "{code}");
+    out.push_str(national);
+}
+
+/// The fast path: `Some` when the parser would do nothing but split the country code off.
+fn fast(origin: Origin, digits: &str, region: Option<&Region>) -> Option<(u16, usize)> {
+    match origin {
+        Origin::International => {
+            if digits.len() <= 2 || digits.starts_with('0') {
+                return None;
+            }
+            // The parser takes the shortest prefix that is a known country code.
+            let table = code_table();
+            let (code, len) = (1..=3).find_map(|len| {
+                let code: u16 = digits[..len].parse().ok()?;
+                table[usize::from(code)].as_ref().map(|_| (code, len))
+            })?;
+            let info = table[usize::from(code)].as_ref()?;
+            let national = &digits[len..];
+            let plain = national.len() >= 2
+                && !national.starts_with('0')
+                && info.strips.iter().all(|strip| strip.leaves_alone(national));
+            plain.then_some((code, len))
+        }
+        Origin::National => {
+            let region = region?;
+            // The parser reads a national number that starts with the country's own code as
+            // carrying it (its length check never passes with this metadata): `1 650…` in the
+            // US, `44 20…` in the UK.
+            let code_len = if digits.starts_with(&region.code_digits) {
+                region.code_digits.len()
+            } else {
+                0
+            };
+            let national = &digits[code_len..];
+            let idd_may_match = match region.idd_first_digit {
+                Some(d) => digits.as_bytes()[0] == d,
+                None => true,
+            };
+            let plain = national.len() >= 2
+                && region.strip.leaves_alone(national)
+                // An international prefix dialled from this country (`011` in the US) makes
+                // the parser read a country code after it.
+                && !(idd_may_match
+                    && region
+                        .meta
+                        .international_prefix()
+                        .and_then(|re| re.find(digits))
+                        .is_some_and(|m| m.start() == 0));
+            plain.then_some((region.code, code_len))
+        }
+    }
+}
+
+/// The slow path: the full parser.
+fn slow(origin: Origin, digits: &str, region: Option<&Region>) -> Result<(u16, String), Rejection> {
+    let parsed = match origin {
+        Origin::International => {
+            let mut plus = String::with_capacity(digits.len() + 1);
+            plus.push('+');
+            plus.push_str(digits);
+            phonenumber::parse(None, &plus)
+        }
+        Origin::National => {
+            let region = region.ok_or(NO_COUNTRY_CODE)?;
+            phonenumber::parse(Some(region.id), digits)
+        }
+    };
+    let number = parsed.map_err(|e| match e {
+        phonenumber::ParseError::InvalidCountryCode => UNKNOWN_COUNTRY_CODE,
+        _ => NOT_POSSIBLE,
+    })?;
+    Ok((number.code().value(), number.national().to_string()))
+}
+
+/// `s` is already trimmed and non-empty.
+pub(super) fn normalize_into(
+    s: &str,
+    region: Option<&Region>,
+    out: &mut String,
+) -> Result<(), Rejection> {
+    let (origin, digits) = scan(s)?;
+    let digits = digits.as_str();
+    if origin == Origin::National && region.is_none() {
+        return Err(NO_COUNTRY_CODE);
+    }
+    if let Some((code, code_len)) = fast(origin, digits, region) {
+        let national = &digits[code_len..];
+        is_possible(code, national.len())?;
+        push_e164(out, code, national);
+        return Ok(());
+    }
+    let (code, national) = slow(origin, digits, region)?;
+    is_possible(code, national.len())?;
+    push_e164(out, code, &national);
+    Ok(())
+}
+
+/// Test hook: the parser's answer for the same digits, to check the fast path against.
+#[cfg(test)]
+pub(super) fn normalize_slow(
+    s: &str,
+    region: Option<&Region>,
+    out: &mut String,
+) -> Result<(), Rejection> {
+    let (origin, digits) = scan(s)?;
+    let (code, national) = slow(origin, digits.as_str(), region)?;
+    is_possible(code, national.len())?;
+    push_e164(out, code, &national);
+    Ok(())
+}
+
+#[cfg(test)]
+pub(super) fn takes_fast_path(s: &str, region: Option<&Region>) -> bool {
+    scan(s).is_ok_and(|(origin, digits)| fast(origin, digits.as_str(), region).is_some())
+}
+
+/// A fixed-capacity ASCII digit buffer, so scanning a phone number does not allocate.
+mod heapless_digits {
+    use super::MAX_DIGITS;
+
+    #[derive(Default)]
+    pub(super) struct Digits {
+        buf: [u8; MAX_DIGITS],
+        start: usize,
+        end: usize,
+    }
+
+    impl Digits {
+        /// `false` when full.
+        pub(super) fn push(&mut self, digit: u8) -> bool {
+            if self.end == MAX_DIGITS {
+                return false;
+            }
+            self.buf[self.end] = digit;
+            self.end += 1;
+            true
+        }
+
+        pub(super) fn is_empty(&self) -> bool {
+            self.start == self.end
+        }
+
+        pub(super) fn drop_front(&mut self, n: usize) {
+            self.start = (self.start + n).min(self.end);
+        }
+
+        pub(super) fn as_str(&self) -> &str {
+            // Only ASCII digits are ever pushed.
+            std::str::from_utf8(&self.buf[self.start..self.end]).unwrap_or_default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_are_cut_off_but_digits_alone_are_not() {
+        assert_eq!(strip_extension("650 555 1212 ext. 12"), "650 555 1212 ");
+        assert_eq!(strip_extension("6505551212x3"), "6505551212");
+        assert_eq!(strip_extension("6505551212 #3"), "6505551212 ");
+        assert_eq!(strip_extension("6505551212"), "6505551212");
+        assert_eq!(strip_extension("x12"), "x12");
+    }
+
+    #[test]
+    fn the_code_table_knows_nanpa_and_the_uk() {
+        let t = code_table();
+        assert_eq!(t[1].as_ref().unwrap().possible, [10]);
+        assert_eq!(t[44].as_ref().unwrap().possible, [7, 9, 10]);
+        assert_eq!(t[54].as_ref().unwrap().possible, [10, 11]);
+    }
+
+    #[test]
+    fn national_prefix_patterns_are_classified_conservatively() {
+        let t = code_table();
+        let kinds = |code: usize| -> Vec<String> {
+            t[code]
+                .as_ref()
+                .unwrap()
+                .strips
+                .iter()
+                .map(|s| format!("{:?}", s.pattern))
+                .collect()
+        };
+        let nanpa_local = r#"LocalOrPrefixes { len: 7, prefixes: ["1"] }"#;
+        assert!(kinds(1).iter().all(|k| k == "None" || k == nanpa_local));
+        assert!(kinds(1).iter().any(|k| k == nanpa_local));
+        assert_eq!(kinds(44)[0], r#"Literals(["0", "180020"])"#);
+        assert!(!kinds(44).iter().any(|k| k == "Complex"));
+        assert_eq!(kinds(54), ["Complex"]);
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(local_or_prefix(r"(5\d{6})$|1"), Some((7, strings(&["1"]))));
+        assert_eq!(
+            local_or_prefix(r"([25-9]\d{5})$|0|180020"),
+            Some((6, strings(&["0", "180020"])))
+        );
+        assert_eq!(local_or_prefix(r"([2-9]\d{6})$|1(5)"), None);
+        assert_eq!(local_or_prefix(r"(\d{6})$|1"), None);
+        assert_eq!(local_or_prefix(r"(183[12])|0"), None);
+        assert_eq!(literal_alternatives("0|80?"), None);
+        assert_eq!(idd_first_digit("011"), Some(b'0'));
+        assert_eq!(idd_first_digit("0(?:0|1[0-9])"), Some(b'0'));
+        assert_eq!(idd_first_digit("00|810"), None);
+        assert_eq!(idd_first_digit("0?0"), None);
+        assert_eq!(idd_first_digit("(?:00|810)"), None);
+        assert!(t[0].is_none() && t[999].is_none());
+    }
+}
