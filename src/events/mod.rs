@@ -6,7 +6,6 @@
 //! * `split.rs` — a rejected batch is halved until the bad event stands alone.
 //! * `pump.rs` — [`EventPump`]: batches, transactions, Meta, outcomes.
 //! * `map.rs`, `import.rs` — CSV exports → outbox rows, through `config/maps/*.toml`.
-mod identity_shim;
 pub mod import;
 pub mod map;
 pub mod outbox;

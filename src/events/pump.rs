@@ -12,11 +12,11 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::identity_shim::{Normalizer, UserDataKey};
 use super::outbox::{self, BatchCounts, Outcome, PixelSystem};
 use super::payload::{self, OutboxEvent, UserDataHasher};
 use super::split::{self, Attempt, Fate};
 use crate::db::Pool;
+use crate::identity::{Normalizer, UserDataKey};
 use crate::meta::{EventsRequest, MAX_EVENTS_PER_CALL, MetaClient, MetaError};
 
 /// Channel the outbox's insert trigger notifies; the scheduler LISTENs on it.
@@ -145,9 +145,7 @@ impl EventPump {
         run_id: &mut Option<i64>,
         totals: &mut BatchCounts,
     ) -> anyhow::Result<Option<String>> {
-        let hasher = Arc::new(CapiHasher(Normalizer::new(
-            system.default_country.as_deref(),
-        )));
+        let hasher = Arc::new(CapiHasher(normalizer_for(system)));
         // Ids only grow within a run, so each batch starts after the previous one.
         let mut after_id = 0;
         while !cancel.is_cancelled() {
@@ -347,6 +345,19 @@ fn classify(result: Result<crate::meta::EventsResponse, MetaError>) -> Attempt {
         }
         Err(e) => Attempt::Stop(e.to_string()),
     }
+}
+
+/// The system's normalizer; an unusable `default_country` is logged and ignored (phones written
+/// without a country code are then left out of `user_data`), rather than holding events back.
+fn normalizer_for(system: &PixelSystem) -> Normalizer {
+    Normalizer::new(system.default_country.as_deref()).unwrap_or_else(|e| {
+        tracing::warn!(
+            configuration_id = system.configuration_id,
+            error = %e,
+            "default_country is not usable; phones need a country code"
+        );
+        Normalizer::new(None).expect("no default country is always valid")
+    })
 }
 
 /// The identity normalizer under the CAPI key names the payload builder uses.
