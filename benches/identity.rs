@@ -27,7 +27,7 @@ fn samples(key: MatchKey) -> &'static [&'static str] {
             "+44 20 7946 0958",
             "1-650-555-1212",
             "555-1212",
-            "+54 9 11 2345-6789",
+            "+1 212 555 0199 ext. 4",
             "6505551212",
         ],
         MatchKey::Fn | MatchKey::Fi => &[
@@ -137,39 +137,79 @@ fn per_key(c: &mut Criterion) {
     group.finish();
 }
 
-fn four_key_rows(c: &mut Criterion) {
-    let n = Normalizer::new(Some("US")).unwrap();
-    // 8 messy rows; a realistic mix: most values valid, some rejected or missing.
-    let emails = samples(MatchKey::Email);
-    let phones = samples(MatchKey::Phone);
-    let fns = samples(MatchKey::Fn);
-    let lns = samples(MatchKey::Ln);
-    let rows: Vec<[&str; 4]> = (0..8)
-        .map(|i| [emails[i], phones[i], fns[i], lns[i]])
-        .collect();
-    let keys = [MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln];
+/// Argentine phones as an Argentine CRM holds them: these need the full parser (Argentina's
+/// national-prefix rules — trunk `0`, mobile `15` → `9` — are not on the fast path).
+const AR_PHONES: [&str; 8] = [
+    "011 15-2345-6789",
+    "+54 9 11 2345-6789",
+    "(011) 4321-5678",
+    "11 2345 6789",
+    "0351 15 412-3456",
+    "5491123456789",
+    "15-2345-6789",
+    "+54 11 4321-5678",
+];
 
+fn rows<'a>(phones: &[&'a str]) -> Vec<[&'a str; 4]> {
+    let (emails, fns, lns) = (
+        samples(MatchKey::Email),
+        samples(MatchKey::Fn),
+        samples(MatchKey::Ln),
+    );
+    (0..8)
+        .map(|i| [emails[i], phones[i], fns[i], lns[i]])
+        .collect()
+}
+
+fn four_key_rows(c: &mut Criterion) {
+    let keys = [MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln];
+    // 8 messy rows each; a realistic mix: most values valid, some rejected or missing.
+    let systems = [
+        (
+            "us",
+            Normalizer::new(Some("US")).unwrap(),
+            rows(samples(MatchKey::Phone)),
+        ),
+        ("ar", Normalizer::new(Some("AR")).unwrap(), rows(&AR_PHONES)),
+    ];
     let mut group = c.benchmark_group("row4");
-    group.throughput(Throughput::Elements(rows.len() as u64));
-    let mut cells: [String; 4] = Default::default();
-    group.bench_function("email_phone_fn_ln", |b| {
-        b.iter(|| {
-            for row in &rows {
-                for ((key, raw), cell) in keys.iter().zip(row).zip(cells.iter_mut()) {
-                    cell.clear();
-                    let _ = n.cell_into(*key, black_box(raw), cell);
+    for (name, n, rows) in &systems {
+        group.throughput(Throughput::Elements(rows.len() as u64));
+        let mut cells: [String; 4] = Default::default();
+        group.bench_function(format!("email_phone_fn_ln_{name}"), |b| {
+            b.iter(|| {
+                for row in rows {
+                    for ((key, raw), cell) in keys.iter().zip(row).zip(cells.iter_mut()) {
+                        cell.clear();
+                        let _ = n.cell_into(*key, black_box(raw), cell);
+                    }
+                    black_box(&cells);
                 }
-                black_box(&cells);
-            }
-        })
-    });
-    // The same rows through the allocating `cell` API, for comparison.
-    group.bench_function("email_phone_fn_ln_allocating", |b| {
+            })
+        });
+    }
+    // The US rows through the allocating `cell` API, for comparison.
+    let (_, n, rows) = &systems[0];
+    group.bench_function("email_phone_fn_ln_us_allocating", |b| {
         b.iter(|| {
-            for row in &rows {
+            for row in rows {
                 let cells: [_; 4] =
                     std::array::from_fn(|i| n.cell(keys[i], black_box(row[i])).unwrap_or_default());
                 black_box(cells);
+            }
+        })
+    });
+    group.finish();
+
+    let ar = &systems[1].1;
+    let mut group = c.benchmark_group("cell");
+    group.throughput(Throughput::Elements(AR_PHONES.len() as u64));
+    let mut out = String::with_capacity(128);
+    group.bench_function("PHONE_ar", |b| {
+        b.iter(|| {
+            for v in AR_PHONES {
+                out.clear();
+                let _ = black_box(ar.cell_into(MatchKey::Phone, black_box(v), &mut out));
             }
         })
     });

@@ -5,9 +5,10 @@ use anyhow::Context;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Command;
+use crate::cli::{Command, EventsCommand};
 use crate::configuration::{RunMode, Settings};
 use crate::db;
+use crate::events::EventPump;
 use crate::meta::MetaClient;
 use crate::scheduler::{self, Health};
 use crate::sync::{Outcome, SyncContext, Trigger};
@@ -26,7 +27,15 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<()>
         Command::Sync { system } => sync_one(settings, &system).await,
         Command::Status => status(&settings).await,
         Command::Normalize { key, country } => normalize(&key, country.as_deref()),
-        Command::Events { .. } => anyhow::bail!("events: not available in this build yet"),
+        Command::Events {
+            command:
+                EventsCommand::Import {
+                    map,
+                    tenant,
+                    rejects,
+                    files,
+                },
+        } => crate::events::import::run(&settings, &map, tenant, rejects, &files).await,
     }
 }
 
@@ -60,6 +69,15 @@ async fn run_once(settings: Settings) -> anyhow::Result<()> {
     if reports.is_empty() {
         println!("no system was due");
     }
+    // Cron platforms run nothing between passes: drain every pending event too.
+    let pump = EventPump::new(ctx.pool.clone(), ctx.meta.clone(), ctx.worker_id.clone());
+    let events = pump.run_once(&shutdown).await?;
+    if events.systems > 0 {
+        println!(
+            "events: {} sent, {} rejected, {} expired",
+            events.sent, events.rejected, events.expired
+        );
+    }
     Ok(())
 }
 
@@ -71,6 +89,8 @@ async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let health = Arc::new(Health::default());
     let wake = Arc::new(Notify::new());
+    let events_wake = Arc::new(Notify::new());
+    let events_interval = std::time::Duration::from_secs(ctx.settings.worker.events_interval_secs);
 
     let listener = tokio::net::TcpListener::bind(("::", port))
         .await
@@ -79,11 +99,22 @@ async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
     let http = tokio::spawn(crate::http::serve(listener, app, shutdown.clone()));
     let listen = tokio::spawn(scheduler::listen(
         database,
-        vec![(scheduler::CONFIG_CHANNEL, wake.clone())],
+        vec![
+            (scheduler::CONFIG_CHANNEL, wake.clone()),
+            (crate::events::NOTIFY_CHANNEL, events_wake.clone()),
+        ],
+        shutdown.clone(),
+    ));
+    let pump = EventPump::new(ctx.pool.clone(), ctx.meta.clone(), ctx.worker_id.clone());
+    let events = tokio::spawn(scheduler::run_event_pump(
+        pump,
+        events_interval,
+        events_wake,
         shutdown.clone(),
     ));
     scheduler::run_scheduler(ctx, health, wake, shutdown.clone()).await?;
     shutdown.cancel();
+    let _ = events.await;
     let _ = listen.await;
     let _ = http.await;
     tracing::info!("stopped");
@@ -136,6 +167,11 @@ async fn status(settings: &Settings) -> anyhow::Result<()> {
         .await
         .context("Failed to read the systems")?;
     print!("{}", crate::status::render(&rows));
+    let pending = crate::events::pending_by_system(&client).await?;
+    if !pending.is_empty() {
+        println!();
+        print!("{}", crate::status::render_events(&pending));
+    }
     Ok(())
 }
 

@@ -224,3 +224,33 @@ async fn listen_once(
     driver.abort();
     Ok(())
 }
+
+/// The event pump's loop: conversion events flow continuously, not on the audience schedule.
+/// Wakes on the outbox's NOTIFY and on `interval`; each turn sends everything pending.
+pub async fn run_event_pump(
+    pump: crate::events::EventPump,
+    interval: Duration,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = wake.notified() => {}
+            _ = shutdown.cancelled() => break,
+        }
+        match pump.run_once(&shutdown).await {
+            Ok(report) if report.sent + report.rejected + report.expired > 0 => tracing::info!(
+                sent = report.sent,
+                accepted = report.accepted,
+                rejected = report.rejected,
+                expired = report.expired,
+                "events delivered"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "event pump failed; will retry"),
+        }
+    }
+}

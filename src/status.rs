@@ -81,6 +81,23 @@ pub fn render(rows: &[StatusRow]) -> String {
     out
 }
 
+/// Conversion events waiting per system with a pixel.
+pub fn render_events(rows: &[crate::events::PendingSummary]) -> String {
+    let mut out = format!(
+        "{:<32} {:>10}  {}\n",
+        "SYSTEM (EVENTS)", "PENDING", "OLDEST PENDING"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<32} {:>10}  {}\n",
+            r.system_name,
+            r.pending,
+            when(r.oldest_pending)
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

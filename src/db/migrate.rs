@@ -8,8 +8,14 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
 /// `(version, name, sql)` in order. Add new files here.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("../../sql/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../../sql/0001_initial.sql")),
+    (
+        2,
+        "conversion_events",
+        include_str!("../../sql/0002_conversion_events.sql"),
+    ),
+];
 
 /// Arbitrary but fixed key for `pg_advisory_lock`: "cdpmeta" in ASCII.
 const LOCK_KEY: i64 = 0x0063_6470_6d65_7461;

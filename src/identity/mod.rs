@@ -6,7 +6,7 @@
 //! [`Rejection`] reason, never an error that fails a batch and never `sha256("")`.
 //!
 //! The per-key rules and every decision taken where Meta's documents leave room are written
-//! at the top of each rule's file: [`email`](self::email), `phone`, `name` (FN, LN, FI),
+//! at the top of each rule's file: `email`, `phone`, `name` (FN, LN, FI),
 //! `location` (CT, ST, ZIP), `country`, `date` (DOBY, DOBM, DOBD, `db`), `gender`, `ids`
 //! (EXTERN_ID, MADID, LOOKALIKE_VALUE). Common to all keys:
 //!

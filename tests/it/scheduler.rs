@@ -3,7 +3,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cdp_meta_sync::sandbox::Faults;
-use cdp_meta_sync::scheduler::{CONFIG_CHANNEL, Health, listen, run_due, run_scheduler};
+use cdp_meta_sync::scheduler::{
+    CONFIG_CHANNEL, Health, listen, run_due, run_event_pump, run_scheduler,
+};
 use cdp_meta_sync::sync::{Outcome, Trigger};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -303,4 +305,58 @@ async fn run_once_without_an_access_token_exits_2_naming_the_variable() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("FACEBOOK_ACCESS_TOKEN"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_event_inserted_while_the_worker_runs_is_sent_within_seconds() {
+    let w = world(10).await;
+    let client = w.db.client().await;
+    client
+        .batch_execute("UPDATE cdp.facebook_configurations SET pixel_id = '777000111' WHERE system_name = 'digitalfarma_system'")
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let pump = cdp_meta_sync::events::EventPump::new(
+        w.ctx.pool.clone(),
+        w.ctx.meta.clone(),
+        "worker-a".into(),
+    );
+    let listener = tokio::spawn(listen(
+        w.ctx.settings.database.clone(),
+        vec![(cdp_meta_sync::events::NOTIFY_CHANNEL, wake.clone())],
+        shutdown.clone(),
+    ));
+    // An interval of an hour: only the outbox's NOTIFY can wake the pump in time.
+    let events = tokio::spawn(run_event_pump(
+        pump,
+        Duration::from_secs(3600),
+        wake,
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client
+        .batch_execute(
+            "INSERT INTO cdp.conversion_events (tenant_id, event_name, event_time, action_source, event_id, email, value, currency)
+             VALUES (28, 'Purchase', now() - interval '1 minute', 'physical_store', 'order-1', 'Mary@Example.com', 10.50, 'ARS')",
+        )
+        .await
+        .unwrap();
+    let sent = eventually(Duration::from_secs(20), || async {
+        !w.sandbox.events("777000111").is_empty()
+    })
+    .await;
+    shutdown.cancel();
+    events.await.unwrap();
+    listener.await.unwrap();
+    assert!(sent, "the event was not sent after its INSERT");
+    let received = w.sandbox.events("777000111");
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].event["event_id"], "order-1");
+    assert_eq!(
+        received[0].event["user_data"]["em"]
+            .as_str()
+            .or_else(|| received[0].event["user_data"]["em"][0].as_str()),
+        Some("f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79")
+    );
 }

@@ -267,6 +267,18 @@ fn national_phone_numbers_take_the_system_s_default_country() {
                 "5491123456789",
                 Is("5491123456789"),
             ),
+            // Argentine mobiles dialled nationally: trunk 0 + area code + 15 + number; in
+            // E.164 the 15 goes and a 9 comes before the area code.
+            (
+                "Buenos Aires mobile, national",
+                "011 15-2345-6789",
+                Is("5491123456789"),
+            ),
+            (
+                "Córdoba mobile, national",
+                "0351 15 412-3456",
+                Is("5493514123456"),
+            ),
         ],
     );
 }

@@ -1,0 +1,336 @@
+//! Every SQL statement on the outbox, its per-system deliveries and delivery runs.
+//!
+//! An event is pending for a system while it belongs to one of the system's tenants and has no
+//! row in `cdp.conversion_event_deliveries` for that system. A batch is read, sent and recorded
+//! inside one transaction that holds the system's advisory lock: a crash before the commit leaves
+//! the batch pending (it is resent, with the same `event_id`, which Meta deduplicates), and two
+//! workers never send the same system's events at once.
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::payload::{Identity, OutboxEvent, ProcessingOptions};
+
+/// First key of the per-system advisory lock (`pg_try_advisory_xact_lock(int, int)`): "capi".
+const LOCK_CLASS: i32 = 0x6361_7069;
+
+/// An active system with a pixel: where its tenants' events go, and how.
+#[derive(Debug, Clone)]
+pub struct PixelSystem {
+    pub configuration_id: i32,
+    pub system_name: String,
+    pub pixel_id: String,
+    pub tenant_ids: Vec<i32>,
+    pub default_country: Option<String>,
+    pub test_event_code: Option<String>,
+    pub partner_agent: Option<String>,
+    pub processing: ProcessingOptions,
+}
+
+pub async fn pixel_systems(client: &impl GenericClient) -> anyhow::Result<Vec<PixelSystem>> {
+    let rows = client
+        .query(
+            "SELECT id, system_name, pixel_id, tenant_ids, default_country,
+                    NULLIF(btrim(test_event_code), ''), NULLIF(btrim(partner_agent), ''),
+                    data_processing_options, data_processing_options_country,
+                    data_processing_options_state
+             FROM cdp.facebook_configurations
+             WHERE is_active IS TRUE AND NULLIF(btrim(pixel_id), '') IS NOT NULL
+             ORDER BY id",
+            &[],
+        )
+        .await
+        .context("Failed to read the systems with a pixel_id")?;
+    Ok(rows
+        .iter()
+        .map(|r| PixelSystem {
+            configuration_id: r.get(0),
+            system_name: r.get(1),
+            pixel_id: r.get::<_, String>(2).trim().to_string(),
+            tenant_ids: r.get(3),
+            default_country: r.get(4),
+            test_event_code: r.get(5),
+            partner_agent: r.get(6),
+            processing: ProcessingOptions {
+                data_processing_options: r.get(7),
+                country: r.get(8),
+                state: r.get(9),
+            },
+        })
+        .collect())
+}
+
+/// Whether the CDP's `customers_master` exists (events with a `customer_id` take identity from it).
+pub async fn has_customers_master(client: &impl GenericClient) -> anyhow::Result<bool> {
+    let row = client
+        .query_one("SELECT to_regclass('customers_master') IS NOT NULL", &[])
+        .await
+        .context("Failed to look for customers_master")?;
+    Ok(row.get(0))
+}
+
+/// Takes the system's lock for the rest of the transaction; `false`: another worker holds it.
+pub async fn try_lock_system(
+    tx: &impl GenericClient,
+    configuration_id: i32,
+) -> anyhow::Result<bool> {
+    let row = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1, $2)",
+            &[&LOCK_CLASS, &configuration_id],
+        )
+        .await
+        .context("Failed to take the system's event lock")?;
+    Ok(row.get(0))
+}
+
+const EVENT_COLUMNS: &str = "e.id, e.event_name, e.event_time, e.action_source, e.event_id,
+    e.event_source_url, e.email, e.phone, e.first_name, e.last_name, e.city, e.state, e.zip,
+    e.country, e.birth_date, e.gender, e.external_id, e.client_ip_address, e.client_user_agent,
+    e.fbc, e.fbp, e.value::float8, e.currency, e.order_id, e.contents, e.custom_data, e.user_data";
+
+/// Up to `limit` pending events of the system with ids above `after_id`, oldest id first.
+///
+/// `OFFSET 0` keeps the delivery check a per-row index probe: walking events in id order and
+/// stopping at `limit` takes milliseconds, where the hash anti-join the planner otherwise picks
+/// reads every delivery of the system for each batch (~200 ms at 100k).
+pub async fn pending_batch(
+    tx: &impl GenericClient,
+    system: &PixelSystem,
+    after_id: i64,
+    limit: i64,
+    with_customers: bool,
+) -> anyhow::Result<Vec<OutboxEvent>> {
+    let (customer_columns, customer_join) = if with_customers {
+        (
+            ", c.id IS NOT NULL, c.email, c.phone, c.firstname, c.lastname, c.city, c.state,
+               c.zip, c.country, c.birth_date::text, c.gender, c.external_id",
+            "LEFT JOIN customers_master c ON c.id = e.customer_id AND c.tenant_id = e.tenant_id",
+        )
+    } else {
+        ("", "")
+    };
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} {customer_columns}
+         FROM cdp.conversion_events e {customer_join}
+         WHERE e.tenant_id = ANY($1) AND e.id > $2
+           AND NOT EXISTS (SELECT 1 FROM cdp.conversion_event_deliveries d
+                           WHERE d.event_row_id = e.id AND d.configuration_id = $3
+                           OFFSET 0)
+         ORDER BY e.id
+         LIMIT $4"
+    );
+    let rows = tx
+        .query(
+            &sql,
+            &[
+                &system.tenant_ids,
+                &after_id,
+                &system.configuration_id,
+                &limit,
+            ],
+        )
+        .await
+        .context("Failed to read pending events")?;
+    Ok(rows
+        .iter()
+        .map(|r| event_from_row(r, with_customers))
+        .collect())
+}
+
+fn event_from_row(r: &Row, with_customers: bool) -> OutboxEvent {
+    let identity_at = |i: usize| Identity {
+        email: r.get(i),
+        phone: r.get(i + 1),
+        first_name: r.get(i + 2),
+        last_name: r.get(i + 3),
+        city: r.get(i + 4),
+        state: r.get(i + 5),
+        zip: r.get(i + 6),
+        country: r.get(i + 7),
+        birth_date: r.get(i + 8),
+        gender: r.get(i + 9),
+        external_id: r.get(i + 10),
+    };
+    let customer =
+        (with_customers && r.get::<_, Option<bool>>(27) == Some(true)).then(|| identity_at(28));
+    OutboxEvent {
+        row_id: r.get(0),
+        event_name: r.get(1),
+        event_time: r.get(2),
+        action_source: r.get(3),
+        event_id: r.get(4),
+        event_source_url: r.get(5),
+        identity: identity_at(6),
+        customer,
+        client_ip_address: r.get(17),
+        client_user_agent: r.get(18),
+        fbc: r.get(19),
+        fbp: r.get(20),
+        value: r.get(21),
+        currency: r.get(22),
+        order_id: r.get(23),
+        contents: r.get(24),
+        custom_data: r.get(25),
+        user_data: r.get(26),
+    }
+}
+
+/// The final state of one event for one system.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub row_id: i64,
+    /// `sent`, `rejected` or `expired`.
+    pub status: &'static str,
+    pub attempts: i32,
+    pub error: Option<String>,
+    pub fbtrace_id: Option<String>,
+}
+
+/// Per-batch counts added to the delivery run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    pub sent: i64,
+    pub accepted: i64,
+    pub rejected: i64,
+    pub expired: i64,
+}
+
+/// Records the outcomes (deliveries, the events' summary columns, the run's counters).
+pub async fn record_outcomes(
+    tx: &impl GenericClient,
+    configuration_id: i32,
+    run_id: i64,
+    outcomes: &[Outcome],
+    counts: BatchCounts,
+) -> anyhow::Result<()> {
+    if !outcomes.is_empty() {
+        let ids: Vec<i64> = outcomes.iter().map(|o| o.row_id).collect();
+        let statuses: Vec<&str> = outcomes.iter().map(|o| o.status).collect();
+        let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempts).collect();
+        let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
+        let traces: Vec<Option<&str>> = outcomes.iter().map(|o| o.fbtrace_id.as_deref()).collect();
+        tx.execute(
+            "INSERT INTO cdp.conversion_event_deliveries AS d
+                 (event_row_id, configuration_id, status, attempts, last_error, fbtrace_id,
+                  delivery_run_id)
+             SELECT i, $1, s, a, err, t, $2
+             FROM UNNEST($3::bigint[], $4::text[], $5::int[], $6::text[], $7::text[])
+                  AS o(i, s, a, err, t)
+             ON CONFLICT (event_row_id, configuration_id) DO UPDATE
+             SET status = EXCLUDED.status, attempts = d.attempts + EXCLUDED.attempts,
+                 last_error = EXCLUDED.last_error, fbtrace_id = EXCLUDED.fbtrace_id,
+                 delivery_run_id = EXCLUDED.delivery_run_id, updated_at = now()",
+            &[
+                &configuration_id,
+                &run_id,
+                &ids,
+                &statuses,
+                &attempts,
+                &errors,
+                &traces,
+            ],
+        )
+        .await
+        .context("Failed to record event deliveries")?;
+        tx.execute(
+            "UPDATE cdp.conversion_events e
+             SET status = o.s, attempts = e.attempts + o.a, last_error = o.err,
+                 fbtrace_id = COALESCE(o.t, e.fbtrace_id),
+                 sent_at = CASE WHEN o.s = 'sent' THEN now() ELSE e.sent_at END,
+                 updated_at = now()
+             FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[])
+                  AS o(i, s, a, err, t)
+             WHERE e.id = o.i",
+            &[&ids, &statuses, &attempts, &errors, &traces],
+        )
+        .await
+        .context("Failed to update the events' status")?;
+    }
+    tx.execute(
+        "UPDATE cdp.conversion_delivery_runs
+         SET batches = batches + 1, sent = sent + $2, accepted = accepted + $3,
+             rejected = rejected + $4, expired = expired + $5
+         WHERE id = $1",
+        &[
+            &run_id,
+            &counts.sent,
+            &counts.accepted,
+            &counts.rejected,
+            &counts.expired,
+        ],
+    )
+    .await
+    .context("Failed to count the batch in its delivery run")?;
+    Ok(())
+}
+
+pub async fn start_run(
+    client: &impl GenericClient,
+    system: &PixelSystem,
+    worker_id: &str,
+) -> anyhow::Result<i64> {
+    let row = client
+        .query_one(
+            "INSERT INTO cdp.conversion_delivery_runs (configuration_id, pixel_id, worker_id)
+             VALUES ($1, $2, $3) RETURNING id",
+            &[&system.configuration_id, &system.pixel_id, &worker_id],
+        )
+        .await
+        .context("Failed to record the start of a delivery run")?;
+    Ok(row.get(0))
+}
+
+pub async fn finish_run(
+    client: &impl GenericClient,
+    run_id: i64,
+    error: Option<&str>,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            "UPDATE cdp.conversion_delivery_runs SET finished_at = now(), error = $2 WHERE id = $1",
+            &[&run_id, &error],
+        )
+        .await
+        .context("Failed to record the end of a delivery run")?;
+    Ok(())
+}
+
+/// One system's backlog, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSummary {
+    pub system_name: String,
+    pub pending: i64,
+    /// The oldest pending event's `event_time` (how close the backlog is to expiring).
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// Pending events per active system with a pixel.
+pub async fn pending_by_system(
+    client: &tokio_postgres::Client,
+) -> anyhow::Result<Vec<PendingSummary>> {
+    let rows = client
+        .query(
+            "SELECT f.system_name, count(e.id), min(e.event_time)
+             FROM cdp.facebook_configurations f
+             LEFT JOIN cdp.conversion_events e
+                    ON e.tenant_id = ANY(f.tenant_ids)
+                   AND NOT EXISTS (SELECT 1 FROM cdp.conversion_event_deliveries d
+                                   WHERE d.event_row_id = e.id AND d.configuration_id = f.id)
+             WHERE f.is_active IS TRUE AND NULLIF(btrim(f.pixel_id), '') IS NOT NULL
+             GROUP BY f.id, f.system_name
+             ORDER BY f.system_name",
+            &[],
+        )
+        .await
+        .context("Failed to count pending events")?;
+    Ok(rows
+        .iter()
+        .map(|r| PendingSummary {
+            system_name: r.get(0),
+            pending: r.get(1),
+            oldest_pending: r.get(2),
+        })
+        .collect())
+}
