@@ -21,7 +21,7 @@ measure() { # prints "wall_seconds peak_rss_kb" of the command
 
 printf '%-10s %-12s %10s %12s %10s %12s\n' customers phase wall_s rows_per_s rss_mb changes
 for n in "${sizes[@]}"; do
-    psql_admin -c "'DROP DATABASE IF EXISTS cdp_bench'" >/dev/null
+    psql_admin -c "'DROP DATABASE IF EXISTS cdp_bench'" >/dev/null 2>&1
     psql_admin -c "'CREATE DATABASE cdp_bench OWNER cdp'" >/dev/null
     export DATABASE_URL="postgres://cdp:cdp@127.0.0.1:$PGPORT/cdp_bench"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -9,7 +9,7 @@ source scripts/postgres.sh
 ensure_postgres
 
 # A database of its own, made anew each time: the sandbox forgets its audiences when it stops.
-su postgres -c "psql -p $PGPORT -qc 'DROP DATABASE IF EXISTS cdp_demo'" >/dev/null
+su postgres -c "psql -p $PGPORT -qc 'DROP DATABASE IF EXISTS cdp_demo'" >/dev/null 2>&1
 su postgres -c "psql -p $PGPORT -qc 'CREATE DATABASE cdp_demo OWNER cdp'" >/dev/null
 export DATABASE_URL="postgres://cdp:cdp@127.0.0.1:$PGPORT/cdp_demo"
 export LOG_FORMAT="${LOG_FORMAT:-pretty}" RUST_LOG="${RUST_LOG:-warn}"
@@ -34,5 +34,6 @@ echo "Audiences in the Meta sandbox:"
 curl -fs "http://127.0.0.1:$port/_sandbox/audiences" | python3 -c '
 import json, sys
 for a in json.load(sys.stdin):
-    print(f"  {a[\"name\"]:<32} id {a[\"id\"]:<18} {a[\"member_count\"]:>8} members  (ad account {a[\"ad_account_id\"]})")
+    name, ident, count, account = a["name"], a["id"], a["member_count"], a["ad_account_id"]
+    print(f"  {name:<32} id {ident:<18} {count:>8} members  (ad account {account})")
 '
