@@ -65,8 +65,10 @@ pub fn pg_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::
         .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid connection string"))?;
     config.connect_timeout(Duration::from_secs(settings.connect_timeout_secs));
     // The server's NOTICEs (e.g. "schema already exists, skipping") are noise in our logs.
+    // Staging and the diff use session temp tables and large sorts: give them memory instead
+    // of spilling to disk (temp_buffers can only be set before a session's first temp table).
     if config.get_options().is_none() {
-        config.options("-c client_min_messages=warning");
+        config.options("-c client_min_messages=warning -c temp_buffers=128MB -c work_mem=64MB");
     }
     if config.get_application_name().is_none() {
         config.application_name("cdp-meta-sync");

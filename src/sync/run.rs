@@ -294,6 +294,7 @@ async fn execute(
         .await
         .map_err(|e| failed(e.into()))?;
 
+    let started = std::time::Instant::now();
     let staged = match stage_members(&extract, &stage, &ctx.extract_sql, plan).await {
         Ok(report) => report,
         Err(StageError::Columns(problems)) => {
@@ -302,6 +303,7 @@ async fn execute(
         Err(StageError::Other(e)) => return Err(failed(e)),
     };
     drop(extract);
+    let staged_ms = started.elapsed().as_millis() as u64;
     let keys = plan
         .match_keys
         .iter()
@@ -351,6 +353,8 @@ async fn execute(
         eligible = counts.eligible,
         to_add = counts.to_add,
         to_remove = counts.to_remove,
+        staged_ms,
+        diffed_ms = started.elapsed().as_millis() as u64 - staged_ms,
         "sync planned"
     );
 

@@ -5,8 +5,8 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use anyhow::Context;
-use futures_util::{StreamExt, TryStreamExt};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
 
 use super::extract::{ColumnMap, map_columns};
@@ -63,11 +63,10 @@ pub async fn stage_members(
         .copy_in("COPY sync_stage (member_key, cells, filled, tenant_id, customer_id) FROM STDIN (FORMAT binary)")
         .await
         .context("Failed to start COPY into the staging table")?;
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[Type::BYTEA, Type::BYTEA, Type::INT2, Type::INT4, Type::INT8],
-    );
-    let mut writer = pin!(writer);
+    let mut sink = pin!(sink);
+    sink.send(Bytes::from_static(COPY_HEADER))
+        .await
+        .context("COPY into the staging table failed")?;
 
     let params: [&(dyn ToSql + Sync); 2] = [&plan.tenant_ids, &plan.excluded_segments];
     let rows = extract
@@ -95,38 +94,33 @@ pub async fn stage_members(
         staged: 0,
     };
     while let Some(done) = hashed.next().await {
-        let (members, tally) = done?;
+        let (encoded, staged, tally) = done?;
         report.tally.add(&tally);
-        for m in &members {
-            writer
-                .as_mut()
-                .write(&[
-                    &&m.member_key[..],
-                    &m.cells,
-                    &m.filled,
-                    &m.tenant_id,
-                    &m.customer_id,
-                ])
-                .await
-                .context("COPY into the staging table failed")?;
-        }
-        report.staged += members.len() as u64;
+        report.staged += staged;
+        sink.send(encoded.freeze())
+            .await
+            .context("COPY into the staging table failed")?;
     }
-    writer
+    sink.send(Bytes::from_static(&COPY_TRAILER))
+        .await
+        .context("COPY into the staging table failed")?;
+    sink.as_mut()
         .finish()
         .await
         .context("COPY into the staging table failed")?;
     Ok(report)
 }
 
-/// CPU work for one chunk, on a blocking thread.
+/// CPU work for one chunk, on a blocking thread: members are built and encoded as binary COPY
+/// tuples here, so the async side only forwards bytes.
 fn hash_chunk(
     plan: &SyncPlan,
     map: &ColumnMap,
     rows: &[tokio_postgres::Row],
-) -> anyhow::Result<(Vec<Member>, Tally)> {
+) -> anyhow::Result<(BytesMut, u64, Tally)> {
     let mut tally = Tally::new(plan.match_keys.len());
-    let mut members = Vec::with_capacity(rows.len());
+    let mut encoded = BytesMut::with_capacity(rows.len() * (40 + 33 * plan.match_keys.len()));
+    let mut staged = 0u64;
     let mut raw: Vec<Option<&str>> = Vec::with_capacity(map.keys.len());
     for row in rows {
         raw.clear();
@@ -148,8 +142,29 @@ fn hash_chunk(
             customer_id,
             &mut tally,
         ) {
-            members.push(m);
+            encode_tuple(&mut encoded, &m);
+            staged += 1;
         }
     }
-    Ok((members, tally))
+    Ok((encoded, staged, tally))
+}
+
+/// Binary COPY: signature, flags, header extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// Binary COPY: end of data.
+const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+
+/// One `sync_stage` row in binary COPY format: the field count, then each field's length and bytes.
+fn encode_tuple(buf: &mut BytesMut, m: &Member) {
+    buf.put_i16(5);
+    buf.put_i32(32);
+    buf.put_slice(&m.member_key);
+    buf.put_i32(m.cells.len() as i32);
+    buf.put_slice(&m.cells);
+    buf.put_i32(2);
+    buf.put_i16(m.filled);
+    buf.put_i32(4);
+    buf.put_i32(m.tenant_id);
+    buf.put_i32(8);
+    buf.put_i64(m.customer_id);
 }
