@@ -17,9 +17,13 @@
 //!   match must not be dropped by a stricter check than Meta's. Local-only lengths (a US
 //!   number without its area code) are rejected: they cannot carry a country code.
 //!
-//! Speed: the parser is slow (regexes), so digit strings whose country needs no
-//! national-prefix handling take a fast path that computes the same result from the same
-//! metadata; a test checks both paths agree.
+//! Speed: the parser is slow (regexes, all behind one global mutex-guarded cache), so digit
+//! strings whose country needs no national-prefix handling, or only the stripping of a prefix
+//! that a loop-free `national_prefix_for_parsing` pattern matches (Argentina's trunk `0`; the
+//! pattern is compiled to a trie by `phone_pattern`), take a fast path that computes the same
+//! result from the same metadata; property tests check both paths agree. A number the
+//! metadata's transform rule rewrites (Argentina's mobile `15` after the area code) still goes
+//! to the parser.
 
 use std::sync::OnceLock;
 
