@@ -111,12 +111,16 @@ fn per_key(c: &mut Criterion) {
     }
     group.finish();
 
+    let ar = Normalizer::new(Some("AR")).unwrap();
     let mut group = c.benchmark_group("phone_paths");
-    for (name, value) in [
-        ("fast_international", "+1 (650) 555-1212"),
-        ("fast_national", "(650) 555-1212"),
-        ("parser_trunk_prefix", "1-650-555-1212"),
-        ("parser_argentina", "+54 9 11 2345-6789"),
+    for (name, n, value) in [
+        ("fast_international", &n, "+1 (650) 555-1212"),
+        ("fast_national", &n, "(650) 555-1212"),
+        ("parser_trunk_prefix", &n, "1-650-555-1212"),
+        // Default country AR from here.
+        ("fast_argentina", &ar, "+54 9 11 2345-6789"),
+        ("fast_argentina_trunk", &ar, "0351 455-5123"),
+        ("parser_argentina_15", &ar, "011 15 2345-6789"),
     ] {
         group.throughput(Throughput::Elements(1));
         let mut out = String::with_capacity(128);
