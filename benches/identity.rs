@@ -111,12 +111,16 @@ fn per_key(c: &mut Criterion) {
     }
     group.finish();
 
+    let ar = Normalizer::new(Some("AR")).unwrap();
     let mut group = c.benchmark_group("phone_paths");
-    for (name, value) in [
-        ("fast_international", "+1 (650) 555-1212"),
-        ("fast_national", "(650) 555-1212"),
-        ("parser_trunk_prefix", "1-650-555-1212"),
-        ("parser_argentina", "+54 9 11 2345-6789"),
+    for (name, n, value) in [
+        ("fast_international", &n, "+1 (650) 555-1212"),
+        ("fast_national", &n, "(650) 555-1212"),
+        ("parser_trunk_prefix", &n, "1-650-555-1212"),
+        // Default country AR from here.
+        ("fast_argentina", &ar, "+54 9 11 2345-6789"),
+        ("fast_argentina_trunk", &ar, "0351 455-5123"),
+        ("parser_argentina_15", &ar, "011 15 2345-6789"),
     ] {
         group.throughput(Throughput::Elements(1));
         let mut out = String::with_capacity(128);
@@ -216,5 +220,59 @@ fn four_key_rows(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_key, four_key_rows);
+/// Argentina, the default country of most of our systems: the demo generator's phone mix
+/// (`+54 9 11 4555-1234`, `+549…`, `0351 …`, `(11) 4555-1234`, `0054 9 …`, bare national, junk),
+/// per phone and per 4-key row (EMAIL, PHONE, FN, LN; missing values skipped as the sync does).
+fn argentina(c: &mut Criterion) {
+    let n = Normalizer::new(Some("AR")).unwrap();
+    let customers: Vec<_> = (1..=1000)
+        .map(|id| cdp_meta_sync::demo::customer(42, id))
+        .collect();
+    let phones: Vec<&str> = customers
+        .iter()
+        .filter_map(|c| c.phone.as_deref())
+        .collect();
+    let keys = [MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln];
+    let rows: Vec<[Option<&str>; 4]> = customers
+        .iter()
+        .map(|c| {
+            [
+                c.email.as_deref(),
+                c.phone.as_deref(),
+                c.firstname.as_deref(),
+                c.lastname.as_deref(),
+            ]
+        })
+        .collect();
+
+    let mut group = c.benchmark_group("ar");
+    group.throughput(Throughput::Elements(phones.len() as u64));
+    let mut out = String::with_capacity(128);
+    group.bench_function("phone_demo_mix", |b| {
+        b.iter(|| {
+            for v in &phones {
+                out.clear();
+                let _ = black_box(n.cell_into(MatchKey::Phone, black_box(v), &mut out));
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(rows.len() as u64));
+    let mut cells: [String; 4] = Default::default();
+    group.bench_function("row4_demo", |b| {
+        b.iter(|| {
+            for row in &rows {
+                for ((key, raw), cell) in keys.iter().zip(row).zip(cells.iter_mut()) {
+                    cell.clear();
+                    if let Some(raw) = raw {
+                        let _ = n.cell_into(*key, black_box(raw), cell);
+                    }
+                }
+                black_box(&cells);
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, per_key, four_key_rows, argentina);
 criterion_main!(benches);

@@ -32,6 +32,7 @@ mod location;
 mod name;
 mod normalizer;
 mod phone;
+mod phone_pattern;
 mod rejection;
 mod text;
 

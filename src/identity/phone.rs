@@ -17,9 +17,13 @@
 //!   match must not be dropped by a stricter check than Meta's. Local-only lengths (a US
 //!   number without its area code) are rejected: they cannot carry a country code.
 //!
-//! Speed: the parser is slow (regexes), so digit strings whose country needs no
-//! national-prefix handling take a fast path that computes the same result from the same
-//! metadata; a test checks both paths agree.
+//! Speed: the parser is slow (regexes, all behind one global mutex-guarded cache), so digit
+//! strings whose country needs no national-prefix handling, or only the stripping of a prefix
+//! that a loop-free `national_prefix_for_parsing` pattern matches (Argentina's trunk `0`; the
+//! pattern is compiled to a trie by `phone_pattern`), take a fast path that computes the same
+//! result from the same metadata; property tests check both paths agree. A number the
+//! metadata's transform rule rewrites (Argentina's mobile `15` after the area code) still goes
+//! to the parser.
 
 use std::sync::OnceLock;
 
@@ -27,6 +31,7 @@ use phonenumber::country::Id;
 use phonenumber::metadata::DATABASE;
 
 use super::Rejection;
+use super::phone_pattern::PrefixTrie;
 
 const NO_COUNTRY_CODE: Rejection = Rejection::Invalid("no country code");
 const UNKNOWN_COUNTRY_CODE: Rejection = Rejection::Invalid("unknown country code");
@@ -44,6 +49,9 @@ struct CodeInfo {
     possible: Vec<u16>,
     /// What the parser may strip from a national number, for every region of the code.
     strips: Vec<Strip>,
+    /// The parser always reads this code's national numbers with `strips[0]`'s metadata: the
+    /// code has one region (the parser then skips its regex-based choice of region).
+    single_region: bool,
 }
 
 /// What the parser may strip from the front of a national number of one region: its national
@@ -52,6 +60,12 @@ struct CodeInfo {
 struct Strip {
     national_prefix: Option<String>,
     pattern: Pattern,
+    /// The region has a `national_prefix_transform_rule`.
+    transform: bool,
+    /// The general descriptor's possible lengths and local-only lengths, for the parser's
+    /// "too short after stripping" check.
+    general_lengths: Vec<u16>,
+    local_lengths: Vec<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,7 +80,10 @@ enum Pattern {
         len: usize,
         prefixes: Vec<String>,
     },
-    /// Anything else (Argentina's `15`, Brazil's carrier codes…): always ask the parser.
+    /// A loop-free pattern (Argentina's `0?(?:(11|2(?:2(?:02?|…))…)15)?`) compiled to a trie
+    /// that gives the regex's preferred match at the start of a number.
+    Finite(PrefixTrie),
+    /// Anything else (Brazil's carrier codes…): always ask the parser.
     Complex,
 }
 
@@ -103,14 +120,58 @@ impl Strip {
                     Pattern::Literals(alternatives)
                 } else if let Some((len, prefixes)) = local_or_prefix(&p) {
                     Pattern::LocalOrPrefixes { len, prefixes }
+                } else if let Some(trie) = PrefixTrie::compile(&p) {
+                    Pattern::Finite(trie)
                 } else {
                     Pattern::Complex
                 }
             }
         };
+        let general = meta.descriptors().general();
         Strip {
             national_prefix: meta.national_prefix().map(str::to_owned),
             pattern,
+            transform: meta.national_prefix_transform_rule().is_some(),
+            general_lengths: general.possible_length().to_vec(),
+            local_lengths: general.possible_local_length().to_vec(),
+        }
+    }
+
+    /// How many leading digits the parser strips from the national number `national` (its
+    /// `national_number` step, then its national prefix, undone when that leaves a number too
+    /// short): `Some(0)` when it leaves it alone, `None` when it may rewrite it (a transform
+    /// rule) or we cannot tell.
+    fn stripped(&self, national: &str) -> Option<usize> {
+        let Pattern::Finite(trie) = &self.pattern else {
+            return self.leaves_alone(national).then_some(0);
+        };
+        // `national_number`: no match at the start leaves the number alone; a match whose last
+        // group took part is rewritten by the transform rule (when there is one), any other
+        // match is cut off.
+        let cut = match trie.match_start(national) {
+            None => 0,
+            Some(m) if m.last_group && self.transform => return None,
+            Some(m) => m.len,
+        };
+        let mut rest = &national[cut..];
+        // Then the national prefix, once more.
+        if let Some(prefix) = self.national_prefix.as_deref() {
+            rest = rest.strip_prefix(prefix).unwrap_or(rest);
+        }
+        // `validator::length(meta, potential, Unknown) == TooShort` keeps the number as it was.
+        if self.too_short(rest.len()) {
+            return Some(0);
+        }
+        Some(national.len() - rest.len())
+    }
+
+    /// The parser's `validator::length(…, Type::Unknown) == TooShort`, on the general
+    /// descriptor's lengths (the first listed length is its minimum).
+    fn too_short(&self, len: usize) -> bool {
+        let len = u16::try_from(len).unwrap_or(u16::MAX);
+        match self.general_lengths.first() {
+            None => false,
+            Some(&minimum) => !self.local_lengths.contains(&len) && len < minimum,
         }
     }
 
@@ -130,6 +191,7 @@ impl Strip {
                     national.len() != *len
                         && !prefixes.iter().any(|p| national.starts_with(p.as_str()))
                 }
+                Pattern::Finite(_) => self.stripped(national) == Some(0),
                 Pattern::Complex => false,
             }
     }
@@ -142,9 +204,16 @@ fn code_table() -> &'static [Option<CodeInfo>] {
             .map(|code| {
                 let metas = DATABASE.by_code(&code)?;
                 let main = metas.first()?;
+                // `validator::source_for`: one region, `001` or a known country id.
+                let regions = DATABASE.region(&code).unwrap_or_default();
+                let single_region = metas.len() == 1
+                    && regions.len() == 1
+                    && regions[0] == main.id()
+                    && (regions[0] == "001" || regions[0].parse::<Id>().is_ok());
                 Some(CodeInfo {
                     possible: possible_lengths(main),
                     strips: metas.iter().map(|m| Strip::of(m)).collect(),
+                    single_region,
                 })
             })
             .collect()
@@ -190,6 +259,9 @@ pub(super) struct Region {
     /// When the international prefix pattern can only match digits starting with this digit
     /// (`011` in the US), numbers starting otherwise skip running it.
     idd_first_digit: Option<u8>,
+    /// When the international prefix pattern is plain digits (`00` in Argentina): it matches
+    /// at the start exactly when the number starts with them, no need to run it.
+    idd_literal: Option<String>,
 }
 
 /// The digit every match of an international-prefix pattern starts with, when that is
@@ -227,6 +299,10 @@ impl Region {
             idd_first_digit: meta
                 .international_prefix()
                 .and_then(|re| idd_first_digit(re.as_str())),
+            idd_literal: meta.international_prefix().and_then(|re| {
+                let p: String = re.as_str().split_whitespace().collect();
+                (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).then_some(p)
+            }),
         })
     }
 }
@@ -321,9 +397,10 @@ fn push_e164(out: &mut String, code: u16, national: &str) {
     out.push_str(national);
 }
 
-/// The fast path: `Some` when the parser would do nothing but split the country code off.
+/// The fast path: `Some((code, start))` when the parser would do nothing but split the country
+/// code off and strip a prefix, leaving `digits[start..]` as the national number.
 fn fast(origin: Origin, digits: &str, region: Option<&Region>) -> Option<(u16, usize)> {
-    match origin {
+    let (code, national_at, strip) = match origin {
         Origin::International => {
             if digits.len() <= 2 || digits.starts_with('0') {
                 return None;
@@ -336,10 +413,19 @@ fn fast(origin: Origin, digits: &str, region: Option<&Region>) -> Option<(u16, u
             })?;
             let info = table[usize::from(code)].as_ref()?;
             let national = &digits[len..];
-            let plain = national.len() >= 2
-                && !national.starts_with('0')
-                && info.strips.iter().all(|strip| strip.leaves_alone(national));
-            plain.then_some((code, len))
+            if national.len() < 2 {
+                return None;
+            }
+            let strip = if info.single_region {
+                info.strips[0].stripped(national)?
+            } else {
+                // Which region's metadata the parser uses depends on the number: all must
+                // leave it alone.
+                let plain = !national.starts_with('0')
+                    && info.strips.iter().all(|strip| strip.leaves_alone(national));
+                plain.then_some(0)?
+            };
+            (code, len, strip)
         }
         Origin::National => {
             let region = region?;
@@ -352,23 +438,40 @@ fn fast(origin: Origin, digits: &str, region: Option<&Region>) -> Option<(u16, u
                 0
             };
             let national = &digits[code_len..];
-            let idd_may_match = match region.idd_first_digit {
-                Some(d) => digits.as_bytes()[0] == d,
-                None => true,
+            if national.len() < 2 {
+                return None;
+            }
+            // An international prefix dialled from this country (`011` in the US) makes the
+            // parser read a country code after it.
+            let idd_at_start = match &region.idd_literal {
+                Some(literal) => digits.starts_with(literal.as_str()),
+                None => {
+                    region
+                        .idd_first_digit
+                        .is_none_or(|d| digits.as_bytes()[0] == d)
+                        && region
+                            .meta
+                            .international_prefix()
+                            .and_then(|re| re.find(digits))
+                            .is_some_and(|m| m.start() == 0)
+                }
             };
-            let plain = national.len() >= 2
-                && region.strip.leaves_alone(national)
-                // An international prefix dialled from this country (`011` in the US) makes
-                // the parser read a country code after it.
-                && !(idd_may_match
-                    && region
-                        .meta
-                        .international_prefix()
-                        .and_then(|re| re.find(digits))
-                        .is_some_and(|m| m.start() == 0));
-            plain.then_some((region.code, code_len))
+            if idd_at_start {
+                return None;
+            }
+            (region.code, code_len, region.strip.stripped(national)?)
         }
-    }
+    };
+    let start = national_at + strip;
+    let national = &digits[start..];
+    // What the parser then reads as a `NationalNumber` (leading zeros counted, the rest as a
+    // `u64`) prints back the same, unless it is all zeros or too long; a stripped number that
+    // starts with a zero (again, or after a country code) is left to the parser.
+    let plain = national.len() >= 2
+        && national.len() <= 16
+        && national.bytes().any(|b| b != b'0')
+        && ((origin == Origin::National && strip == 0) || !national.starts_with('0'));
+    plain.then_some((code, start))
 }
 
 /// The slow path: the full parser.
@@ -403,8 +506,8 @@ pub(super) fn normalize_into(
     if origin == Origin::National && region.is_none() {
         return Err(NO_COUNTRY_CODE);
     }
-    if let Some((code, code_len)) = fast(origin, digits, region) {
-        let national = &digits[code_len..];
+    if let Some((code, start)) = fast(origin, digits, region) {
+        let national = &digits[start..];
         is_possible(code, national.len())?;
         push_e164(out, code, national);
         return Ok(());
@@ -509,7 +612,14 @@ mod tests {
         assert!(kinds(1).iter().any(|k| k == nanpa_local));
         assert_eq!(kinds(44)[0], r#"Literals(["0", "180020"])"#);
         assert!(!kinds(44).iter().any(|k| k == "Complex"));
-        assert_eq!(kinds(54), ["Complex"]);
+        assert_eq!(kinds(54).len(), 1);
+        assert!(
+            kinds(54)[0].starts_with("Finite(PrefixTrie("),
+            "{:?}",
+            kinds(54)
+        );
+        assert!(t[54].as_ref().unwrap().single_region);
+        assert!(!t[1].as_ref().unwrap().single_region);
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(local_or_prefix(r"(5\d{6})$|1"), Some((7, strings(&["1"]))));
         assert_eq!(
