@@ -46,9 +46,10 @@ for n in "${sizes[@]}"; do
             sql "UPDATE cdp.facebook_configurations SET next_sync = now()" >/dev/null
         fi
         sql "VACUUM ANALYZE" >/dev/null 2>&1 || true
+        last_run=$(sql "SELECT coalesce(max(id), 0) FROM cdp.facebook_sync_runs")
         read -r wall rss < <(measure "$bin/cdp-meta-sync" run --once)
-        extracted=$(sql "SELECT coalesce(sum(extracted),0) FROM cdp.facebook_sync_runs WHERE trigger = 'once' AND started_at > now() - make_interval(secs => $wall + 5)")
-        changes=$(sql "SELECT coalesce(sum(added + removed),0) FROM cdp.facebook_sync_runs WHERE started_at > now() - make_interval(secs => $wall + 5)")
+        extracted=$(sql "SELECT coalesce(sum(extracted),0) FROM cdp.facebook_sync_runs WHERE id > $last_run")
+        changes=$(sql "SELECT coalesce(sum(added + removed),0) FROM cdp.facebook_sync_runs WHERE id > $last_run")
         rate=$(python3 -c "print(int($extracted / max($wall, 0.001)))")
         printf '%-10s %-12s %10s %12s %10s %12s\n' "$n" "$phase" "$wall" "$rate" "$((rss / 1024))" "$changes"
     done
