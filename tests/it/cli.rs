@@ -94,3 +94,40 @@ async fn an_unreachable_database_fails_with_exit_code_1_without_showing_the_pass
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+#[test]
+fn normalize_prints_one_line_per_input_line_with_the_cell_or_the_reason() {
+    use std::io::Write;
+    let mut child = binary()
+        .args(["normalize", "--key", "EMAIL"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"  Mary@Example.com \nno-at-sign\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "mary@example.com\tf1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"
+    );
+    assert!(lines[1].starts_with("ERROR\t"), "{}", lines[1]);
+    assert_eq!(lines.len(), 2);
+}
+
+#[test]
+fn normalize_with_an_unknown_key_exits_2_naming_the_argument() {
+    let output = binary()
+        .args(["normalize", "--key", "SHOE_SIZE"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--key"));
+}
