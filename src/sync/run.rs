@@ -365,6 +365,7 @@ async fn execute(
         .map_err(|e| failed(e.into()))?;
     let upload = |total: i64, session_id: i64| Upload {
         stage: &stage,
+        pool: &ctx.pool,
         meta: &ctx.meta,
         system_name: &plan.system_name,
         ad_account_id: &plan.ad_account_id,

@@ -9,13 +9,13 @@
 use std::time::Instant;
 
 use anyhow::Context;
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cells::unpack;
-use crate::meta::{
-    MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UsersResponse, UsersUpload,
-};
+use crate::db::Pool;
+use crate::meta::{MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UsersUpload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -42,7 +42,10 @@ impl Direction {
 
 /// Everything one direction's upload needs.
 pub struct Upload<'a> {
+    /// The session holding the plan tables.
     pub stage: &'a tokio_postgres::Client,
+    /// Connections for ledger writes.
+    pub pool: &'a Pool,
     pub meta: &'a MetaClient,
     pub system_name: &'a str,
     pub ad_account_id: &'a str,
@@ -74,18 +77,27 @@ pub enum UploadError {
 }
 
 struct Batch {
-    lo: i64,
-    hi: i64,
     schema: String,
+    /// The cells as sent.
     rows: Vec<Vec<String>>,
+    /// Member keys and packed rows, for the ledger.
+    keys: Vec<Vec<u8>>,
+    packed: Vec<Vec<u8>>,
 }
 
+/// A batch Meta accepted, on its way to the ledger.
 struct Accepted {
-    lo: i64,
-    hi: i64,
+    keys: Vec<Vec<u8>>,
+    packed: Vec<Vec<u8>>,
     last: bool,
-    response: UsersResponse,
+    /// Increases of the session's running totals (`num_received`, `num_invalid_entries`).
+    received: i64,
+    invalid: i64,
 }
+
+/// Ledger writes of different batches touch different members, so two may run at once on
+/// separate connections; the run-row update serializes them briefly.
+const CONCURRENT_COMMITS: usize = 2;
 
 impl Upload<'_> {
     pub async fn run(&self, direction: Direction) -> Result<UploadTotals, UploadError> {
@@ -113,13 +125,13 @@ impl Upload<'_> {
         let limit = self.batch_rows.clamp(1, MAX_USERS_PER_CALL);
         let sql = if direction == Direction::Remove {
             format!(
-                "SELECT seq, match_keys, cells FROM {table}
+                "SELECT seq, match_keys, cells, member_key FROM {table}
                   WHERE seq > $1 AND match_keys = (SELECT match_keys FROM {table} WHERE seq > $1 ORDER BY seq LIMIT 1)
                   ORDER BY seq LIMIT {limit}"
             )
         } else {
             format!(
-                "SELECT seq, $2::text, cells FROM {table} WHERE seq > $1 ORDER BY seq LIMIT {limit}"
+                "SELECT seq, $2::text, cells, member_key FROM {table} WHERE seq > $1 ORDER BY seq LIMIT {limit}"
             )
         };
         let statement = self
@@ -143,14 +155,19 @@ impl Upload<'_> {
             let hi: i64 = final_row.get(0);
             let schema: String = final_row.get(1);
             let mut cells = Vec::with_capacity(rows.len());
+            let mut keys = Vec::with_capacity(rows.len());
+            let mut packed = Vec::with_capacity(rows.len());
             for row in &rows {
-                cells.push(unpack(row.get::<_, &[u8]>(2))?);
+                let raw: &[u8] = row.get(2);
+                cells.push(unpack(raw)?);
+                packed.push(raw.to_vec());
+                keys.push(row.get::<_, Vec<u8>>(3));
             }
             let batch = Batch {
-                lo: last,
-                hi,
                 schema,
                 rows: cells,
+                keys,
+                packed,
             };
             last = hi;
             if tx.send(batch).await.is_err() {
@@ -169,6 +186,9 @@ impl Upload<'_> {
         let batches = (self.total + per_call - 1) / per_call;
         let mut totals = UploadTotals::default();
         let started = Instant::now();
+        // Meta's num_received (and the sandbox's num_invalid_entries) are the session's running
+        // totals: the ledger writer records the increases.
+        let (mut session_received, mut session_invalid) = (0i64, 0i64);
         while let Some(batch) = rx.recv().await {
             if self.cancel.is_cancelled() {
                 totals.interrupted = true;
@@ -222,11 +242,16 @@ impl Upload<'_> {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "batch accepted"
             );
+            let received = (response.num_received as i64 - session_received).max(0);
+            session_received = session_received.max(response.num_received as i64);
+            let invalid = (response.num_invalid_entries as i64 - session_invalid).max(0);
+            session_invalid = session_invalid.max(response.num_invalid_entries as i64);
             let done = Accepted {
-                lo: batch.lo,
-                hi: batch.hi,
+                keys: batch.keys,
+                packed: batch.packed,
                 last,
-                response,
+                received,
+                invalid,
             };
             if accepted.send(done).await.is_err() {
                 return (
@@ -241,70 +266,86 @@ impl Upload<'_> {
     async fn commit(
         &self,
         direction: Direction,
-        mut rx: mpsc::Receiver<Accepted>,
+        rx: mpsc::Receiver<Accepted>,
     ) -> anyhow::Result<()> {
-        // Meta's num_received (and the sandbox's num_invalid_entries) are the session's running
-        // totals: record the increase.
-        let (mut session_received, mut session_invalid) = (0i64, 0i64);
-        while let Some(a) = rx.recv().await {
-            let received = (a.response.num_received as i64 - session_received).max(0);
-            session_received = session_received.max(a.response.num_received as i64);
-            let invalid = (a.response.num_invalid_entries as i64 - session_invalid).max(0);
-            session_invalid = session_invalid.max(a.response.num_invalid_entries as i64);
-            match direction {
-                Direction::Add => {
-                    self.stage
-                        .execute(
-                            "WITH ins AS (
-                                 INSERT INTO cdp.facebook_audience_members
-                                        (configuration_id, audience_id, member_key, match_keys, cells, added_run_id)
-                                 SELECT $3, $4, member_key, $5, cells, $6 FROM sync_adds WHERE seq > $1 AND seq <= $2
-                                 ON CONFLICT (configuration_id, member_key) DO UPDATE
-                                    SET audience_id = EXCLUDED.audience_id, match_keys = EXCLUDED.match_keys,
-                                        cells = EXCLUDED.cells, added_run_id = EXCLUDED.added_run_id, added_at = now()
-                                 RETURNING 1)
-                             UPDATE cdp.facebook_sync_runs
-                                SET added = added + (SELECT count(*) FROM ins), batches = batches + 1,
-                                    num_received = num_received + $7, num_invalid_entries = num_invalid_entries + $8
-                              WHERE id = $6",
-                            &[&a.lo, &a.hi, &self.configuration_id, &self.audience_id, &self.match_keys, &self.run_id, &received, &invalid],
-                        )
-                        .await
-                        .context("Failed to record an accepted batch in the ledger")?;
-                }
-                Direction::Remove => {
-                    self.stage
-                        .execute(
-                            "WITH del AS (
-                                 DELETE FROM cdp.facebook_audience_members m USING sync_removes r
-                                  WHERE r.seq > $1 AND r.seq <= $2 AND m.configuration_id = $3
-                                    AND m.member_key = r.member_key AND m.cells = r.cells
-                                 RETURNING 1)
-                             UPDATE cdp.facebook_sync_runs
-                                SET removed = removed + (SELECT count(*) FROM del), batches = batches + 1,
-                                    num_received = num_received + $5, num_invalid_entries = num_invalid_entries + $6
-                              WHERE id = $4",
-                            &[&a.lo, &a.hi, &self.configuration_id, &self.run_id, &received, &invalid],
-                        )
-                        .await
-                        .context("Failed to record an accepted batch in the ledger")?;
-                }
-                Direction::Replace => {
-                    self.stage
-                        .execute(
-                            "UPDATE cdp.facebook_sync_runs
-                                SET batches = batches + 1, num_received = num_received + $2,
-                                    num_invalid_entries = num_invalid_entries + $3
-                              WHERE id = $1",
-                            &[&self.run_id, &received, &invalid],
-                        )
-                        .await?;
-                    if a.last {
-                        self.replace_ledger().await?;
-                    }
-                }
+        // Replace batches only count progress until the last one swaps the ledger, in order.
+        let concurrency = if direction == Direction::Replace {
+            1
+        } else {
+            CONCURRENT_COMMITS
+        };
+        let mut rx = rx;
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+            .map(Ok)
+            .try_for_each_concurrent(concurrency, |accepted| self.commit_one(direction, accepted))
+            .await
+    }
+
+    async fn commit_one(&self, direction: Direction, a: Accepted) -> anyhow::Result<()> {
+        if direction == Direction::Replace {
+            self.stage
+                .execute(
+                    "UPDATE cdp.facebook_sync_runs
+                        SET batches = batches + 1, num_received = num_received + $2,
+                            num_invalid_entries = num_invalid_entries + $3
+                      WHERE id = $1",
+                    &[&self.run_id, &a.received, &a.invalid],
+                )
+                .await?;
+            if a.last {
+                self.replace_ledger().await?;
             }
+            return Ok(());
         }
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("Failed to get a connection for the ledger")?;
+        let written = if direction == Direction::Add {
+            client
+                .execute(
+                    "WITH ins AS (
+                         INSERT INTO cdp.facebook_audience_members
+                                (configuration_id, audience_id, member_key, match_keys, cells, added_run_id)
+                         SELECT $1, $2, u.k, $3, u.c, $4 FROM unnest($5::bytea[], $6::bytea[]) AS u(k, c)
+                         ON CONFLICT (configuration_id, member_key) DO UPDATE
+                            SET audience_id = EXCLUDED.audience_id, match_keys = EXCLUDED.match_keys,
+                                cells = EXCLUDED.cells, added_run_id = EXCLUDED.added_run_id, added_at = now()
+                         RETURNING 1)
+                     UPDATE cdp.facebook_sync_runs
+                        SET added = added + (SELECT count(*) FROM ins), batches = batches + 1,
+                            num_received = num_received + $7, num_invalid_entries = num_invalid_entries + $8
+                      WHERE id = $4",
+                    &[
+                        &self.configuration_id,
+                        &self.audience_id,
+                        &self.match_keys,
+                        &self.run_id,
+                        &a.keys,
+                        &a.packed,
+                        &a.received,
+                        &a.invalid,
+                    ],
+                )
+                .await
+        } else {
+            client
+                .execute(
+                    "WITH del AS (
+                         DELETE FROM cdp.facebook_audience_members m
+                          USING unnest($3::bytea[], $4::bytea[]) AS u(k, c)
+                          WHERE m.configuration_id = $1 AND m.member_key = u.k AND m.cells = u.c
+                         RETURNING 1)
+                     UPDATE cdp.facebook_sync_runs
+                        SET removed = removed + (SELECT count(*) FROM del), batches = batches + 1,
+                            num_received = num_received + $5, num_invalid_entries = num_invalid_entries + $6
+                      WHERE id = $2",
+                    &[&self.configuration_id, &self.run_id, &a.keys, &a.packed, &a.received, &a.invalid],
+                )
+                .await
+        };
+        written.context("Failed to record an accepted batch in the ledger")?;
         Ok(())
     }
 
