@@ -76,11 +76,10 @@ pub enum UploadError {
     Other(#[from] anyhow::Error),
 }
 
+/// A page of the plan, kept packed until it is sent (a decoded 10,000-row batch takes about
+/// three times the memory).
 struct Batch {
     schema: String,
-    /// The cells as sent.
-    rows: Vec<Vec<String>>,
-    /// Member keys and packed rows, for the ledger.
     keys: Vec<Vec<u8>>,
     packed: Vec<Vec<u8>>,
 }
@@ -104,8 +103,8 @@ impl Upload<'_> {
         if self.total == 0 {
             return Ok(UploadTotals::default());
         }
-        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
-        let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(4);
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
+        let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(1);
         let (fetched, sent, committed) = tokio::join!(
             self.fetch(direction, batch_tx),
             self.send(direction, batch_rx, accepted_tx),
@@ -154,21 +153,12 @@ impl Upload<'_> {
             };
             let hi: i64 = final_row.get(0);
             let schema: String = final_row.get(1);
-            let mut cells = Vec::with_capacity(rows.len());
-            let mut keys = Vec::with_capacity(rows.len());
-            let mut packed = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let raw: &[u8] = row.get(2);
-                cells.push(unpack(raw)?);
-                packed.push(raw.to_vec());
-                keys.push(row.get::<_, Vec<u8>>(3));
-            }
             let batch = Batch {
                 schema,
-                rows: cells,
-                keys,
-                packed,
+                packed: rows.iter().map(|r| r.get::<_, Vec<u8>>(2)).collect(),
+                keys: rows.iter().map(|r| r.get::<_, Vec<u8>>(3)).collect(),
             };
+            drop(rows);
             last = hi;
             if tx.send(batch).await.is_err() {
                 return Ok(()); // the sender stopped (interrupted or failed)
@@ -195,11 +185,20 @@ impl Upload<'_> {
                 break;
             }
             let seq = totals.batches as u32 + 1;
-            let last = totals.rows + batch.rows.len() as i64 >= self.total;
+            let cells = match batch
+                .packed
+                .iter()
+                .map(|p| unpack(p))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(cells) => cells,
+                Err(e) => return (totals, Some(anyhow::Error::new(e).into())),
+            };
+            let last = totals.rows + cells.len() as i64 >= self.total;
             let schema: Vec<&str> = batch.schema.split(',').collect();
             let upload = UsersUpload {
                 schema: &schema,
-                rows: &batch.rows,
+                rows: &cells,
                 session: UploadSession {
                     session_id: self.session_id,
                     batch_seq: seq,
@@ -232,16 +231,17 @@ impl Upload<'_> {
                 }
             };
             totals.batches += 1;
-            totals.rows += batch.rows.len() as i64;
+            totals.rows += cells.len() as i64;
             tracing::info!(
                 system = self.system_name,
                 direction = direction.name(),
                 batch = totals.batches,
                 batches,
-                rows = batch.rows.len(),
+                rows = cells.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "batch accepted"
             );
+            drop(cells);
             let received = (response.num_received as i64 - session_received).max(0);
             session_received = session_received.max(response.num_received as i64);
             let invalid = (response.num_invalid_entries as i64 - session_invalid).max(0);
