@@ -382,6 +382,25 @@ async fn a_crash_mid_run_resends_at_most_the_in_flight_batch() {
     worker.abort();
     let _ = worker.await;
     crashing_pool.close();
+    // The server notices the dead connections on its own time; until then their advisory lock
+    // still says "being drained" and a second worker rightly skips the system.
+    for _ in 0..200 {
+        let held: i64 =
+            t.db.client()
+                .await
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+        if held == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     t.sb.set_faults(Faults::default());
 
     let report = t.run().await;
