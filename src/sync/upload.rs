@@ -80,14 +80,43 @@ pub enum UploadError {
 /// three times the memory).
 struct Batch {
     schema: String,
-    keys: Vec<Vec<u8>>,
-    packed: Vec<Vec<u8>>,
+    rows: PackedRows,
+}
+
+/// Member keys and packed rows in two contiguous buffers: two allocations per batch instead of
+/// two per row.
+#[derive(Default)]
+struct PackedRows {
+    /// 32 bytes per row.
+    keys: Vec<u8>,
+    cells: Vec<u8>,
+    /// End of each row's cells in `cells`.
+    ends: Vec<usize>,
+}
+
+impl PackedRows {
+    fn push(&mut self, key: &[u8], cells: &[u8]) {
+        self.keys.extend_from_slice(key);
+        self.cells.extend_from_slice(cells);
+        self.ends.push(self.cells.len());
+    }
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+    fn cells(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.cells[start..end])
+    }
+    fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.keys.chunks(32)
+    }
 }
 
 /// A batch Meta accepted, on its way to the ledger.
 struct Accepted {
-    keys: Vec<Vec<u8>>,
-    packed: Vec<Vec<u8>>,
+    rows: PackedRows,
     last: bool,
     /// Increases of the session's running totals (`num_received`, `num_invalid_entries`).
     received: i64,
@@ -153,10 +182,13 @@ impl Upload<'_> {
             };
             let hi: i64 = final_row.get(0);
             let schema: String = final_row.get(1);
+            let mut packed = PackedRows::default();
+            for row in &rows {
+                packed.push(row.get(3), row.get(2));
+            }
             let batch = Batch {
                 schema,
-                packed: rows.iter().map(|r| r.get::<_, Vec<u8>>(2)).collect(),
-                keys: rows.iter().map(|r| r.get::<_, Vec<u8>>(3)).collect(),
+                rows: packed,
             };
             drop(rows);
             last = hi;
@@ -186,9 +218,9 @@ impl Upload<'_> {
             }
             let seq = totals.batches as u32 + 1;
             let cells = match batch
-                .packed
-                .iter()
-                .map(|p| unpack(p))
+                .rows
+                .cells()
+                .map(unpack)
                 .collect::<Result<Vec<_>, _>>()
             {
                 Ok(cells) => cells,
@@ -247,8 +279,7 @@ impl Upload<'_> {
             let invalid = (response.num_invalid_entries as i64 - session_invalid).max(0);
             session_invalid = session_invalid.max(response.num_invalid_entries as i64);
             let done = Accepted {
-                keys: batch.keys,
-                packed: batch.packed,
+                rows: batch.rows,
                 last,
                 received,
                 invalid,
@@ -297,6 +328,9 @@ impl Upload<'_> {
             }
             return Ok(());
         }
+        debug_assert_eq!(a.rows.keys().count(), a.rows.len());
+        let keys: Vec<&[u8]> = a.rows.keys().collect();
+        let cells: Vec<&[u8]> = a.rows.cells().collect();
         let client = self
             .pool
             .get()
@@ -322,8 +356,8 @@ impl Upload<'_> {
                         &self.audience_id,
                         &self.match_keys,
                         &self.run_id,
-                        &a.keys,
-                        &a.packed,
+                        &keys,
+                        &cells,
                         &a.received,
                         &a.invalid,
                     ],
@@ -341,7 +375,7 @@ impl Upload<'_> {
                         SET removed = removed + (SELECT count(*) FROM del), batches = batches + 1,
                             num_received = num_received + $5, num_invalid_entries = num_invalid_entries + $6
                       WHERE id = $2",
-                    &[&self.configuration_id, &self.run_id, &a.keys, &a.packed, &a.received, &a.invalid],
+                    &[&self.configuration_id, &self.run_id, &keys, &cells, &a.received, &a.invalid],
                 )
                 .await
         };
