@@ -14,9 +14,7 @@ const SYSTEMS: [&str; 3] = ["kangoo_system", "septimo_system", "digitalfarma_sys
 #[tokio::test]
 async fn the_three_demo_systems_sync_and_each_audience_equals_the_expected_hashed_set() {
     let w = world(3_000).await;
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    let reports = w.sync_due().await;
     assert_eq!(reports.len(), 3);
     assert!(
         reports.iter().all(|r| r.outcome == Outcome::Success),
@@ -71,9 +69,7 @@ async fn the_three_demo_systems_sync_and_each_audience_equals_the_expected_hashe
 #[tokio::test]
 async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_sent() {
     let w = world(3_000).await;
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    w.sync_due().await;
     let client = w.db.client().await;
     // Churn in kangoo's tenants: some leave (Lost), some change email, some arrive.
     client
@@ -89,9 +85,7 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
         .await
         .unwrap();
     make_due(&w.db).await;
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    let reports = w.sync_due().await;
     assert!(
         reports.iter().all(|r| r.outcome == Outcome::Success),
         "{reports:?}"
@@ -135,9 +129,7 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
 #[tokio::test]
 async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_forces_them() {
     let w = world(2_000).await;
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    w.sync_due().await;
     let audience = audience_id(&w.db, "digitalfarma_system").await;
     let before = sandbox_members(&w.sandbox, &audience);
     let client = w.db.client().await;
@@ -149,9 +141,7 @@ async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_f
         .await
         .unwrap();
     make_due(&w.db).await;
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    w.sync_due().await;
     let row = client
         .query_one(
             "SELECT sync_status, error_log FROM cdp.facebook_configurations WHERE system_name = 'digitalfarma_system'",
@@ -173,9 +163,7 @@ async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_f
         )
         .await
         .unwrap();
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    w.sync_due().await;
     let expected = expected_members(&w.db, "digitalfarma_system").await;
     assert_eq!(sandbox_members(&w.sandbox, &audience), expected);
     let row = client
@@ -200,9 +188,7 @@ async fn append_mode_adds_newcomers_and_never_removes() {
         .batch_execute("UPDATE cdp.facebook_configurations SET sync_mode = 'append'")
         .await
         .unwrap();
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    w.sync_due().await;
     let audience = audience_id(&w.db, "digitalfarma_system").await;
     let first = sandbox_members(&w.sandbox, &audience);
     client
@@ -213,9 +199,7 @@ async fn append_mode_adds_newcomers_and_never_removes() {
         .await
         .unwrap();
     make_due(&w.db).await;
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    w.sync_due().await;
     assert_eq!(sandbox_members(&w.sandbox, &audience), first);
     assert!(
         !w.sandbox
@@ -233,9 +217,7 @@ async fn twenty_percent_transient_faults_still_reach_the_same_final_set() {
         error_codes: vec![FaultCode::new(2), FaultCode::new(4), FaultCode::new(80003)],
         ..Faults::default()
     });
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    let reports = w.sync_due().await;
     assert!(
         reports.iter().all(|r| r.outcome == Outcome::Success),
         "{reports:?}"
@@ -261,9 +243,7 @@ async fn a_permanent_token_error_fails_readably_without_the_token_anywhere_and_b
         token_error: true,
         ..Faults::default()
     });
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    let reports = w.sync_due().await;
     assert_eq!(reports.len(), 3, "every system was attempted");
     let client = w.db.client().await;
     let rows = client
@@ -299,9 +279,7 @@ async fn a_permanent_token_error_fails_readably_without_the_token_anywhere_and_b
     // The operator renews the token: the systems recover and the failure count resets.
     w.sandbox.set_faults(Faults::default());
     make_due(&w.db).await;
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    let reports = w.sync_due().await;
     assert!(
         reports.iter().all(|r| r.outcome == Outcome::Success),
         "{reports:?}"
@@ -319,9 +297,7 @@ async fn a_broken_configuration_row_is_marked_invalid_and_the_others_carry_on() 
         )
         .await
         .unwrap();
-    let reports = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    let reports = w.sync_due().await;
     assert_eq!(reports.len(), 4);
     let row = client
         .query_one(
@@ -400,9 +376,7 @@ async fn a_customer_without_email_but_with_a_phone_is_in_the_audience() {
         )
         .await
         .unwrap();
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    w.sync_due().await;
     let audience = audience_id(&w.db, "digitalfarma_system").await;
     let members = sandbox_members(&w.sandbox, &audience);
     let phone = cdp_meta_sync::identity::Normalizer::new(Some("AR"))

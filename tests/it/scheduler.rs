@@ -3,10 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cdp_meta_sync::sandbox::Faults;
-use cdp_meta_sync::scheduler::{
-    CONFIG_CHANNEL, Health, listen, run_due, run_event_pump, run_scheduler,
-};
-use cdp_meta_sync::sync::{Outcome, Trigger};
+use cdp_meta_sync::scheduler::{CONFIG_CHANNEL, Health, listen, run_event_pump, run_scheduler};
+use cdp_meta_sync::sync::Outcome;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -60,9 +58,7 @@ async fn status_of(w: &crate::world::World, system: &str) -> (Option<String>, Op
 async fn an_insert_is_picked_up_by_a_running_scheduler_through_notify() {
     let w = world(1_000).await;
     // Everything already synced, and a poll interval of an hour: only NOTIFY can wake the loop.
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    w.sync_due().await;
     let mut ctx = w.ctx.clone();
     let mut settings = (*ctx.settings).clone();
     settings.worker.poll_interval_secs = 3600;
@@ -143,9 +139,7 @@ async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_o
         )
         .await
         .unwrap();
-    let report = run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    let report = w.sync_due().await;
     assert!(
         report.iter().all(|r| r.outcome == Outcome::Success),
         "{report:?}"
@@ -280,9 +274,7 @@ async fn sigterm_finishes_the_batch_in_flight_records_interrupted_releases_the_l
 #[tokio::test]
 async fn status_prints_every_system_with_its_outcome() {
     let w = world(500).await;
-    run_due(&w.ctx, Trigger::Once, &CancellationToken::new())
-        .await
-        .unwrap();
+    w.sync_due().await;
     let output = worker(&w, &["status"]).output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();

@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use cdp_meta_sync::identity::{MatchKey, Normalizer};
 use cdp_meta_sync::meta::MetaClient;
 use cdp_meta_sync::sandbox::{Sandbox, SandboxOptions, spawn};
+use cdp_meta_sync::scheduler::run_due;
 use cdp_meta_sync::secret::SecretString;
-use cdp_meta_sync::sync::SyncContext;
+use cdp_meta_sync::sync::{RunReport, SyncContext, Trigger};
+use tokio_util::sync::CancellationToken;
 
 use crate::support::{TestDb, migrated_database, settings_for};
 
@@ -56,6 +58,15 @@ pub fn context(db: &TestDb, sandbox: &Sandbox, worker_id: &str) -> SyncContext {
     let mut ctx = cdp_meta_sync::sync::run::context(settings, meta).unwrap();
     ctx.worker_id = worker_id.to_string();
     ctx
+}
+
+impl World {
+    /// One `run --once` pass over every due system.
+    pub async fn sync_due(&self) -> Vec<RunReport> {
+        run_due(&self.ctx, Trigger::Once, &CancellationToken::new())
+            .await
+            .unwrap()
+    }
 }
 
 pub type Row = BTreeMap<String, String>;
