@@ -9,6 +9,7 @@ sizes=("${@:-100000 1000000}")
 [ $# -eq 0 ] && sizes=(100000 1000000)
 source scripts/postgres.sh
 ensure_postgres
+ensure_tools curl:curl time:/usr/bin/time python3:python3
 cargo build --release --locked --bin cdp-meta-sync --bin meta-sandbox >&2
 bin="${CARGO_TARGET_DIR:-target}/release"
 export LOG_FORMAT=json RUST_LOG=warn FACEBOOK_ACCESS_TOKEN=bench-token

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 customers="${1:-50000}"
 source scripts/postgres.sh
 ensure_postgres
+ensure_tools curl:curl time:/usr/bin/time python3:python3
 
 # A database of its own, made anew each time: the sandbox forgets its audiences when it stops.
 su postgres -c "psql -p $PGPORT -qc 'DROP DATABASE IF EXISTS cdp_demo'" >/dev/null 2>&1

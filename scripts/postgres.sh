@@ -52,3 +52,18 @@ drop_test_databases() {
 SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'
 SQL
 }
+
+# Installs the Debian packages that provide the given commands when they are missing
+# (e.g. `ensure_tools curl:curl time:/usr/bin/time`).
+ensure_tools() {
+    local missing=()
+    for pair in "$@"; do
+        local package=${pair%%:*} command=${pair#*:}
+        command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing ${missing[*]} (apt-get)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
