@@ -136,17 +136,7 @@ impl Normalizer {
     /// path: no allocation once `out` has room for 64 bytes more. On error `out` is left as
     /// it was.
     pub fn cell_into(&self, key: MatchKey, raw: &str, out: &mut String) -> Result<(), Rejection> {
-        let start = out.len();
-        match self.dispatch(key, raw, out) {
-            Ok(form) => {
-                finish_cell(key.is_hashed(), form, start, out);
-                Ok(())
-            }
-            Err(e) => {
-                out.truncate(start);
-                Err(e)
-            }
-        }
+        append_cell(key.is_hashed(), out, |out| self.dispatch(key, raw, out))
     }
 
     /// The cell exactly as sent to Meta: lowercase-hex SHA-256 of the normalized value for
@@ -171,17 +161,9 @@ impl Normalizer {
         raw: &str,
         out: &mut String,
     ) -> Result<(), Rejection> {
-        let start = out.len();
-        match self.dispatch_user_data(key, raw, out) {
-            Ok(form) => {
-                finish_cell(key.is_hashed(), form, start, out);
-                Ok(())
-            }
-            Err(e) => {
-                out.truncate(start);
-                Err(e)
-            }
-        }
+        append_cell(key.is_hashed(), out, |out| {
+            self.dispatch_user_data(key, raw, out)
+        })
     }
 
     /// The `user_data` value as sent: SHA-256 hex for hashed fields; `external_id` unhashed,
@@ -190,6 +172,27 @@ impl Normalizer {
         let mut out = String::with_capacity(64);
         self.user_data_cell_into(key, raw, &mut out)?;
         Ok(out)
+    }
+}
+
+/// Appends what `normalize` writes, hashed in place when the key is hashed; on error `out` is
+/// left as it was. Shared by the customer-list and Conversions API paths.
+#[inline]
+fn append_cell(
+    hashed: bool,
+    out: &mut String,
+    normalize: impl FnOnce(&mut String) -> Result<Form, Rejection>,
+) -> Result<(), Rejection> {
+    let start = out.len();
+    match normalize(out) {
+        Ok(form) => {
+            finish_cell(hashed, form, start, out);
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
     }
 }
 

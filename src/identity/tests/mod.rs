@@ -47,37 +47,28 @@ fn want_str(want: Want) -> String {
 /// Checks every case (`what`, `raw`, `want`) for `key`, and that the cell is consistent with
 /// the normalized form. Reports all failures at once.
 pub(super) fn check(n: &Normalizer, key: MatchKey, cases: &[(&str, &str, Want)]) {
-    let mut failures = Vec::new();
-    for &(what, raw, want) in cases {
-        let got = n.normalize(key, raw);
-        if outcome(got.clone()) != want_str(want) {
-            failures.push(format!(
-                "{key} {what}: {raw:?} gave {} but the rule says {}",
-                outcome(got.clone()),
-                want_str(want)
-            ));
-            continue;
-        }
-        let cell = n.cell(key, raw);
-        let expected_cell = got.map(|v| {
-            if key.is_hashed() && !super::hash::is_sha256_hex(raw.trim()) {
-                sha256_hex(v.as_bytes())
-            } else {
-                v
-            }
-        });
-        if cell != expected_cell {
-            failures.push(format!("{key} {what}: cell {cell:?} != {expected_cell:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    check_with(&key.to_string(), key.is_hashed(), cases, |raw| {
+        (n.normalize(key, raw), n.cell(key, raw))
+    });
 }
 
 /// Same for a `user_data` field.
 pub(super) fn check_user_data(n: &Normalizer, key: UserDataKey, cases: &[(&str, &str, Want)]) {
+    check_with(&key.to_string(), key.is_hashed(), cases, |raw| {
+        (n.normalize_user_data(key, raw), n.user_data_cell(key, raw))
+    });
+}
+
+/// `normalize_and_cell` gives a raw value's normalized form and its cell.
+fn check_with(
+    key: &str,
+    hashed: bool,
+    cases: &[(&str, &str, Want)],
+    normalize_and_cell: impl Fn(&str) -> (Result<String, Rejection>, Result<String, Rejection>),
+) {
     let mut failures = Vec::new();
     for &(what, raw, want) in cases {
-        let got = n.normalize_user_data(key, raw);
+        let (got, cell) = normalize_and_cell(raw);
         if outcome(got.clone()) != want_str(want) {
             failures.push(format!(
                 "{key} {what}: {raw:?} gave {} but the rule says {}",
@@ -86,9 +77,8 @@ pub(super) fn check_user_data(n: &Normalizer, key: UserDataKey, cases: &[(&str, 
             ));
             continue;
         }
-        let cell = n.user_data_cell(key, raw);
         let expected_cell = got.map(|v| {
-            if key.is_hashed() && !super::hash::is_sha256_hex(raw.trim()) {
+            if hashed && !super::hash::is_sha256_hex(raw.trim()) {
                 sha256_hex(v.as_bytes())
             } else {
                 v
