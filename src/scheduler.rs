@@ -53,20 +53,7 @@ pub async fn run_due(
     let mut reports = Vec::new();
     let limit = ctx.settings.worker.max_concurrent_systems as i64;
     while !cancel.is_cancelled() {
-        let claimed = {
-            let client = ctx
-                .pool
-                .get()
-                .await
-                .context("Failed to get a database connection")?;
-            claim_due(
-                &**client,
-                &ctx.worker_id,
-                ctx.settings.worker.lease_secs as i64,
-                limit,
-            )
-            .await?
-        };
+        let claimed = claim(ctx, limit).await?;
         if claimed.is_empty() {
             break;
         }

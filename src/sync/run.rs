@@ -16,7 +16,7 @@ use super::audience::ensure_audience;
 use super::diff::{self, DiffReport};
 use super::guard::{self, Removals};
 use super::stage::{StageError, stage_members};
-use super::system::{SyncMode, SyncPlan, SystemRow, failure_backoff};
+use super::system::{Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff};
 use super::upload::{Direction, Upload, UploadError};
 use crate::configuration::Settings;
 use crate::db::configurations::{Finish, finish, renew_lease};
@@ -195,15 +195,16 @@ async fn run_inner(
         Ok(id) => id,
         Err(e) => {
             report.outcome = Outcome::Failed(format!("Failed to open the run: {e}"));
-            let _ = write_finish(&client, ctx, row, &report.outcome, 0, None).await;
+            let _ = write_finish(&client, ctx, row, None, &report.outcome, 0, None).await;
             return report;
         }
     };
     report.run_id = Some(run_id);
 
-    let result = match row.validate() {
+    let plan = row.validate();
+    let result = match &plan {
         Err(problems) => Err(Outcome::InvalidConfig(problems.join("; "))),
-        Ok(plan) => execute(ctx, &plan, run_id, cancel).await,
+        Ok(plan) => execute(ctx, plan, run_id, cancel).await,
     };
     let (outcome, members, held) = match result {
         Ok(done) => {
@@ -223,7 +224,9 @@ async fn run_inner(
     {
         tracing::error!(error = %e, "Failed to close the run row");
     }
-    if let Err(e) = write_finish(&client, ctx, row, &report.outcome, members, held).await {
+    let schedule = plan.as_ref().ok().map(|p| &p.schedule);
+    if let Err(e) = write_finish(&client, ctx, row, schedule, &report.outcome, members, held).await
+    {
         tracing::error!(error = %e, "Failed to write the sync status");
     }
     report
@@ -233,6 +236,7 @@ async fn write_finish(
     client: &tokio_postgres::Client,
     ctx: &SyncContext,
     row: &SystemRow,
+    schedule: Option<&Schedule>,
     outcome: &Outcome,
     members: i64,
     held: Option<String>,
@@ -241,9 +245,9 @@ async fn write_finish(
     let schedule_hours = i64::from(row.schedule_hours.unwrap_or(48)).max(1);
     let finish_row = match outcome {
         Outcome::Success | Outcome::Partial => {
-            let next_sync = match row.validate() {
-                Ok(plan) => plan.schedule.next_after(now, ctx.settings.worker.timezone),
-                Err(_) => now + chrono::Duration::hours(schedule_hours),
+            let next_sync = match schedule {
+                Some(schedule) => schedule.next_after(now, ctx.settings.worker.timezone),
+                None => now + chrono::Duration::hours(schedule_hours),
             };
             Finish::Synced {
                 status: outcome.as_str(),
