@@ -51,18 +51,24 @@ pub async fn run_due(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Vec<RunReport>> {
     let mut reports = Vec::new();
-    let limit = ctx.settings.worker.max_concurrent_systems as i64;
-    while !cancel.is_cancelled() {
-        let claimed = claim(ctx, limit).await?;
-        if claimed.is_empty() {
-            break;
+    let limit = ctx.settings.worker.max_concurrent_systems;
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut exhausted = false;
+    loop {
+        // Refill free slots as runs finish, so one long system does not hold the others back.
+        if !exhausted && !cancel.is_cancelled() && running.len() < limit {
+            let claimed = claim(ctx, (limit - running.len()) as i64).await?;
+            exhausted = claimed.is_empty();
+            for row in claimed {
+                running.push(sync_system(ctx, row, trigger, cancel.clone()));
+            }
         }
-        let runs = claimed
-            .into_iter()
-            .map(|row| sync_system(ctx, row, trigger, cancel.clone()));
-        reports.extend(futures_util::future::join_all(runs).await);
+        match running.next().await {
+            Some(report) => reports.push(report),
+            None if exhausted || cancel.is_cancelled() => return Ok(reports),
+            None => {}
+        }
     }
-    Ok(reports)
 }
 
 /// The long-running loop. Returns when `shutdown` fires and in-flight syncs have finished their

@@ -15,6 +15,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "conversion_events",
         include_str!("../../sql/0002_conversion_events.sql"),
     ),
+    (
+        3,
+        "ledger_sources",
+        include_str!("../../sql/0003_ledger_sources.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed key for `pg_advisory_lock`: "cdpmeta" in ASCII.

@@ -67,8 +67,12 @@ pub fn pg_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::
     // The server's NOTICEs (e.g. "schema already exists, skipping") are noise in our logs.
     // Staging and the diff use session temp tables and large sorts: give them memory instead
     // of spilling to disk (temp_buffers can only be set before a session's first temp table).
+    // Index probes cost about as much as sequential reads on SSDs and in cache: without this the
+    // planner scans a whole audience's ledger to compare a few thousand changed members.
     if config.get_options().is_none() {
-        config.options("-c client_min_messages=warning -c temp_buffers=128MB -c work_mem=64MB");
+        config.options(
+            "-c client_min_messages=warning -c temp_buffers=128MB -c work_mem=64MB -c random_page_cost=1.1",
+        );
     }
     if config.get_application_name().is_none() {
         config.application_name("cdp-meta-sync");

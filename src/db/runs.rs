@@ -32,6 +32,8 @@ pub struct PlanCounts {
     pub to_add: i64,
     pub to_remove: i64,
     pub removals_held: i64,
+    pub unchanged: i64,
+    pub refreshed: i64,
 }
 
 pub async fn record_plan(
@@ -43,7 +45,8 @@ pub async fn record_plan(
         .execute(
             "UPDATE cdp.facebook_sync_runs
                 SET audience_id = $2, extracted = $3, eligible = $4, duplicates = $5, skipped_no_key = $6,
-                    skipped_invalid = $7, to_add = $8, to_remove = $9, removals_held = $10
+                    skipped_invalid = $7, to_add = $8, to_remove = $9, removals_held = $10,
+                    unchanged = $11, refreshed = $12
               WHERE id = $1",
             &[
                 &run_id,
@@ -56,6 +59,8 @@ pub async fn record_plan(
                 &c.to_add,
                 &c.to_remove,
                 &c.removals_held,
+                &c.unchanged,
+                &c.refreshed,
             ],
         )
         .await?;

@@ -51,6 +51,11 @@ impl Normalizer {
         self.country
     }
 
+    /// The latest accepted birth year.
+    pub fn max_year(&self) -> u16 {
+        self.max_year
+    }
+
     /// Birth years after `year` are rejected (default: the current year, Meta's documented
     /// upper bound). For reproducible tests and backfills.
     pub fn with_max_year(mut self, year: u16) -> Self {

@@ -97,6 +97,63 @@ pub fn map_columns(
     }
 }
 
+/// The run's query: the operator's extraction, reduced to the columns the match keys read, next to
+/// each ledger member's source (`$3` = the configuration id). A full join, so each row is one of:
+/// a customer whose ledger member it is (with that member's digest, to skip it when unchanged), a
+/// customer with no ledger member, or a ledger member whose source customer is no longer extracted
+/// (customer columns NULL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extraction {
+    pub sql: String,
+    pub map: ColumnMap,
+    /// `member_key`, `source_digest` and `invalid_keys` of the ledger member, NULL if none.
+    pub ledger_key: usize,
+    pub ledger_digest: usize,
+    pub ledger_invalid: usize,
+}
+
+impl Extraction {
+    pub fn new(operator_sql: &str, keys: &[MatchKey]) -> Self {
+        let mut columns: Vec<&'static str> = Vec::new();
+        let key_index = keys
+            .iter()
+            .map(|key| {
+                let column = column_for(*key);
+                2 + columns
+                    .iter()
+                    .position(|c| *c == column)
+                    .unwrap_or_else(|| {
+                        columns.push(column);
+                        columns.len() - 1
+                    })
+            })
+            .collect();
+        let selected: String = columns.iter().map(|c| format!(", x.{c}")).collect();
+        let operator_sql = operator_sql.trim_end().trim_end_matches(';');
+        let sql = format!(
+            "SELECT x.customer_id, x.tenant_id{selected},
+                    l.member_key AS ledger_member_key, l.source_digest AS ledger_digest,
+                    l.invalid_keys AS ledger_invalid_keys
+               FROM (\n{operator_sql}\n) x
+               FULL JOIN (SELECT member_key, source_tenant_id, source_customer_id, source_digest, invalid_keys
+                            FROM cdp.facebook_audience_members WHERE configuration_id = $3) l
+                 ON l.source_tenant_id = x.tenant_id AND l.source_customer_id = x.customer_id"
+        );
+        let n = 2 + columns.len();
+        Extraction {
+            sql,
+            map: ColumnMap {
+                customer_id: 0,
+                tenant_id: 1,
+                keys: key_index,
+            },
+            ledger_key: n,
+            ledger_digest: n + 1,
+            ledger_invalid: n + 2,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +197,31 @@ mod tests {
                 .iter()
                 .any(|p| p.contains("match key CT") && p.contains("`city`")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_run_query_reads_each_column_once_even_when_two_keys_share_it() {
+        let e = Extraction::new(
+            "SELECT 1;\n",
+            &[
+                MatchKey::Fn,
+                MatchKey::Email,
+                MatchKey::Fi,
+                MatchKey::Doby,
+                MatchKey::Dobm,
+            ],
+        );
+        assert_eq!(e.map.keys, vec![2, 3, 2, 4, 4]);
+        assert!(
+            e.sql
+                .contains("x.customer_id, x.tenant_id, x.first_name, x.email, x.birth_date,")
+        );
+        assert_eq!((e.ledger_key, e.ledger_digest, e.ledger_invalid), (5, 6, 7));
+        assert!(
+            e.sql.contains("(\nSELECT 1\n) x"),
+            "the trailing semicolon goes: {}",
+            e.sql
         );
     }
 

@@ -23,6 +23,8 @@ pub struct Member {
     pub filled: i16,
     pub tenant_id: i32,
     pub customer_id: i64,
+    /// Bit `i` set: the value for match key `i` was invalid (an empty cell, counted in [`Tally`]).
+    pub invalid_keys: i32,
 }
 
 /// What normalization dropped: invalid values per key (each became an empty cell) and rows with
@@ -40,6 +42,15 @@ impl Tally {
         Tally {
             invalid: vec![0; keys],
             ..Tally::default()
+        }
+    }
+
+    /// Counts a row that was not normalized again because it did not change: its invalid values
+    /// come from the ledger's `invalid_keys` bits.
+    pub fn add_unchanged(&mut self, invalid_keys: i32) {
+        self.rows += 1;
+        for (i, count) in self.invalid.iter_mut().enumerate().take(31) {
+            *count += u64::from(invalid_keys >> i & 1 == 1);
         }
     }
 
@@ -79,6 +90,7 @@ pub fn build_member(
     tally.rows += 1;
     let mut packed = Vec::with_capacity(keys.len() * 33);
     let mut filled = 0i16;
+    let mut invalid_keys = 0i32;
     let mut strongest: Option<(usize, String)> = None;
     for (i, key) in keys.iter().enumerate() {
         let cell = match raw.get(i).copied().flatten() {
@@ -88,6 +100,7 @@ pub fn build_member(
                 Err(Rejection::Empty) => String::new(),
                 Err(Rejection::Invalid(_)) => {
                     tally.invalid[i] += 1;
+                    invalid_keys |= 1i32.checked_shl(i as u32).unwrap_or(0);
                     String::new()
                 }
             },
@@ -112,6 +125,7 @@ pub fn build_member(
         filled,
         tenant_id,
         customer_id,
+        invalid_keys,
     })
 }
 
@@ -166,6 +180,19 @@ mod tests {
     }
 
     #[test]
+    fn an_unchanged_row_counts_the_invalid_values_its_bits_record() {
+        let mut tally = Tally::new(4);
+        let member = build(
+            [Some("not-an-email"), Some("+54 9 11 5555-1234"), None, None],
+            &mut tally,
+        )
+        .unwrap();
+        let mut again = Tally::new(4);
+        again.add_unchanged(member.invalid_keys);
+        assert_eq!(again, tally);
+    }
+
+    #[test]
     fn a_row_with_only_names_is_skipped_and_counted() {
         let mut tally = Tally::new(4);
         assert!(
@@ -199,6 +226,7 @@ mod tests {
             "an empty value is an empty cell, not sha256(\"\")"
         );
         assert_eq!(tally.invalid, vec![1, 0, 0, 0]);
+        assert_eq!(member.invalid_keys, 0b0001);
         assert_eq!(tally.invalid_json(&KEYS), serde_json::json!({"EMAIL": 1}));
     }
 }

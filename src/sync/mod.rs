@@ -3,6 +3,7 @@
 pub mod audience;
 pub mod cells;
 pub mod diff;
+pub mod digest;
 pub mod extract;
 pub mod guard;
 pub mod member;

@@ -204,7 +204,7 @@ async fn run_inner(
     let plan = row.validate();
     let result = match &plan {
         Err(problems) => Err(Outcome::InvalidConfig(problems.join("; "))),
-        Ok(plan) => execute(ctx, plan, run_id, cancel).await,
+        Ok(plan) => execute(ctx, &client, plan, run_id, cancel).await,
     };
     let (outcome, members, held) = match result {
         Ok(done) => {
@@ -275,31 +275,37 @@ struct Done {
     held: Option<String>,
 }
 
+/// `stage` is the run's own connection: the staging and plan tables live in its session.
 async fn execute(
     ctx: &SyncContext,
+    stage: &tokio_postgres::Client,
     plan: &SyncPlan,
     run_id: i64,
     cancel: &CancellationToken,
 ) -> Result<Done, Outcome> {
     let failed = |e: anyhow::Error| Outcome::Failed(format!("{e:#}"));
-    // Staging and the diff live in session tables: one connection for them, another to stream.
-    let stage = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
+    // Staging and the diff live in session tables on `stage`; the extraction streams on another.
     let extract = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
 
-    let audience_id = ensure_audience(&ctx.meta, &**stage, plan)
+    let audience_id = ensure_audience(&ctx.meta, stage, plan)
         .await
         .map_err(|e| failed(e.into()))?;
     // Ledger rows of another audience (an operator changed custom_audience_id) no longer apply.
+    // Every row of a configuration names the same audience (this runs before any upload), so
+    // one row tells.
     stage
         .execute(
-            "DELETE FROM cdp.facebook_audience_members WHERE configuration_id = $1 AND audience_id <> $2",
+            "DELETE FROM cdp.facebook_audience_members
+              WHERE configuration_id = $1
+                AND (SELECT audience_id FROM cdp.facebook_audience_members
+                      WHERE configuration_id = $1 LIMIT 1) <> $2",
             &[&plan.id, &audience_id],
         )
         .await
         .map_err(|e| failed(e.into()))?;
 
     let started = std::time::Instant::now();
-    let staged = match stage_members(&extract, &stage, &ctx.extract_sql, plan).await {
+    let staged = match stage_members(&extract, stage, &ctx.extract_sql, plan).await {
         Ok(report) => report,
         Err(StageError::Columns(problems)) => {
             return Err(Outcome::InvalidConfig(problems.join("; ")));
@@ -314,12 +320,13 @@ async fn execute(
         .map(|k| k.as_str())
         .collect::<Vec<_>>()
         .join(",");
-    let mut planned: DiffReport = diff::diff(&stage, plan.id, &keys, plan.mode == SyncMode::Mirror)
-        .await
-        .map_err(failed)?;
+    let mut planned: DiffReport =
+        diff::diff(stage, plan.id, &keys, plan.mode, staged.staged as i64)
+            .await
+            .map_err(failed)?;
     let mut held = None;
     if plan.mode == SyncMode::Replace {
-        planned.to_add = diff::plan_replace(&stage).await.map_err(failed)?;
+        planned.to_add = diff::plan_replace(stage, plan.id).await.map_err(failed)?;
         planned.to_remove = 0;
     }
     let max_share = plan
@@ -332,7 +339,7 @@ async fn execute(
         plan.force_removals,
     ) {
         tracing::warn!(system = %plan.system_name, to_remove = planned.to_remove, audience = planned.audience, "removals held");
-        planned.to_add = diff::hold_removals(&stage, plan.id).await.map_err(failed)?;
+        planned.to_add = diff::hold_removals(stage).await.map_err(failed)?;
         held = Some((why, planned.to_remove));
         planned.to_remove = 0;
     }
@@ -341,14 +348,16 @@ async fn execute(
         audience_id: audience_id.clone(),
         extracted: staged.tally.rows as i64,
         eligible: planned.eligible,
-        duplicates: staged.staged as i64 - planned.eligible,
+        duplicates: planned.duplicates,
         skipped_no_key: staged.tally.no_usable_key as i64,
         skipped_invalid: staged.tally.invalid_json(&plan.match_keys),
         to_add: planned.to_add,
         to_remove: planned.to_remove,
         removals_held: held.as_ref().map_or(0, |(_, n)| *n),
+        unchanged: staged.unchanged as i64,
+        refreshed: planned.refreshed,
     };
-    runs::record_plan(&**stage, run_id, &counts)
+    runs::record_plan(stage, run_id, &counts)
         .await
         .map_err(|e| failed(e.into()))?;
     tracing::info!(
@@ -357,6 +366,8 @@ async fn execute(
         eligible = counts.eligible,
         to_add = counts.to_add,
         to_remove = counts.to_remove,
+        unchanged = counts.unchanged,
+        refreshed = counts.refreshed,
         staged_ms,
         diffed_ms = started.elapsed().as_millis() as u64 - staged_ms,
         "sync planned"
@@ -364,12 +375,11 @@ async fn execute(
 
     let add_session = new_session_id();
     let remove_session = new_session_id();
-    runs::record_sessions(&**stage, run_id, add_session, remove_session)
+    runs::record_sessions(stage, run_id, add_session, remove_session)
         .await
         .map_err(|e| failed(e.into()))?;
     let upload = |total: i64, session_id: i64| Upload {
-        stage: &stage,
-        pool: &ctx.pool,
+        stage,
         meta: &ctx.meta,
         system_name: &plan.system_name,
         ad_account_id: &plan.ad_account_id,
@@ -380,6 +390,7 @@ async fn execute(
         session_id,
         total,
         batch_rows: ctx.settings.worker.upload_batch_rows,
+        upsert: plan.mode == SyncMode::Append,
         cancel,
     };
     let as_outcome = |e: UploadError| match e {
@@ -412,11 +423,7 @@ async fn execute(
         .await
         .map_err(|e| failed(e.into()))?
         .get(0);
-    let _ = stage
-        .batch_execute(
-            "DROP TABLE IF EXISTS pg_temp.sync_target, pg_temp.sync_adds, pg_temp.sync_removes",
-        )
-        .await;
+    let _ = diff::drop_plan(stage).await;
     let outcome = if interrupted {
         Outcome::Interrupted
     } else if held.is_some() {

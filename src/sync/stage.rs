@@ -1,6 +1,13 @@
 //! Extract → normalize + hash → COPY into a session-local staging table, as one pipeline:
 //! Postgres streams rows (with backpressure), blocking workers hash chunks off the async threads,
-//! and a binary COPY writes members as they come. Memory stays a few chunks deep whatever N is.
+//! and a binary COPY writes what the diff needs as it comes. Memory stays a few chunks deep
+//! whatever N is.
+//!
+//! The extraction runs next to the ledger's sources (see [`Extraction`]), so most rows of an
+//! incremental run are settled here: a customer whose ledger member carries its digest is
+//! unchanged and only counted. Staged are the rest: a candidate row for each other customer with a
+//! usable key, and a "gone" row (no cells) for each ledger member whose source customer changed or
+//! left. A full run stages every customer.
 use std::pin::pin;
 use std::sync::Arc;
 
@@ -9,7 +16,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
 
-use super::extract::{ColumnMap, map_columns};
+use super::digest::SourceDigest;
+use super::extract::{Extraction, map_columns};
 use super::member::{Member, Tally, build_member};
 use super::system::SyncPlan;
 
@@ -20,7 +28,21 @@ const CHUNK_ROWS: usize = 4096;
 #[derive(Debug, Clone, Default)]
 pub struct StageReport {
     pub tally: Tally,
+    /// Candidate rows staged (customers normalized and hashed in this run, with a usable key).
     pub staged: u64,
+    /// Customers whose ledger member was built from these very values: not normalized again.
+    pub unchanged: u64,
+    /// Ledger members whose source customer changed or is no longer extracted.
+    pub gone: u64,
+}
+
+impl StageReport {
+    fn add(&mut self, other: &StageReport) {
+        self.tally.add(&other.tally);
+        self.staged += other.staged;
+        self.unchanged += other.unchanged;
+        self.gone += other.gone;
+    }
 }
 
 /// Why staging stopped.
@@ -33,13 +55,14 @@ pub enum StageError {
     Other(#[from] anyhow::Error),
 }
 
-/// Creates `pg_temp.sync_stage` on `stage` and fills it with the system's members.
+/// Creates `pg_temp.sync_stage` on `stage` and fills it (see the module docs).
 pub async fn stage_members(
     extract: &tokio_postgres::Client,
     stage: &tokio_postgres::Client,
     sql: &str,
     plan: &SyncPlan,
 ) -> Result<StageReport, StageError> {
+    // The operator's query on its own first, so a column problem is reported in its own terms.
     let statement = extract
         .prepare(sql)
         .await
@@ -49,18 +72,26 @@ pub async fn stage_members(
         .iter()
         .map(|c| (c.name().to_string(), c.type_().clone()))
         .collect();
-    let map = Arc::new(map_columns(&columns, &plan.match_keys).map_err(StageError::Columns)?);
+    map_columns(&columns, &plan.match_keys).map_err(StageError::Columns)?;
+    let extraction = Arc::new(Extraction::new(sql, &plan.match_keys));
+    let statement = extract
+        .prepare(&extraction.sql)
+        .await
+        .context("The extraction query does not prepare next to the ledger")?;
 
     stage
         .batch_execute(
             "DROP TABLE IF EXISTS pg_temp.sync_stage;
-             CREATE TEMP TABLE sync_stage (member_key BYTEA NOT NULL, cells BYTEA NOT NULL,
-                 filled SMALLINT NOT NULL, tenant_id INTEGER NOT NULL, customer_id BIGINT NOT NULL);",
+             CREATE TEMP TABLE sync_stage (member_key BYTEA NOT NULL, cells BYTEA, filled SMALLINT,
+                 tenant_id INTEGER, customer_id BIGINT, digest BIGINT, invalid_keys INTEGER);",
         )
         .await
         .context("Failed to create the staging table")?;
     let sink = stage
-        .copy_in("COPY sync_stage (member_key, cells, filled, tenant_id, customer_id) FROM STDIN (FORMAT binary)")
+        .copy_in(
+            "COPY sync_stage (member_key, cells, filled, tenant_id, customer_id, digest, invalid_keys)
+             FROM STDIN (FORMAT binary)",
+        )
         .await
         .context("Failed to start COPY into the staging table")?;
     let mut sink = pin!(sink);
@@ -68,22 +99,26 @@ pub async fn stage_members(
         .await
         .context("COPY into the staging table failed")?;
 
-    let params: [&(dyn ToSql + Sync); 2] = [&plan.tenant_ids, &plan.excluded_segments];
+    let params: [&(dyn ToSql + Sync); 3] = [&plan.tenant_ids, &plan.excluded_segments, &plan.id];
     let rows = extract
         .query_raw(&statement, params)
         .await
         .context("The extraction query failed")?;
+    let digest = SourceDigest::new(&plan.match_keys, &plan.normalizer);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut hashed = pin!(
         rows.try_chunks(CHUNK_ROWS)
             .map_err(|e| anyhow::Error::new(e.1).context("Reading customers failed"))
             .map_ok(|chunk| {
                 let plan = plan.clone();
-                let map = map.clone();
+                let extraction = extraction.clone();
+                let digest = digest.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || hash_chunk(&plan, &map, &chunk))
-                        .await
-                        .context("A hashing worker panicked")?
+                    tokio::task::spawn_blocking(move || {
+                        hash_chunk(&plan, &extraction, &digest, &chunk)
+                    })
+                    .await
+                    .context("A hashing worker panicked")?
                 }
             })
             .try_buffered(workers)
@@ -91,12 +126,11 @@ pub async fn stage_members(
 
     let mut report = StageReport {
         tally: Tally::new(plan.match_keys.len()),
-        staged: 0,
+        ..StageReport::default()
     };
     while let Some(done) = hashed.next().await {
-        let (encoded, staged, tally) = done?;
-        report.tally.add(&tally);
-        report.staged += staged;
+        let (encoded, chunk) = done?;
+        report.add(&chunk);
         sink.send(encoded.freeze())
             .await
             .context("COPY into the staging table failed")?;
@@ -111,18 +145,33 @@ pub async fn stage_members(
     Ok(report)
 }
 
-/// CPU work for one chunk, on a blocking thread: members are built and encoded as binary COPY
-/// tuples here, so the async side only forwards bytes.
+/// CPU work for one chunk, on a blocking thread: rows are settled, and staged rows encoded as
+/// binary COPY tuples here, so the async side only forwards bytes.
 fn hash_chunk(
     plan: &SyncPlan,
-    map: &ColumnMap,
+    extraction: &Extraction,
+    digest: &SourceDigest,
     rows: &[tokio_postgres::Row],
-) -> anyhow::Result<(BytesMut, u64, Tally)> {
-    let mut tally = Tally::new(plan.match_keys.len());
-    let mut encoded = BytesMut::with_capacity(rows.len() * (40 + 33 * plan.match_keys.len()));
-    let mut staged = 0u64;
+) -> anyhow::Result<(BytesMut, StageReport)> {
+    let map = &extraction.map;
+    let mut report = StageReport {
+        tally: Tally::new(plan.match_keys.len()),
+        ..StageReport::default()
+    };
+    let mut encoded = BytesMut::with_capacity(rows.len() * (60 + 33 * plan.match_keys.len()));
     let mut raw: Vec<Option<&str>> = Vec::with_capacity(map.keys.len());
     for row in rows {
+        let ledger_key: Option<&[u8]> = row.try_get(extraction.ledger_key)?;
+        let customer_id: Option<i64> = row.try_get(map.customer_id)?;
+        let Some(customer_id) = customer_id else {
+            let key = ledger_key.context("customer_id is NULL")?;
+            encode_gone(&mut encoded, key);
+            report.gone += 1;
+            continue;
+        };
+        let tenant_id: i32 = row
+            .try_get::<_, Option<i32>>(map.tenant_id)?
+            .context("tenant_id is NULL")?;
         raw.clear();
         for &i in &map.keys {
             raw.push(
@@ -130,23 +179,31 @@ fn hash_chunk(
                     .context("Reading a customer value failed")?,
             );
         }
-        let tenant_id: i32 = row.try_get(map.tenant_id).context("tenant_id is NULL")?;
-        let customer_id: i64 = row
-            .try_get(map.customer_id)
-            .context("customer_id is NULL")?;
+        let digest = digest.of(&raw);
+        if let Some(key) = ledger_key {
+            let ledger_digest: Option<i64> = row.try_get(extraction.ledger_digest)?;
+            if ledger_digest == Some(digest) {
+                let invalid: Option<i32> = row.try_get(extraction.ledger_invalid)?;
+                report.tally.add_unchanged(invalid.unwrap_or(0));
+                report.unchanged += 1;
+                continue;
+            }
+            encode_gone(&mut encoded, key);
+            report.gone += 1;
+        }
         if let Some(m) = build_member(
             &plan.normalizer,
             &plan.match_keys,
             &raw,
             tenant_id,
             customer_id,
-            &mut tally,
+            &mut report.tally,
         ) {
-            encode_tuple(&mut encoded, &m);
-            staged += 1;
+            encode_candidate(&mut encoded, &m, digest);
+            report.staged += 1;
         }
     }
-    Ok((encoded, staged, tally))
+    Ok((encoded, report))
 }
 
 /// Binary COPY: signature, flags, header extension length.
@@ -154,9 +211,13 @@ const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// Binary COPY: end of data.
 const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 
-/// One `sync_stage` row in binary COPY format: the field count, then each field's length and bytes.
-fn encode_tuple(buf: &mut BytesMut, m: &Member) {
-    buf.put_i16(5);
+/// Fields per `sync_stage` row.
+const STAGE_FIELDS: i16 = 7;
+
+/// A candidate `sync_stage` row in binary COPY format: the field count, then each field's length
+/// and bytes.
+fn encode_candidate(buf: &mut BytesMut, m: &Member, digest: i64) {
+    buf.put_i16(STAGE_FIELDS);
     buf.put_i32(32);
     buf.put_slice(&m.member_key);
     buf.put_i32(m.cells.len() as i32);
@@ -167,4 +228,18 @@ fn encode_tuple(buf: &mut BytesMut, m: &Member) {
     buf.put_i32(m.tenant_id);
     buf.put_i32(8);
     buf.put_i64(m.customer_id);
+    buf.put_i32(8);
+    buf.put_i64(digest);
+    buf.put_i32(4);
+    buf.put_i32(m.invalid_keys);
+}
+
+/// A "gone" row: the ledger member's key, every other field NULL.
+fn encode_gone(buf: &mut BytesMut, member_key: &[u8]) {
+    buf.put_i16(STAGE_FIELDS);
+    buf.put_i32(member_key.len() as i32);
+    buf.put_slice(member_key);
+    for _ in 1..STAGE_FIELDS {
+        buf.put_i32(-1);
+    }
 }

@@ -4,17 +4,16 @@
 //! fetch (keyset pages of the plan table) → send (one batch at a time, in `batch_seq` order)
 //! → commit (ledger + run progress in one statement, only for batches Meta accepted).
 //!
-//! A crash loses at most the batch in flight: accepted batches are in the ledger, so the next
-//! run's diff does not plan them again.
+//! The ledger is written on the staging session straight from the plan table (`seq` range of the
+//! accepted batch), so rows cross the wire once, to Meta. A crash loses at most the batch in
+//! flight: accepted batches are in the ledger, so the next run's diff does not plan them again.
 use std::time::Instant;
 
 use anyhow::Context;
-use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cells::unpack;
-use crate::db::Pool;
 use crate::meta::{MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UsersUpload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +27,7 @@ impl Direction {
     fn table(self) -> &'static str {
         match self {
             Direction::Remove => "sync_removes",
-            Direction::Add | Direction::Replace => "sync_adds",
+            Direction::Add | Direction::Replace => "sync_plan",
         }
     }
     fn name(self) -> &'static str {
@@ -42,10 +41,8 @@ impl Direction {
 
 /// Everything one direction's upload needs.
 pub struct Upload<'a> {
-    /// The session holding the plan tables.
+    /// The session holding the plan tables; the ledger is written on it too.
     pub stage: &'a tokio_postgres::Client,
-    /// Connections for ledger writes.
-    pub pool: &'a Pool,
     pub meta: &'a MetaClient,
     pub system_name: &'a str,
     pub ad_account_id: &'a str,
@@ -58,6 +55,8 @@ pub struct Upload<'a> {
     pub total: i64,
     /// Rows per call (at most Meta's 10,000).
     pub batch_rows: usize,
+    /// Append mode: an added row replaces the ledger row of the same member (a changed member).
+    pub upsert: bool,
     pub cancel: &'a CancellationToken,
 }
 
@@ -81,51 +80,41 @@ pub enum UploadError {
 struct Batch {
     schema: String,
     rows: PackedRows,
+    /// The batch is the plan rows with `first <= seq <= last`.
+    first: i64,
+    last: i64,
 }
 
-/// Member keys and packed rows in two contiguous buffers: two allocations per batch instead of
-/// two per row.
+/// Packed rows in one contiguous buffer: two allocations per batch instead of one per row.
 #[derive(Default)]
 struct PackedRows {
-    /// 32 bytes per row.
-    keys: Vec<u8>,
     cells: Vec<u8>,
     /// End of each row's cells in `cells`.
     ends: Vec<usize>,
 }
 
 impl PackedRows {
-    fn push(&mut self, key: &[u8], cells: &[u8]) {
-        self.keys.extend_from_slice(key);
+    fn push(&mut self, cells: &[u8]) {
         self.cells.extend_from_slice(cells);
         self.ends.push(self.cells.len());
     }
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-    fn cells(&self) -> impl Iterator<Item = &[u8]> {
+    fn rows(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts
             .zip(&self.ends)
             .map(|(start, &end)| &self.cells[start..end])
     }
-    fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.keys.chunks(32)
-    }
 }
 
 /// A batch Meta accepted, on its way to the ledger.
 struct Accepted {
-    rows: PackedRows,
-    last: bool,
+    first: i64,
+    last: i64,
+    final_batch: bool,
     /// Increases of the session's running totals (`num_received`, `num_invalid_entries`).
     received: i64,
     invalid: i64,
 }
-
-/// Ledger writes of different batches touch different members, so two may run at once on
-/// separate connections; the run-row update serializes them briefly.
-const CONCURRENT_COMMITS: usize = 2;
 
 impl Upload<'_> {
     pub async fn run(&self, direction: Direction) -> Result<UploadTotals, UploadError> {
@@ -153,13 +142,13 @@ impl Upload<'_> {
         let limit = self.batch_rows.clamp(1, MAX_USERS_PER_CALL);
         let sql = if direction == Direction::Remove {
             format!(
-                "SELECT seq, match_keys, cells, member_key FROM {table}
+                "SELECT seq, match_keys, cells FROM {table}
                   WHERE seq > $1 AND match_keys = (SELECT match_keys FROM {table} WHERE seq > $1 ORDER BY seq LIMIT 1)
                   ORDER BY seq LIMIT {limit}"
             )
         } else {
             format!(
-                "SELECT seq, $2::text, cells, member_key FROM {table} WHERE seq > $1 ORDER BY seq LIMIT {limit}"
+                "SELECT seq, $2::text, cells FROM {table} WHERE seq > $1 AND upload ORDER BY seq LIMIT {limit}"
             )
         };
         let statement = self
@@ -184,11 +173,13 @@ impl Upload<'_> {
             let schema: String = final_row.get(1);
             let mut packed = PackedRows::default();
             for row in &rows {
-                packed.push(row.get(3), row.get(2));
+                packed.push(row.get(2));
             }
             let batch = Batch {
                 schema,
                 rows: packed,
+                first: rows[0].get(0),
+                last: hi,
             };
             drop(rows);
             last = hi;
@@ -217,12 +208,7 @@ impl Upload<'_> {
                 break;
             }
             let seq = totals.batches as u32 + 1;
-            let cells = match batch
-                .rows
-                .cells()
-                .map(unpack)
-                .collect::<Result<Vec<_>, _>>()
-            {
+            let cells = match batch.rows.rows().map(unpack).collect::<Result<Vec<_>, _>>() {
                 Ok(cells) => cells,
                 Err(e) => return (totals, Some(anyhow::Error::new(e).into())),
             };
@@ -274,13 +260,15 @@ impl Upload<'_> {
                 "batch accepted"
             );
             drop(cells);
+            drop(batch.rows);
             let received = (response.num_received as i64 - session_received).max(0);
             session_received = session_received.max(response.num_received as i64);
             let invalid = (response.num_invalid_entries as i64 - session_invalid).max(0);
             session_invalid = session_invalid.max(response.num_invalid_entries as i64);
             let done = Accepted {
-                rows: batch.rows,
-                last,
+                first: batch.first,
+                last: batch.last,
+                final_batch: last,
                 received,
                 invalid,
             };
@@ -294,92 +282,105 @@ impl Upload<'_> {
         (totals, None)
     }
 
+    /// Commits accepted batches in order, one statement each (ledger and run row together).
     async fn commit(
         &self,
         direction: Direction,
-        rx: mpsc::Receiver<Accepted>,
+        mut rx: mpsc::Receiver<Accepted>,
     ) -> anyhow::Result<()> {
-        // Replace batches only count progress until the last one swaps the ledger, in order.
-        let concurrency = if direction == Direction::Replace {
-            1
-        } else {
-            CONCURRENT_COMMITS
-        };
-        let mut rx = rx;
-        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-            .map(Ok)
-            .try_for_each_concurrent(concurrency, |accepted| self.commit_one(direction, accepted))
-            .await
+        while let Some(accepted) = rx.recv().await {
+            self.commit_one(direction, &accepted)
+                .await
+                .context("Failed to record an accepted batch in the ledger")?;
+        }
+        Ok(())
     }
 
-    async fn commit_one(&self, direction: Direction, a: Accepted) -> anyhow::Result<()> {
-        if direction == Direction::Replace {
-            self.stage
-                .execute(
-                    "UPDATE cdp.facebook_sync_runs
-                        SET batches = batches + 1, num_received = num_received + $2,
-                            num_invalid_entries = num_invalid_entries + $3
-                      WHERE id = $1",
-                    &[&self.run_id, &a.received, &a.invalid],
-                )
-                .await?;
-            if a.last {
-                self.replace_ledger().await?;
+    async fn commit_one(&self, direction: Direction, a: &Accepted) -> anyhow::Result<()> {
+        let progress = "UPDATE cdp.facebook_sync_runs
+                           SET batches = batches + 1, num_received = num_received + $4,
+                               num_invalid_entries = num_invalid_entries + $5";
+        match direction {
+            Direction::Replace => {
+                self.stage
+                    .execute(
+                        "UPDATE cdp.facebook_sync_runs
+                            SET batches = batches + 1, num_received = num_received + $2,
+                                num_invalid_entries = num_invalid_entries + $3
+                          WHERE id = $1",
+                        &[&self.run_id, &a.received, &a.invalid],
+                    )
+                    .await?;
+                if a.final_batch {
+                    self.replace_ledger().await?;
+                }
             }
-            return Ok(());
+            Direction::Add => {
+                let upsert = if self.upsert {
+                    "ON CONFLICT (configuration_id, member_key) DO UPDATE
+                        SET audience_id = EXCLUDED.audience_id, match_keys = EXCLUDED.match_keys,
+                            cells = EXCLUDED.cells, added_run_id = EXCLUDED.added_run_id, added_at = now(),
+                            source_tenant_id = EXCLUDED.source_tenant_id,
+                            source_customer_id = EXCLUDED.source_customer_id,
+                            source_digest = EXCLUDED.source_digest, filled = EXCLUDED.filled,
+                            invalid_keys = EXCLUDED.invalid_keys"
+                } else {
+                    ""
+                };
+                self.stage
+                    .execute(
+                        &format!(
+                            // The configuration row is locked once for the batch, as a foreign key would
+                            // for each row (see sql/0003_ledger_sources.sql).
+                            "WITH cfg AS (SELECT id FROM cdp.facebook_configurations WHERE id = $6 FOR KEY SHARE),
+                                  ins AS (
+                                 INSERT INTO cdp.facebook_audience_members
+                                        (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
+                                         source_tenant_id, source_customer_id, source_digest, filled, invalid_keys)
+                                 SELECT cfg.id, $7, a.member_key, $8, a.cells, $1, a.tenant_id, a.customer_id, a.digest,
+                                        a.filled, a.invalid_keys
+                                   FROM cfg, sync_plan a WHERE a.seq BETWEEN $2 AND $3 AND a.upload
+                                 {upsert}
+                                 RETURNING 1)
+                             {progress}, added = added + (SELECT count(*) FROM ins) WHERE id = $1"
+                        ),
+                        &[
+                            &self.run_id,
+                            &a.first,
+                            &a.last,
+                            &a.received,
+                            &a.invalid,
+                            &self.configuration_id,
+                            &self.audience_id,
+                            &self.match_keys,
+                        ],
+                    )
+                    .await?;
+            }
+            Direction::Remove => {
+                self.stage
+                    .execute(
+                        &format!(
+                            "WITH del AS (
+                                 DELETE FROM cdp.facebook_audience_members m
+                                  USING sync_removes r
+                                  WHERE r.seq BETWEEN $2 AND $3 AND m.configuration_id = $6
+                                    AND m.member_key = r.member_key AND m.cells = r.cells
+                                 RETURNING 1)
+                             {progress}, removed = removed + (SELECT count(*) FROM del) WHERE id = $1"
+                        ),
+                        &[
+                            &self.run_id,
+                            &a.first,
+                            &a.last,
+                            &a.received,
+                            &a.invalid,
+                            &self.configuration_id,
+                        ],
+                    )
+                    .await?;
+            }
         }
-        debug_assert_eq!(a.rows.keys().count(), a.rows.len());
-        let keys: Vec<&[u8]> = a.rows.keys().collect();
-        let cells: Vec<&[u8]> = a.rows.cells().collect();
-        let client = self
-            .pool
-            .get()
-            .await
-            .context("Failed to get a connection for the ledger")?;
-        let written = if direction == Direction::Add {
-            client
-                .execute(
-                    "WITH ins AS (
-                         INSERT INTO cdp.facebook_audience_members
-                                (configuration_id, audience_id, member_key, match_keys, cells, added_run_id)
-                         SELECT $1, $2, u.k, $3, u.c, $4 FROM unnest($5::bytea[], $6::bytea[]) AS u(k, c)
-                         ON CONFLICT (configuration_id, member_key) DO UPDATE
-                            SET audience_id = EXCLUDED.audience_id, match_keys = EXCLUDED.match_keys,
-                                cells = EXCLUDED.cells, added_run_id = EXCLUDED.added_run_id, added_at = now()
-                         RETURNING 1)
-                     UPDATE cdp.facebook_sync_runs
-                        SET added = added + (SELECT count(*) FROM ins), batches = batches + 1,
-                            num_received = num_received + $7, num_invalid_entries = num_invalid_entries + $8
-                      WHERE id = $4",
-                    &[
-                        &self.configuration_id,
-                        &self.audience_id,
-                        &self.match_keys,
-                        &self.run_id,
-                        &keys,
-                        &cells,
-                        &a.received,
-                        &a.invalid,
-                    ],
-                )
-                .await
-        } else {
-            client
-                .execute(
-                    "WITH del AS (
-                         DELETE FROM cdp.facebook_audience_members m
-                          USING unnest($3::bytea[], $4::bytea[]) AS u(k, c)
-                          WHERE m.configuration_id = $1 AND m.member_key = u.k AND m.cells = u.c
-                         RETURNING 1)
-                     UPDATE cdp.facebook_sync_runs
-                        SET removed = removed + (SELECT count(*) FROM del), batches = batches + 1,
-                            num_received = num_received + $5, num_invalid_entries = num_invalid_entries + $6
-                      WHERE id = $2",
-                    &[&self.configuration_id, &self.run_id, &keys, &cells, &a.received, &a.invalid],
-                )
-                .await
-        };
-        written.context("Failed to record an accepted batch in the ledger")?;
         Ok(())
     }
 
@@ -396,10 +397,15 @@ impl Upload<'_> {
         self.stage
             .batch_execute(&format!(
                 "BEGIN;
+                 SELECT 1 FROM cdp.facebook_configurations WHERE id = {cfg} FOR KEY SHARE;
                  DELETE FROM cdp.facebook_audience_members WHERE configuration_id = {cfg};
-                 INSERT INTO cdp.facebook_audience_members (configuration_id, audience_id, member_key, match_keys, cells, added_run_id)
-                 SELECT {cfg}, '{aud}', member_key, '{keys}', cells, {run} FROM sync_adds;
-                 UPDATE cdp.facebook_sync_runs SET added = (SELECT count(*) FROM sync_adds) WHERE id = {run};
+                 INSERT INTO cdp.facebook_audience_members
+                        (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
+                         source_tenant_id, source_customer_id, source_digest, filled, invalid_keys)
+                 SELECT {cfg}, '{aud}', member_key, '{keys}', cells, {run}, tenant_id, customer_id, digest,
+                        filled, invalid_keys
+                   FROM sync_plan WHERE upload;
+                 UPDATE cdp.facebook_sync_runs SET added = (SELECT count(*) FROM sync_plan WHERE upload) WHERE id = {run};
                  COMMIT;",
                 cfg = self.configuration_id,
                 aud = self.audience_id,

@@ -3,6 +3,7 @@ mod cli;
 mod demo;
 mod events_import;
 mod events_pump;
+mod incremental;
 mod migrations;
 mod pipeline;
 mod scheduler;

@@ -142,6 +142,35 @@ async fn updating_a_configuration_moves_updated_at() {
 }
 
 #[tokio::test]
+async fn deleting_a_configuration_deletes_its_ledger_and_keeps_the_others() {
+    let test_db = migrated_database().await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO cdp.facebook_configurations (system_name, ad_account_id, tenant_ids)
+             VALUES ('gone', 'act_1', ARRAY[1]), ('kept', 'act_2', ARRAY[2]);
+             INSERT INTO cdp.facebook_audience_members (configuration_id, audience_id, member_key, match_keys, cells)
+             SELECT c.id, '1', decode(md5(c.system_name || g), 'hex'), 'EMAIL', '\\x00'
+               FROM cdp.facebook_configurations c, generate_series(1, 3) g;
+             DELETE FROM cdp.facebook_configurations WHERE system_name = 'gone';",
+        )
+        .await
+        .unwrap();
+    let left: Vec<(String, i64)> = client
+        .query(
+            "SELECT c.system_name, count(m.member_key) FROM cdp.facebook_audience_members m
+               LEFT JOIN cdp.facebook_configurations c ON c.id = m.configuration_id GROUP BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, Option<String>>(0).unwrap_or_default(), r.get(1)))
+        .collect();
+    assert_eq!(left, vec![("kept".to_string(), 3)]);
+}
+
+#[tokio::test]
 async fn a_connection_with_sslmode_require_is_encrypted() {
     let test_db = migrated_database().await;
     let separator = if test_db.url().contains('?') {

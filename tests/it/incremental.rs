@@ -1,0 +1,232 @@
+//! Incremental runs: customers whose ledger member was built from the same raw values are not
+//! normalized again, and only what changed reaches Meta.
+use cdp_meta_sync::sync::Outcome;
+
+use crate::world::{World, audience_id, expected_members, make_due, sandbox_members, world};
+
+const SYSTEMS: [&str; 3] = ["kangoo_system", "septimo_system", "digitalfarma_system"];
+
+/// `(extracted, eligible, unchanged, refreshed, added, removed, skipped_no_key, skipped_invalid)`
+/// of a system's latest run.
+async fn last_run(w: &World, system: &str) -> (i64, i64, i64, i64, i64, i64, i64, String) {
+    let row =
+        w.db.client()
+            .await
+            .query_one(
+                "SELECT extracted, eligible, unchanged, refreshed, added, removed, skipped_no_key,
+                    skipped_invalid::text
+               FROM cdp.facebook_sync_runs WHERE system_name = $1 ORDER BY id DESC LIMIT 1",
+                &[&system],
+            )
+            .await
+            .unwrap();
+    (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+        row.get(7),
+    )
+}
+
+fn users_calls(w: &World) -> usize {
+    w.sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.operation.ends_with("_users"))
+        .count()
+}
+
+async fn sync_all_succeed(w: &World) {
+    let reports = w.sync_due().await;
+    assert!(
+        reports.iter().all(|r| r.outcome == Outcome::Success),
+        "{reports:?}"
+    );
+}
+
+async fn assert_audiences_equal_expected(w: &World) {
+    for system in SYSTEMS {
+        let audience = audience_id(&w.db, system).await;
+        assert_eq!(
+            sandbox_members(&w.sandbox, &audience),
+            expected_members(&w.db, system).await,
+            "{system}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_run_without_changes_settles_every_member_by_digest_and_calls_meta_for_nothing() {
+    let w = world(2_000).await;
+    sync_all_succeed(&w).await;
+    let first = last_run(&w, "kangoo_system").await;
+    let calls = users_calls(&w);
+
+    make_due(&w.db).await;
+    sync_all_succeed(&w).await;
+    let second = last_run(&w, "kangoo_system").await;
+    assert_eq!(users_calls(&w), calls, "no users call without a change");
+    assert_eq!(second.0, first.0, "extracted");
+    assert_eq!(second.1, first.1, "eligible");
+    assert_eq!(second.2, first.1, "every member was settled by its digest");
+    assert_eq!((second.3, second.4, second.5), (0, 0, 0));
+    assert_eq!(
+        (second.6, &second.7),
+        (first.6, &first.7),
+        "skip counts stay whole for rows that were not normalized again"
+    );
+    assert_audiences_equal_expected(&w).await;
+}
+
+#[tokio::test]
+async fn ledger_rows_without_a_source_get_one_without_a_call_to_meta() {
+    let w = world(1_500).await;
+    sync_all_succeed(&w).await;
+    let calls = users_calls(&w);
+    // Rows as written before the ledger had sources.
+    let client = w.db.client().await;
+    client
+        .batch_execute(
+            "UPDATE cdp.facebook_audience_members
+                SET source_tenant_id = NULL, source_customer_id = NULL, source_digest = NULL, filled = NULL",
+        )
+        .await
+        .unwrap();
+    make_due(&w.db).await;
+    sync_all_succeed(&w).await;
+    let run = last_run(&w, "digitalfarma_system").await;
+    assert_eq!(users_calls(&w), calls);
+    assert_eq!((run.2, run.3), (0, run.1), "every member refreshed");
+
+    make_due(&w.db).await;
+    sync_all_succeed(&w).await;
+    let run = last_run(&w, "digitalfarma_system").await;
+    assert_eq!((run.2, run.3), (run.1, 0), "then settled by digest");
+    assert_audiences_equal_expected(&w).await;
+}
+
+#[tokio::test]
+async fn a_fuller_twin_in_another_tenant_takes_over_the_member_and_a_sparser_one_does_not() {
+    let w = world(1_500).await;
+    let client = w.db.client().await;
+    // Two kangoo customers with an email and no phone, so a twin can be fuller.
+    let picks = client
+        .query(
+            "SELECT c.id, c.email FROM customers_master c JOIN cdp_rfm_analysis r ON r.customer_id = c.id
+              WHERE c.tenant_id = 20 AND c.email LIKE '%_@_%.%' AND c.phone IS NULL
+                AND c.firstname IS NOT NULL AND r.rfm_segment = 'Champions'
+              ORDER BY c.id LIMIT 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(picks.len(), 2);
+    sync_all_succeed(&w).await;
+    let calls = users_calls(&w);
+
+    let fuller: &str = picks[0].get(1);
+    let sparser: &str = picks[1].get(1);
+    client
+        .execute(
+            "INSERT INTO customers_master (id, tenant_id, email, phone, firstname, lastname)
+             VALUES (990001, 25, $1, '+54 9 11 4444-0001', 'Twin', 'Fuller'),
+                    (990002, 25, $2, NULL, NULL, NULL)",
+            &[&fuller, &sparser],
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO cdp_rfm_analysis (customer_id, rfm_segment) VALUES (990001, 'Champions'), (990002, 'Champions')",
+        )
+        .await
+        .unwrap();
+    make_due(&w.db).await;
+    sync_all_succeed(&w).await;
+    let run = last_run(&w, "kangoo_system").await;
+    assert_eq!(
+        (run.4, run.5),
+        (1, 1),
+        "the fuller twin's row replaced the old one"
+    );
+    assert!(users_calls(&w) > calls);
+    assert_audiences_equal_expected(&w).await;
+}
+
+#[tokio::test]
+async fn replace_mode_uploads_the_whole_set_each_run_and_the_ledger_matches_it() {
+    let w = world(1_500).await;
+    let client = w.db.client().await;
+    client
+        .batch_execute("UPDATE cdp.facebook_configurations SET sync_mode = 'replace'")
+        .await
+        .unwrap();
+    sync_all_succeed(&w).await;
+    assert_audiences_equal_expected(&w).await;
+
+    client
+        .batch_execute(
+            "UPDATE cdp_rfm_analysis SET rfm_segment = 'Lost'
+              WHERE customer_id IN (SELECT id FROM customers_master WHERE tenant_id = 28 ORDER BY id LIMIT 15);
+             UPDATE customers_master SET email = 'moved.' || id || '@example.org'
+              WHERE id IN (SELECT id FROM customers_master WHERE tenant_id = 28 ORDER BY id DESC LIMIT 10);",
+        )
+        .await
+        .unwrap();
+    make_due(&w.db).await;
+    sync_all_succeed(&w).await;
+    assert_audiences_equal_expected(&w).await;
+    assert!(
+        w.sandbox
+            .requests()
+            .iter()
+            .all(|r| r.operation != "add_users" && r.operation != "remove_users"),
+        "replace mode only replaces"
+    );
+    let expected = expected_members(&w.db, "digitalfarma_system").await;
+    let run = last_run(&w, "digitalfarma_system").await;
+    assert_eq!(run.4 as usize, expected.len(), "the whole set was sent");
+    let (ledger, sourced): (i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT count(*), count(source_digest) FROM cdp.facebook_audience_members m
+                   JOIN cdp.facebook_configurations c ON c.id = m.configuration_id
+                  WHERE c.system_name = 'digitalfarma_system'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        (ledger as usize, sourced as usize),
+        (expected.len(), expected.len())
+    );
+}
+
+#[tokio::test]
+async fn a_new_audience_id_empties_the_ledger_and_the_whole_set_goes_to_the_new_audience() {
+    let w = world(1_500).await;
+    sync_all_succeed(&w).await;
+    let old = audience_id(&w.db, "septimo_system").await;
+    let client = w.db.client().await;
+    client
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET custom_audience_id = NULL, audience_name = 'Septimo (new)'
+              WHERE system_name = 'septimo_system'",
+        )
+        .await
+        .unwrap();
+    make_due(&w.db).await;
+    sync_all_succeed(&w).await;
+    let new = audience_id(&w.db, "septimo_system").await;
+    assert_ne!(new, old);
+    let expected = expected_members(&w.db, "septimo_system").await;
+    assert_eq!(sandbox_members(&w.sandbox, &new), expected);
+    let run = last_run(&w, "septimo_system").await;
+    assert_eq!(run.4 as usize, expected.len());
+}
