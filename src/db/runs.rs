@@ -20,6 +20,21 @@ pub async fn open(
     Ok(row.get(0))
 }
 
+/// Customers extracted by the configuration's latest run that got that far (0 if none).
+pub async fn last_extracted(
+    client: &impl GenericClient,
+    configuration_id: i32,
+) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT coalesce((SELECT extracted FROM cdp.facebook_sync_runs
+                               WHERE configuration_id = $1 AND extracted > 0 ORDER BY id DESC LIMIT 1), 0)",
+            &[&configuration_id],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Counts known once the members are staged and diffed.
 #[derive(Debug, Clone, Default)]
 pub struct PlanCounts {

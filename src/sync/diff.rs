@@ -1,23 +1,26 @@
 //! Dedupe the staged rows and decide, member by member, what changes in the audience: in SQL on
-//! the staging session, so no side of the comparison has to fit in the worker's memory.
+//! the staging session, so no side of the comparison has to fit in the worker's memory. The
+//! staging table becomes the plan in place (no copy, no sort of the whole table).
 //!
 //! Only members the staging touched are compared: a candidate row's member, or a ledger member
 //! whose source customer changed or left ("gone"). Every other ledger member is unchanged.
 //!
-//! `sync_plan` holds the best candidate row per member (the fullest row, then the lowest tenant
-//! and customer id), numbered for keyset batching, with its ledger member's old row and an action:
+//! Each candidate row of `sync_stage` gets an `action`:
 //!
-//! * `add`: a new member;
-//! * `change`: the candidate wins (the ledger's source is gone, or a fuller twin appeared) and
-//!   brings other cells: remove the old row, add the new one;
+//! * none: a new member, to add;
+//! * `duplicate`: another row of the same member ranks higher (fuller, then the lowest tenant and
+//!   customer id); only members the staging marked `maybe_dup` are ranked;
+//! * `change`: the candidate wins over the ledger's row (the ledger's source is gone, or a fuller
+//!   twin appeared) and brings other cells: remove the old row, add the new one;
 //! * `refresh`: the candidate wins with the ledger's very cells: only the ledger's source columns
 //!   change, Meta is not called;
-//! * `keep`: the ledger's member stays as it is (the candidate is a duplicate that ranks lower).
+//! * `keep`: the ledger's member stays as it is (the candidate ranks lower).
 //!
 //! `upload` marks the rows the add (or replace) session sends. `sync_removes` lists the ledger
 //! rows to remove: a gone member with no candidate, and the old row of a changed member.
 use anyhow::Context;
 
+use super::stage::StageReport;
 use super::system::SyncMode;
 
 /// Sizes after dedupe and diff.
@@ -35,114 +38,148 @@ pub struct DiffReport {
     pub refreshed: i64,
 }
 
-/// Builds the plan for one configuration. In `append` mode no removals are planned (a changed
-/// member's new row replaces the old one in the ledger when it is added).
-/// `candidates` is the number of candidate rows staged.
+/// The ranking of rows of one member: the fullest row, then the lowest tenant and customer id.
+const RANK: &str = "filled DESC, tenant_id, customer_id";
+
+/// Plans one configuration's run in `sync_stage`. In `append` mode no removals are planned (a
+/// changed member's new row replaces the old one in the ledger when it is added).
 pub async fn diff(
     stage: &tokio_postgres::Client,
     configuration_id: i32,
     match_keys: &str,
     mode: SyncMode,
-    candidates: i64,
+    staged: &StageReport,
 ) -> anyhow::Result<DiffReport> {
+    let gone = if staged.gone > 0 {
+        "CREATE TEMP TABLE sync_gone AS SELECT DISTINCT member_key FROM sync_stage WHERE cells IS NULL;
+         UPDATE sync_stage SET upload = false, action = 'gone' WHERE cells IS NULL;"
+    } else {
+        "CREATE TEMP TABLE sync_gone (member_key BYTEA);"
+    };
     stage
-        .batch_execute(
-            "DROP TABLE IF EXISTS pg_temp.sync_gone, pg_temp.sync_plan, pg_temp.sync_removes;
-             CREATE TEMP TABLE sync_gone AS SELECT DISTINCT member_key FROM sync_stage WHERE cells IS NULL;",
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS pg_temp.sync_gone, pg_temp.sync_removes;
+             ALTER TABLE sync_stage ADD PRIMARY KEY (seq), ADD COLUMN action TEXT,
+                 ADD COLUMN old_cells BYTEA, ADD COLUMN old_match_keys TEXT,
+                 ADD COLUMN upload BOOLEAN NOT NULL DEFAULT true;
+             CREATE TEMP TABLE sync_removes (seq BIGINT PRIMARY KEY, match_keys TEXT NOT NULL,
+                 member_key BYTEA NOT NULL, cells BYTEA NOT NULL);
+             {gone}"
+        ))
+        .await
+        .context("Failed to index the staged members")?;
+    if staged.maybe_dup > 0 {
+        stage
+            .batch_execute(&format!(
+                "UPDATE sync_stage s SET action = 'duplicate', upload = false
+                   FROM (SELECT seq, row_number() OVER (PARTITION BY member_key ORDER BY {RANK}) AS rank
+                           FROM sync_stage
+                          WHERE cells IS NOT NULL
+                            AND member_key IN (SELECT member_key FROM sync_stage WHERE maybe_dup)) d
+                  WHERE s.seq = d.seq AND d.rank > 1"
+            ))
+            .await
+            .context("Failed to dedupe the staged members")?;
+    }
+    let audience: i64 = stage
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
+            &[&configuration_id],
         )
         .await
-        .context("Failed to collect the gone members")?;
-    stage
-        .execute(
-            "CREATE TEMP TABLE sync_plan AS
-             SELECT row_number() OVER () AS seq, d.*, d.action IN ('add', 'change') AS upload FROM (
-             SELECT c.*, m.cells AS old_cells, m.match_keys AS old_match_keys,
-                    CASE WHEN m.member_key IS NULL THEN 'add'
-                         WHEN NOT (g.member_key IS NOT NULL
-                                   OR c.filled > coalesce(m.filled, -1)
-                                   OR (c.filled = m.filled
-                                       AND (c.tenant_id, c.customer_id) < (m.source_tenant_id, m.source_customer_id)))
-                              THEN 'keep'
-                         WHEN c.cells = m.cells AND m.match_keys = $2 THEN 'refresh'
-                         ELSE 'change' END AS action
-               FROM (SELECT DISTINCT ON (member_key) member_key, cells, filled, tenant_id, customer_id, digest, invalid_keys
-                       FROM sync_stage WHERE cells IS NOT NULL
-                      ORDER BY member_key, filled DESC, tenant_id, customer_id) c
-               LEFT JOIN cdp.facebook_audience_members m
-                      ON m.configuration_id = $1 AND m.member_key = c.member_key
-               LEFT JOIN sync_gone g ON g.member_key = c.member_key) d",
-            &[&configuration_id, &match_keys],
-        )
-        .await
-        .context("Failed to dedupe the staged members")?;
-    stage
-        .batch_execute(
-            "DROP TABLE sync_stage;
-             ALTER TABLE sync_plan ADD PRIMARY KEY (seq);
-             CREATE TEMP TABLE sync_removes (seq BIGINT PRIMARY KEY, member_key BYTEA NOT NULL,
-                 match_keys TEXT NOT NULL, cells BYTEA NOT NULL);",
-        )
-        .await
-        .context("Failed to index the plan")?;
-    if mode == SyncMode::Mirror {
+        .context("Failed to count the audience")?
+        .get(0);
+    let mut refreshed = 0;
+    if audience > 0 {
         stage
             .execute(
-                "INSERT INTO sync_removes (seq, member_key, match_keys, cells)
-                 SELECT row_number() OVER (ORDER BY match_keys, member_key), member_key, match_keys, cells
-                   FROM (SELECT m.member_key, m.match_keys, m.cells
-                           FROM sync_gone g
+                "UPDATE sync_stage s
+                    SET action = d.action, old_cells = d.old_cells, old_match_keys = d.old_match_keys,
+                        upload = d.action = 'change'
+                   FROM (SELECT c.seq, m.cells AS old_cells, m.match_keys AS old_match_keys,
+                                CASE WHEN NOT (g.member_key IS NOT NULL
+                                               OR c.filled > coalesce(m.filled, -1)
+                                               OR (c.filled = m.filled
+                                                   AND (c.tenant_id, c.customer_id)
+                                                       < (m.source_tenant_id, m.source_customer_id)))
+                                          THEN 'keep'
+                                     WHEN c.cells = m.cells AND m.match_keys = $2 THEN 'refresh'
+                                     ELSE 'change' END AS action
+                           FROM sync_stage c
                            JOIN cdp.facebook_audience_members m
-                             ON m.configuration_id = $1 AND m.member_key = g.member_key
-                          WHERE NOT EXISTS (SELECT 1 FROM sync_plan p WHERE p.member_key = g.member_key)
-                         UNION ALL
-                         SELECT member_key, old_match_keys, old_cells FROM sync_plan WHERE action = 'change') r",
+                             ON m.configuration_id = $1 AND m.member_key = c.member_key
+                           LEFT JOIN sync_gone g ON g.member_key = c.member_key
+                          WHERE c.action IS NULL) d
+                  WHERE s.seq = d.seq",
+                &[&configuration_id, &match_keys],
+            )
+            .await
+            .context("Failed to compare the staged members with the ledger")?;
+        refreshed = stage
+            .execute(
+                "UPDATE cdp.facebook_audience_members m
+                    SET source_tenant_id = p.tenant_id, source_customer_id = p.customer_id,
+                        source_digest = p.digest, filled = p.filled, invalid_keys = p.invalid_keys
+                   FROM sync_stage p
+                  WHERE p.action = 'refresh' AND m.configuration_id = $1 AND m.member_key = p.member_key",
                 &[&configuration_id],
             )
             .await
-            .context("Failed to plan removals")?;
+            .context("Failed to refresh the ledger's sources")? as i64;
     }
-    let refreshed = stage
-        .execute(
-            "UPDATE cdp.facebook_audience_members m
-                SET source_tenant_id = p.tenant_id, source_customer_id = p.customer_id,
-                    source_digest = p.digest, filled = p.filled, invalid_keys = p.invalid_keys
-               FROM sync_plan p
-              WHERE p.action = 'refresh' AND m.configuration_id = $1 AND m.member_key = p.member_key",
-            &[&configuration_id],
-        )
-        .await
-        .context("Failed to refresh the ledger's sources")? as i64;
+    // Gone members with no candidate left: they leave the audience.
+    let leaving = "SELECT m.member_key, m.match_keys, m.cells
+                     FROM sync_gone g
+                     JOIN cdp.facebook_audience_members m
+                       ON m.configuration_id = $1 AND m.member_key = g.member_key
+                    WHERE NOT EXISTS (SELECT 1 FROM sync_stage s
+                                       WHERE s.member_key = g.member_key AND s.cells IS NOT NULL)";
+    let mut to_remove = 0;
+    if mode == SyncMode::Mirror && audience > 0 {
+        to_remove = stage
+            .execute(
+                &format!(
+                    "INSERT INTO sync_removes (seq, match_keys, member_key, cells)
+                     SELECT row_number() OVER (ORDER BY match_keys, member_key), match_keys, member_key, cells
+                       FROM ({leaving}
+                             UNION ALL
+                             SELECT member_key, old_match_keys, old_cells FROM sync_stage
+                              WHERE action = 'change') r"
+                ),
+                &[&configuration_id],
+            )
+            .await
+            .context("Failed to plan removals")? as i64;
+    }
+    let leaving: i64 = if staged.gone > 0 {
+        stage
+            .query_one(
+                &format!("SELECT count(*) FROM ({leaving}) l"),
+                &[&configuration_id],
+            )
+            .await
+            .context("Failed to count the leaving members")?
+            .get(0)
+    } else {
+        0
+    };
     let row = stage
         .query_one(
-            "SELECT (SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1),
-                    count(*) FILTER (WHERE action = 'add'),
-                    count(*) FILTER (WHERE action IN ('add', 'change')),
-                    count(*) FILTER (WHERE action = 'keep'),
-                    count(*),
-                    (SELECT count(*) FROM sync_gone g
-                      WHERE NOT EXISTS (SELECT 1 FROM sync_plan p WHERE p.member_key = g.member_key)
-                        AND EXISTS (SELECT 1 FROM cdp.facebook_audience_members m
-                                     WHERE m.configuration_id = $1 AND m.member_key = g.member_key)),
-                    (SELECT count(*) FROM sync_removes)
-               FROM sync_plan",
-            &[&configuration_id],
+            "SELECT count(*) FILTER (WHERE upload AND action IS NULL),
+                    count(*) FILTER (WHERE upload),
+                    count(*) FILTER (WHERE action IN ('duplicate', 'keep'))
+               FROM sync_stage",
+            &[],
         )
         .await
         .context("Failed to count the plan")?;
-    let (audience, new, to_add, lost_to_ledger, members, leaving): (i64, i64, i64, i64, i64, i64) = (
-        row.get(0),
-        row.get(1),
-        row.get(2),
-        row.get(3),
-        row.get(4),
-        row.get(5),
-    );
+    let (new, to_add, duplicates): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
     Ok(DiffReport {
         eligible: audience + new - leaving,
         audience,
         to_add,
-        to_remove: row.get(6),
-        duplicates: candidates - members + lost_to_ledger,
+        to_remove,
+        duplicates,
         refreshed,
     })
 }
@@ -161,49 +198,63 @@ pub async fn hold_removals(stage: &tokio_postgres::Client) -> anyhow::Result<i64
     stage
         .batch_execute(
             "TRUNCATE sync_removes;
-             UPDATE sync_plan SET upload = false WHERE action = 'change';",
+             UPDATE sync_stage SET upload = false WHERE action = 'change';",
         )
         .await
         .context("Failed to hold removals")?;
-    count(stage, "SELECT count(*) FROM sync_plan WHERE upload").await
+    count(stage, "SELECT count(*) FROM sync_stage WHERE upload").await
 }
 
 /// Replace mode: the whole target set is uploaded: each candidate that wins, and each ledger
-/// member that stays as it is (added to the plan after the candidates).
+/// member that stays as it is (a candidate that lost to it takes its row; a member with no
+/// candidate is added to the plan after the staged rows).
 pub async fn plan_replace(
     stage: &tokio_postgres::Client,
     configuration_id: i32,
 ) -> anyhow::Result<i64> {
     stage
-        .batch_execute(
-            "TRUNCATE sync_removes; UPDATE sync_plan SET upload = true WHERE action = 'refresh';",
+        .execute(
+            "UPDATE sync_stage p
+                SET cells = m.cells, filled = m.filled, tenant_id = m.source_tenant_id,
+                    customer_id = m.source_customer_id, digest = m.source_digest,
+                    invalid_keys = m.invalid_keys, action = 'stay'
+               FROM cdp.facebook_audience_members m
+              WHERE p.action = 'keep' AND m.configuration_id = $1 AND m.member_key = p.member_key",
+            &[&configuration_id],
         )
         .await
         .context("Failed to plan the replace upload")?;
     stage
         .execute(
-            "INSERT INTO sync_plan (seq, member_key, cells, filled, tenant_id, customer_id, digest, invalid_keys,
-                                    action, upload)
-             SELECT (SELECT coalesce(max(seq), 0) FROM sync_plan) + row_number() OVER (),
+            "INSERT INTO sync_stage (seq, member_key, cells, filled, tenant_id, customer_id, digest,
+                                     invalid_keys, maybe_dup, action)
+             SELECT (SELECT coalesce(max(seq), 0) FROM sync_stage) + row_number() OVER (),
                     m.member_key, m.cells, m.filled, m.source_tenant_id, m.source_customer_id,
-                    m.source_digest, m.invalid_keys, 'stay', true
+                    m.source_digest, m.invalid_keys, false, 'stay'
                FROM cdp.facebook_audience_members m
               WHERE m.configuration_id = $1
                 AND NOT EXISTS (SELECT 1 FROM sync_gone g WHERE g.member_key = m.member_key)
-                AND NOT EXISTS (SELECT 1 FROM sync_plan p
-                                 WHERE p.member_key = m.member_key AND p.action <> 'keep')",
+                AND NOT EXISTS (SELECT 1 FROM sync_stage s
+                                 WHERE s.member_key = m.member_key AND s.cells IS NOT NULL)",
             &[&configuration_id],
         )
         .await
         .context("Failed to plan the replace upload")?;
-    count(stage, "SELECT count(*) FROM sync_plan WHERE upload").await
+    stage
+        .batch_execute(
+            "TRUNCATE sync_removes;
+             UPDATE sync_stage SET upload = true WHERE action IN ('refresh', 'stay') AND NOT upload;",
+        )
+        .await
+        .context("Failed to plan the replace upload")?;
+    count(stage, "SELECT count(*) FROM sync_stage WHERE upload").await
 }
 
 /// Drops the staging and plan tables (they also go with the session).
 pub async fn drop_plan(stage: &tokio_postgres::Client) -> anyhow::Result<()> {
     stage
         .batch_execute(
-            "DROP TABLE IF EXISTS pg_temp.sync_stage, pg_temp.sync_gone, pg_temp.sync_plan, pg_temp.sync_removes",
+            "DROP TABLE IF EXISTS pg_temp.sync_stage, pg_temp.sync_gone, pg_temp.sync_removes",
         )
         .await
         .context("Failed to drop the plan tables")

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod guard;
 pub mod member;
 pub mod run;
+pub mod seen;
 pub mod stage;
 pub mod system;
 pub mod upload;

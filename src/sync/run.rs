@@ -305,13 +305,17 @@ async fn execute(
         .map_err(|e| failed(e.into()))?;
 
     let started = std::time::Instant::now();
-    let staged = match stage_members(&extract, stage, &ctx.extract_sql, plan).await {
-        Ok(report) => report,
-        Err(StageError::Columns(problems)) => {
-            return Err(Outcome::InvalidConfig(problems.join("; ")));
-        }
-        Err(StageError::Other(e)) => return Err(failed(e)),
-    };
+    let expected = runs::last_extracted(stage, plan.id)
+        .await
+        .map_err(|e| failed(e.into()))?;
+    let staged =
+        match stage_members(&extract, stage, &ctx.extract_sql, plan, expected as usize).await {
+            Ok(report) => report,
+            Err(StageError::Columns(problems)) => {
+                return Err(Outcome::InvalidConfig(problems.join("; ")));
+            }
+            Err(StageError::Other(e)) => return Err(failed(e)),
+        };
     drop(extract);
     let staged_ms = started.elapsed().as_millis() as u64;
     let keys = plan
@@ -320,10 +324,9 @@ async fn execute(
         .map(|k| k.as_str())
         .collect::<Vec<_>>()
         .join(",");
-    let mut planned: DiffReport =
-        diff::diff(stage, plan.id, &keys, plan.mode, staged.staged as i64)
-            .await
-            .map_err(failed)?;
+    let mut planned: DiffReport = diff::diff(stage, plan.id, &keys, plan.mode, &staged)
+        .await
+        .map_err(failed)?;
     let mut held = None;
     if plan.mode == SyncMode::Replace {
         planned.to_add = diff::plan_replace(stage, plan.id).await.map_err(failed)?;

@@ -8,6 +8,11 @@
 //! unchanged and only counted. Staged are the rest: a candidate row for each other customer with a
 //! usable key, and a "gone" row (no cells) for each ledger member whose source customer changed or
 //! left. A full run stages every customer.
+//!
+//! Rows are numbered (`seq`) in stream order, so the diff and the upload read the table in its
+//! physical order without sorting it. A Bloom filter over member keys marks every candidate whose
+//! member may have been staged before (`maybe_dup`): the diff only has to rank those members'
+//! rows to dedupe the whole table.
 use std::pin::pin;
 use std::sync::Arc;
 
@@ -19,6 +24,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::digest::SourceDigest;
 use super::extract::{Extraction, map_columns};
 use super::member::{Member, Tally, build_member};
+use super::seen::Seen;
 use super::system::SyncPlan;
 
 /// Rows per chunk handed to a hashing worker.
@@ -34,6 +40,8 @@ pub struct StageReport {
     pub unchanged: u64,
     /// Ledger members whose source customer changed or is no longer extracted.
     pub gone: u64,
+    /// Candidates marked as possibly repeating an earlier candidate's member.
+    pub maybe_dup: u64,
 }
 
 impl StageReport {
@@ -42,6 +50,7 @@ impl StageReport {
         self.staged += other.staged;
         self.unchanged += other.unchanged;
         self.gone += other.gone;
+        self.maybe_dup += other.maybe_dup;
     }
 }
 
@@ -55,12 +64,14 @@ pub enum StageError {
     Other(#[from] anyhow::Error),
 }
 
-/// Creates `pg_temp.sync_stage` on `stage` and fills it (see the module docs).
+/// Creates `pg_temp.sync_stage` on `stage` and fills it (see the module docs). `expected` is about
+/// how many candidates to expect (it sizes the Bloom filter, which grows past it).
 pub async fn stage_members(
     extract: &tokio_postgres::Client,
     stage: &tokio_postgres::Client,
     sql: &str,
     plan: &SyncPlan,
+    expected: usize,
 ) -> Result<StageReport, StageError> {
     // The operator's query on its own first, so a column problem is reported in its own terms.
     let statement = extract
@@ -82,14 +93,16 @@ pub async fn stage_members(
     stage
         .batch_execute(
             "DROP TABLE IF EXISTS pg_temp.sync_stage;
-             CREATE TEMP TABLE sync_stage (member_key BYTEA NOT NULL, cells BYTEA, filled SMALLINT,
-                 tenant_id INTEGER, customer_id BIGINT, digest BIGINT, invalid_keys INTEGER);",
+             CREATE TEMP TABLE sync_stage (seq BIGINT NOT NULL, member_key BYTEA NOT NULL, cells BYTEA,
+                 filled SMALLINT, tenant_id INTEGER, customer_id BIGINT, digest BIGINT, invalid_keys INTEGER,
+                 maybe_dup BOOLEAN NOT NULL);",
         )
         .await
         .context("Failed to create the staging table")?;
     let sink = stage
         .copy_in(
-            "COPY sync_stage (member_key, cells, filled, tenant_id, customer_id, digest, invalid_keys)
+            "COPY sync_stage (seq, member_key, cells, filled, tenant_id, customer_id, digest, invalid_keys,
+                              maybe_dup)
              FROM STDIN (FORMAT binary)",
         )
         .await
@@ -109,13 +122,17 @@ pub async fn stage_members(
     let mut hashed = pin!(
         rows.try_chunks(CHUNK_ROWS)
             .map_err(|e| anyhow::Error::new(e.1).context("Reading customers failed"))
-            .map_ok(|chunk| {
+            .enumerate()
+            .map(|(i, chunk)| chunk.map(|chunk| (i, chunk)))
+            .map_ok(|(i, chunk)| {
                 let plan = plan.clone();
                 let extraction = extraction.clone();
                 let digest = digest.clone();
+                // A row stages at most two rows (gone + candidate): seq stays unique and ordered.
+                let first_seq = (i * 2 * CHUNK_ROWS) as i64 + 1;
                 async move {
                     tokio::task::spawn_blocking(move || {
-                        hash_chunk(&plan, &extraction, &digest, &chunk)
+                        hash_chunk(&plan, &extraction, &digest, &chunk, first_seq)
                     })
                     .await
                     .context("A hashing worker panicked")?
@@ -128,9 +145,22 @@ pub async fn stage_members(
         tally: Tally::new(plan.match_keys.len()),
         ..StageReport::default()
     };
+    // Marked in stream order, on this task: the first row of a member always stays unmarked and
+    // every later one is marked, whatever thread hashed it.
+    let mut seen = Seen::new(expected);
     while let Some(done) = hashed.next().await {
-        let (encoded, chunk) = done?;
-        report.add(&chunk);
+        let HashedChunk {
+            mut encoded,
+            report: counts,
+            members,
+        } = done?;
+        report.add(&counts);
+        for (flag, hash) in members {
+            if seen.insert(hash) {
+                encoded[flag] = 1;
+                report.maybe_dup += 1;
+            }
+        }
         sink.send(encoded.freeze())
             .await
             .context("COPY into the staging table failed")?;
@@ -145,6 +175,14 @@ pub async fn stage_members(
     Ok(report)
 }
 
+/// One hashed chunk: its COPY bytes, its counts, and per candidate where its `maybe_dup` byte is
+/// and its member key's first 8 bytes.
+struct HashedChunk {
+    encoded: BytesMut,
+    report: StageReport,
+    members: Vec<(usize, u64)>,
+}
+
 /// CPU work for one chunk, on a blocking thread: rows are settled, and staged rows encoded as
 /// binary COPY tuples here, so the async side only forwards bytes.
 fn hash_chunk(
@@ -152,20 +190,25 @@ fn hash_chunk(
     extraction: &Extraction,
     digest: &SourceDigest,
     rows: &[tokio_postgres::Row],
-) -> anyhow::Result<(BytesMut, StageReport)> {
+    first_seq: i64,
+) -> anyhow::Result<HashedChunk> {
     let map = &extraction.map;
     let mut report = StageReport {
         tally: Tally::new(plan.match_keys.len()),
         ..StageReport::default()
     };
-    let mut encoded = BytesMut::with_capacity(rows.len() * (60 + 33 * plan.match_keys.len()));
+    let mut encoded = BytesMut::with_capacity(rows.len() * (70 + 33 * plan.match_keys.len()));
+    // Per candidate: where its `maybe_dup` byte is, and its member key's first 8 bytes.
+    let mut members = Vec::with_capacity(rows.len());
+    let mut seq = first_seq;
     let mut raw: Vec<Option<&str>> = Vec::with_capacity(map.keys.len());
     for row in rows {
         let ledger_key: Option<&[u8]> = row.try_get(extraction.ledger_key)?;
         let customer_id: Option<i64> = row.try_get(map.customer_id)?;
         let Some(customer_id) = customer_id else {
             let key = ledger_key.context("customer_id is NULL")?;
-            encode_gone(&mut encoded, key);
+            encode_gone(&mut encoded, seq, key);
+            seq += 1;
             report.gone += 1;
             continue;
         };
@@ -188,7 +231,8 @@ fn hash_chunk(
                 report.unchanged += 1;
                 continue;
             }
-            encode_gone(&mut encoded, key);
+            encode_gone(&mut encoded, seq, key);
+            seq += 1;
             report.gone += 1;
         }
         if let Some(m) = build_member(
@@ -199,11 +243,18 @@ fn hash_chunk(
             customer_id,
             &mut report.tally,
         ) {
-            encode_candidate(&mut encoded, &m, digest);
+            let flag = encode_candidate(&mut encoded, seq, &m, digest);
+            seq += 1;
+            let hash = u64::from_le_bytes(m.member_key[..8].try_into().expect("32-byte key"));
+            members.push((flag, hash));
             report.staged += 1;
         }
     }
-    Ok((encoded, report))
+    Ok(HashedChunk {
+        encoded,
+        report,
+        members,
+    })
 }
 
 /// Binary COPY: signature, flags, header extension length.
@@ -212,12 +263,14 @@ const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 
 /// Fields per `sync_stage` row.
-const STAGE_FIELDS: i16 = 7;
+const STAGE_FIELDS: i16 = 9;
 
 /// A candidate `sync_stage` row in binary COPY format: the field count, then each field's length
-/// and bytes.
-fn encode_candidate(buf: &mut BytesMut, m: &Member, digest: i64) {
+/// and bytes. `maybe_dup` is written as false; returns its offset, for the caller to mark.
+fn encode_candidate(buf: &mut BytesMut, seq: i64, m: &Member, digest: i64) -> usize {
     buf.put_i16(STAGE_FIELDS);
+    buf.put_i32(8);
+    buf.put_i64(seq);
     buf.put_i32(32);
     buf.put_slice(&m.member_key);
     buf.put_i32(m.cells.len() as i32);
@@ -232,14 +285,21 @@ fn encode_candidate(buf: &mut BytesMut, m: &Member, digest: i64) {
     buf.put_i64(digest);
     buf.put_i32(4);
     buf.put_i32(m.invalid_keys);
+    buf.put_i32(1);
+    buf.put_u8(0);
+    buf.len() - 1
 }
 
-/// A "gone" row: the ledger member's key, every other field NULL.
-fn encode_gone(buf: &mut BytesMut, member_key: &[u8]) {
+/// A "gone" row: the ledger member's key, no cells, never a duplicate.
+fn encode_gone(buf: &mut BytesMut, seq: i64, member_key: &[u8]) {
     buf.put_i16(STAGE_FIELDS);
+    buf.put_i32(8);
+    buf.put_i64(seq);
     buf.put_i32(member_key.len() as i32);
     buf.put_slice(member_key);
-    for _ in 1..STAGE_FIELDS {
+    for _ in 3..STAGE_FIELDS {
         buf.put_i32(-1);
     }
+    buf.put_i32(1);
+    buf.put_u8(0);
 }

@@ -24,12 +24,6 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn table(self) -> &'static str {
-        match self {
-            Direction::Remove => "sync_removes",
-            Direction::Add | Direction::Replace => "sync_plan",
-        }
-    }
     fn name(self) -> &'static str {
         match self {
             Direction::Remove => "remove",
@@ -80,7 +74,7 @@ pub enum UploadError {
 struct Batch {
     schema: String,
     rows: PackedRows,
-    /// The batch is the plan rows with `first <= seq <= last`.
+    /// The batch is the plan rows (of its schema) with `first <= seq <= last`.
     first: i64,
     last: i64,
 }
@@ -108,6 +102,7 @@ impl PackedRows {
 
 /// A batch Meta accepted, on its way to the ledger.
 struct Accepted {
+    schema: String,
     first: i64,
     last: i64,
     final_batch: bool,
@@ -137,56 +132,68 @@ impl Upload<'_> {
         Ok(totals)
     }
 
+    /// Reads the plan in `seq` order, one page per batch. Removals are paged per schema (the
+    /// match keys their rows were added with), so no batch mixes two.
     async fn fetch(&self, direction: Direction, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
-        let table = direction.table();
         let limit = self.batch_rows.clamp(1, MAX_USERS_PER_CALL);
-        let sql = if direction == Direction::Remove {
-            format!(
-                "SELECT seq, match_keys, cells FROM {table}
-                  WHERE seq > $1 AND match_keys = (SELECT match_keys FROM {table} WHERE seq > $1 ORDER BY seq LIMIT 1)
+        let (schemas, sql) = if direction == Direction::Remove {
+            let schemas: Vec<String> = self
+                .stage
+                .query(
+                    "SELECT DISTINCT match_keys FROM sync_removes ORDER BY 1",
+                    &[],
+                )
+                .await
+                .context("Failed to read the removal schemas")?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let sql = format!(
+                "SELECT seq, cells FROM sync_removes WHERE match_keys = $1 AND seq > $2
                   ORDER BY seq LIMIT {limit}"
-            )
+            );
+            (schemas, sql)
         } else {
-            format!(
-                "SELECT seq, $2::text, cells FROM {table} WHERE seq > $1 AND upload ORDER BY seq LIMIT {limit}"
-            )
+            let sql = format!(
+                "SELECT seq, cells FROM sync_stage WHERE seq > $1 AND upload ORDER BY seq LIMIT {limit}"
+            );
+            (vec![self.match_keys.to_string()], sql)
         };
         let statement = self
             .stage
             .prepare(&sql)
             .await
             .context("Failed to prepare the batch query")?;
-        let mut last = 0i64;
-        loop {
-            let rows = if direction == Direction::Remove {
-                self.stage.query(&statement, &[&last]).await
-            } else {
-                self.stage
-                    .query(&statement, &[&last, &self.match_keys])
-                    .await
-            }
-            .context("Failed to read a batch")?;
-            let Some(final_row) = rows.last() else {
-                return Ok(());
-            };
-            let hi: i64 = final_row.get(0);
-            let schema: String = final_row.get(1);
-            let mut packed = PackedRows::default();
-            for row in &rows {
-                packed.push(row.get(2));
-            }
-            let batch = Batch {
-                schema,
-                rows: packed,
-                first: rows[0].get(0),
-                last: hi,
-            };
-            drop(rows);
-            last = hi;
-            if tx.send(batch).await.is_err() {
-                return Ok(()); // the sender stopped (interrupted or failed)
+        for schema in schemas {
+            let mut after = 0i64;
+            loop {
+                let rows = if direction == Direction::Remove {
+                    self.stage.query(&statement, &[&schema, &after]).await
+                } else {
+                    self.stage.query(&statement, &[&after]).await
+                }
+                .context("Failed to read a batch")?;
+                let Some(final_row) = rows.last() else {
+                    break;
+                };
+                let mut packed = PackedRows::default();
+                for row in &rows {
+                    packed.push(row.get(1));
+                }
+                let batch = Batch {
+                    schema: schema.clone(),
+                    rows: packed,
+                    first: rows[0].get(0),
+                    last: final_row.get(0),
+                };
+                after = batch.last;
+                drop(rows);
+                if tx.send(batch).await.is_err() {
+                    return Ok(()); // the sender stopped (interrupted or failed)
+                }
             }
         }
+        Ok(())
     }
 
     async fn send(
@@ -266,6 +273,7 @@ impl Upload<'_> {
             let invalid = (response.num_invalid_entries as i64 - session_invalid).max(0);
             session_invalid = session_invalid.max(response.num_invalid_entries as i64);
             let done = Accepted {
+                schema: batch.schema,
                 first: batch.first,
                 last: batch.last,
                 final_batch: last,
@@ -339,7 +347,9 @@ impl Upload<'_> {
                                          source_tenant_id, source_customer_id, source_digest, filled, invalid_keys)
                                  SELECT cfg.id, $7, a.member_key, $8, a.cells, $1, a.tenant_id, a.customer_id, a.digest,
                                         a.filled, a.invalid_keys
-                                   FROM cfg, sync_plan a WHERE a.seq BETWEEN $2 AND $3 AND a.upload
+                                   FROM cfg, sync_stage a WHERE a.seq BETWEEN $2 AND $3 AND a.upload
+                                  -- In key order, the ledger's index takes a batch much faster.
+                                  ORDER BY a.member_key
                                  {upsert}
                                  RETURNING 1)
                              {progress}, added = added + (SELECT count(*) FROM ins) WHERE id = $1"
@@ -364,7 +374,8 @@ impl Upload<'_> {
                             "WITH del AS (
                                  DELETE FROM cdp.facebook_audience_members m
                                   USING sync_removes r
-                                  WHERE r.seq BETWEEN $2 AND $3 AND m.configuration_id = $6
+                                  WHERE r.match_keys = $7 AND r.seq BETWEEN $2 AND $3
+                                    AND m.configuration_id = $6
                                     AND m.member_key = r.member_key AND m.cells = r.cells
                                  RETURNING 1)
                              {progress}, removed = removed + (SELECT count(*) FROM del) WHERE id = $1"
@@ -376,6 +387,7 @@ impl Upload<'_> {
                             &a.received,
                             &a.invalid,
                             &self.configuration_id,
+                            &a.schema,
                         ],
                     )
                     .await?;
@@ -404,8 +416,8 @@ impl Upload<'_> {
                          source_tenant_id, source_customer_id, source_digest, filled, invalid_keys)
                  SELECT {cfg}, '{aud}', member_key, '{keys}', cells, {run}, tenant_id, customer_id, digest,
                         filled, invalid_keys
-                   FROM sync_plan WHERE upload;
-                 UPDATE cdp.facebook_sync_runs SET added = (SELECT count(*) FROM sync_plan WHERE upload) WHERE id = {run};
+                   FROM sync_stage WHERE upload;
+                 UPDATE cdp.facebook_sync_runs SET added = (SELECT count(*) FROM sync_stage WHERE upload) WHERE id = {run};
                  COMMIT;",
                 cfg = self.configuration_id,
                 aud = self.audience_id,

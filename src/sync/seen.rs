@@ -1,0 +1,83 @@
+//! Which member keys a run has staged already, approximately: a Bloom filter that grows. A "no"
+//! is certain; a "yes" may be wrong about 1 % of the time, which only sends a row to the diff's
+//! ranking of possible duplicates. Memory stays near 10 bits per member (about 12 MB at 10 M).
+use fastbloom::BloomFilter;
+
+/// False-positive rate of each filter in the series.
+const FALSE_POSITIVES: f64 = 0.01;
+
+pub struct Seen {
+    /// Each full filter is followed by one twice its size.
+    filters: Vec<BloomFilter>,
+    capacity: usize,
+    in_last: usize,
+}
+
+impl Seen {
+    /// Sized for `expected` keys; more are fine.
+    pub fn new(expected: usize) -> Self {
+        let capacity = expected.max(1 << 16);
+        Seen {
+            filters: vec![BloomFilter::with_false_pos(FALSE_POSITIVES).expected_items(capacity)],
+            capacity,
+            in_last: 0,
+        }
+    }
+
+    /// Records `key` (a uniformly random hash, such as a SHA-256 prefix) and says whether it may
+    /// have been recorded before.
+    pub fn insert(&mut self, key: u64) -> bool {
+        if self.filters.iter().any(|f| f.contains_hash(key)) {
+            return true;
+        }
+        if self.in_last == self.capacity {
+            self.capacity *= 2;
+            self.in_last = 0;
+            self.filters
+                .push(BloomFilter::with_false_pos(FALSE_POSITIVES).expected_items(self.capacity));
+        }
+        self.in_last += 1;
+        self.filters
+            .last_mut()
+            .expect("there is always a filter")
+            .insert_hash(key);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(n: u64, salt: u64) -> impl Iterator<Item = u64> {
+        (0..n).map(move |i| {
+            // SplitMix64: uniform like a SHA-256 prefix.
+            let mut z = i.wrapping_add(salt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+    }
+
+    #[test]
+    fn a_key_seen_before_is_always_reported_even_past_the_expected_size() {
+        let mut seen = Seen::new(1_000);
+        for k in keys(300_000, 1) {
+            seen.insert(k);
+        }
+        assert!(seen.filters.len() > 1, "it grew");
+        assert!(keys(300_000, 1).all(|k| seen.insert(k)));
+    }
+
+    #[test]
+    fn new_keys_are_rarely_mistaken_for_seen_ones() {
+        let mut seen = Seen::new(100_000);
+        for k in keys(400_000, 1) {
+            seen.insert(k);
+        }
+        let mistaken = keys(100_000, u64::MAX / 2)
+            .filter(|&k| seen.insert(k))
+            .count();
+        assert!(mistaken < 5_000, "{mistaken} of 100000");
+    }
+}
