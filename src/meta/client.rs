@@ -31,8 +31,8 @@ use super::auth::appsecret_proof;
 use super::error::{GraphError, MetaError};
 use super::model::{
     AUDIENCE_FIELDS, AudienceInfo, AudiencePage, CreateAudience, Created, EventsRequest,
-    EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL, Payload, UsersParams, UsersResponse,
-    UsersUpload,
+    EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL, Payload, UserRows, UsersParams,
+    UsersResponse, UsersUpload,
 };
 use super::retry::{RetryClass, RetryPolicy};
 use super::throttle::{self, Throttle};
@@ -212,12 +212,12 @@ impl MetaClient {
 
     /// `POST /{audience_id}/users`: add one batch of an upload session.
     #[tracing::instrument(name = "meta.add_users", skip_all,
-        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.len(), batch_seq = upload.session.batch_seq))]
-    pub async fn add_users(
+        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.row_count(), batch_seq = upload.session.batch_seq))]
+    pub async fn add_users<R: UserRows + ?Sized>(
         &self,
         ad_account_id: &str,
         audience_id: &str,
-        upload: &UsersUpload<'_>,
+        upload: &UsersUpload<'_, R>,
     ) -> Result<UsersResponse, MetaError> {
         self.upload(ad_account_id, audience_id, Method::POST, "users", upload)
             .await
@@ -225,12 +225,12 @@ impl MetaClient {
 
     /// `DELETE /{audience_id}/users` (JSON body): remove one batch of an upload session.
     #[tracing::instrument(name = "meta.remove_users", skip_all,
-        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.len(), batch_seq = upload.session.batch_seq))]
-    pub async fn remove_users(
+        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.row_count(), batch_seq = upload.session.batch_seq))]
+    pub async fn remove_users<R: UserRows + ?Sized>(
         &self,
         ad_account_id: &str,
         audience_id: &str,
-        upload: &UsersUpload<'_>,
+        upload: &UsersUpload<'_, R>,
     ) -> Result<UsersResponse, MetaError> {
         self.upload(ad_account_id, audience_id, Method::DELETE, "users", upload)
             .await
@@ -238,12 +238,12 @@ impl MetaClient {
 
     /// `POST /{audience_id}/usersreplace`: one batch of a replace session (`batch_seq = 1` starts it).
     #[tracing::instrument(name = "meta.replace_users", skip_all,
-        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.len(), batch_seq = upload.session.batch_seq))]
-    pub async fn replace_users(
+        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.row_count(), batch_seq = upload.session.batch_seq))]
+    pub async fn replace_users<R: UserRows + ?Sized>(
         &self,
         ad_account_id: &str,
         audience_id: &str,
-        upload: &UsersUpload<'_>,
+        upload: &UsersUpload<'_, R>,
     ) -> Result<UsersResponse, MetaError> {
         self.upload(
             ad_account_id,
@@ -282,15 +282,15 @@ impl MetaClient {
         Ok(response)
     }
 
-    async fn upload(
+    async fn upload<R: UserRows + ?Sized>(
         &self,
         ad_account_id: &str,
         audience_id: &str,
         method: Method,
         edge: &str,
-        upload: &UsersUpload<'_>,
+        upload: &UsersUpload<'_, R>,
     ) -> Result<UsersResponse, MetaError> {
-        let rows = upload.rows.len();
+        let rows = upload.rows.row_count();
         if rows > MAX_USERS_PER_CALL {
             return Err(MetaError::TooLarge {
                 rows,

@@ -15,20 +15,37 @@ pub const MAX_USERS_PER_CALL: usize = 10_000;
 /// Meta accepts at most this many events per `/events` call.
 pub const MAX_EVENTS_PER_CALL: usize = 1_000;
 
+/// The rows of one `/users` call: anything that serializes as Meta's `data` (an array of rows,
+/// each an array of cell strings) and can say how many rows it holds.
+pub trait UserRows: Serialize {
+    fn row_count(&self) -> usize;
+}
+
+impl UserRows for [Vec<String>] {
+    fn row_count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl UserRows for Vec<Vec<String>> {
+    fn row_count(&self) -> usize {
+        self.len()
+    }
+}
+
 /// One batch of an upload session: multi-key `schema` and rows of cells (hashed, or `""`).
-#[derive(Clone, Copy)]
-pub struct UsersUpload<'a> {
+pub struct UsersUpload<'a, R: UserRows + ?Sized = [Vec<String>]> {
     pub schema: &'a [&'a str],
-    pub rows: &'a [Vec<String>],
+    pub rows: &'a R,
     pub session: UploadSession,
 }
 
 /// Never prints cells: they are (hashed) personal data.
-impl fmt::Debug for UsersUpload<'_> {
+impl<R: UserRows + ?Sized> fmt::Debug for UsersUpload<'_, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UsersUpload")
             .field("schema", &self.schema)
-            .field("rows", &self.rows.len())
+            .field("rows", &self.rows.row_count())
             .field("session", &self.session)
             .finish()
     }
@@ -46,15 +63,15 @@ pub struct UploadSession {
 
 /// Body parameters of `/users` and `/usersreplace` (besides the token).
 #[derive(Serialize)]
-pub(crate) struct UsersParams<'a> {
-    pub payload: Payload<'a>,
+pub(crate) struct UsersParams<'a, R: UserRows + ?Sized> {
+    pub payload: Payload<'a, R>,
     pub session: UploadSession,
 }
 
 #[derive(Serialize)]
-pub(crate) struct Payload<'a> {
+pub(crate) struct Payload<'a, R: UserRows + ?Sized> {
     pub schema: &'a [&'a str],
-    pub data: &'a [Vec<String>],
+    pub data: &'a R,
     /// "If the keys are combinational keys like LN_FN_ZIP, set this to false, otherwise set
     /// this to true" (Meta); ours are separate keys, as Meta's own SDK sends them.
     pub is_raw: bool,

@@ -31,30 +31,79 @@ pub fn push_cell(packed: &mut Vec<u8>, cell: &str) {
     packed.extend_from_slice(bytes);
 }
 
-/// Unpacks a row into its cells as sent to Meta.
-pub fn unpack(packed: &[u8]) -> Result<Vec<String>, CorruptRow> {
-    let mut cells = Vec::new();
+/// One packed cell, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell<'a> {
+    Empty,
+    Digest(&'a [u8; 32]),
+    Text(&'a str),
+}
+
+impl Cell<'_> {
+    /// Calls `f` with the cell exactly as sent to Meta, without allocating.
+    pub fn with_str<T>(self, f: impl FnOnce(&str) -> T) -> T {
+        match self {
+            Cell::Empty => f(""),
+            Cell::Digest(d) => f(const_hex::Buffer::<32>::new().format(d)),
+            Cell::Text(t) => f(t),
+        }
+    }
+}
+
+/// The cells of a packed row, in schema order.
+pub fn cells(packed: &[u8]) -> impl Iterator<Item = Result<Cell<'_>, CorruptRow>> {
     let mut rest = packed;
-    while let Some((&tag, tail)) = rest.split_first() {
-        match tag {
-            EMPTY => {
-                cells.push(String::new());
-                rest = tail;
-            }
+    std::iter::from_fn(move || {
+        let (&tag, tail) = rest.split_first()?;
+        let (cell, next) = match tag {
+            EMPTY => (Cell::Empty, tail),
             DIGEST if tail.len() >= 32 => {
-                cells.push(const_hex::encode(&tail[..32]));
-                rest = &tail[32..];
+                let (digest, next) = tail.split_at(32);
+                (Cell::Digest(digest.try_into().expect("32 bytes")), next)
             }
             TEXT if tail.len() >= 2 => {
                 let len = u16::from_be_bytes([tail[0], tail[1]]) as usize;
-                let text = tail.get(2..2 + len).ok_or(CorruptRow)?;
-                cells.push(String::from_utf8(text.to_vec()).map_err(|_| CorruptRow)?);
-                rest = &tail[2 + len..];
+                match tail
+                    .get(2..2 + len)
+                    .and_then(|t| std::str::from_utf8(t).ok())
+                {
+                    Some(text) => (Cell::Text(text), &tail[2 + len..]),
+                    None => {
+                        rest = &[];
+                        return Some(Err(CorruptRow));
+                    }
+                }
             }
-            _ => return Err(CorruptRow),
+            _ => {
+                rest = &[];
+                return Some(Err(CorruptRow));
+            }
+        };
+        rest = next;
+        Some(Ok(cell))
+    })
+}
+
+/// Unpacks a row into its cells as sent to Meta.
+pub fn unpack(packed: &[u8]) -> Result<Vec<String>, CorruptRow> {
+    cells(packed)
+        .map(|cell| cell.map(|c| c.with_str(str::to_string)))
+        .collect()
+}
+
+/// A packed row that serializes as Meta's row: an array of cell strings.
+pub struct PackedRow<'a>(pub &'a [u8]);
+
+impl serde::Serialize for PackedRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = serializer.serialize_seq(None)?;
+        for cell in cells(self.0) {
+            let cell = cell.map_err(S::Error::custom)?;
+            cell.with_str(|s| seq.serialize_element(s))?;
         }
+        seq.end()
     }
-    Ok(cells)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +142,17 @@ mod tests {
     fn uppercase_hex_is_kept_as_text_so_it_round_trips_exactly() {
         let upper = "F1904CF1A9D73A55FA5DE0AC823C4403DED71AFD4C3248D00BDCD0866552BB79";
         assert_eq!(unpack(&pack(&[upper])).unwrap(), vec![upper.to_string()]);
+    }
+
+    #[test]
+    fn a_packed_row_serializes_as_the_json_array_of_its_cells() {
+        let hash = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79";
+        let packed = pack(&[hash, "", "CRM-\"1\""]);
+        assert_eq!(
+            serde_json::to_string(&PackedRow(&packed)).unwrap(),
+            serde_json::to_string(&[hash, "", "CRM-\"1\""]).unwrap()
+        );
+        assert!(serde_json::to_string(&PackedRow(&packed[..20])).is_err());
     }
 
     #[test]

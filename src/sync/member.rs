@@ -77,8 +77,89 @@ impl Tally {
     }
 }
 
-/// Builds the member for one customer from its raw values (one per key, in `keys` order), or
-/// `None` when no strong key is usable. Counts into `tally`.
+/// Builds members with reused buffers: a chunk of rows allocates nothing per row.
+pub struct MemberBuilder<'a> {
+    normalizer: &'a Normalizer,
+    keys: &'a [MatchKey],
+    cell: String,
+    identity: String,
+}
+
+impl<'a> MemberBuilder<'a> {
+    pub fn new(normalizer: &'a Normalizer, keys: &'a [MatchKey]) -> Self {
+        MemberBuilder {
+            normalizer,
+            keys,
+            cell: String::with_capacity(128),
+            identity: String::with_capacity(128),
+        }
+    }
+
+    /// Builds the member for one customer from its raw values (one per key, in `keys` order)
+    /// into `member` (its buffers are reused), or returns false when no strong key is usable.
+    /// Counts into `tally`.
+    pub fn build_into(
+        &mut self,
+        raw: &[Option<&str>],
+        tenant_id: i32,
+        customer_id: i64,
+        tally: &mut Tally,
+        member: &mut Member,
+    ) -> bool {
+        tally.rows += 1;
+        member.cells.clear();
+        member.filled = 0;
+        member.invalid_keys = 0;
+        let mut strongest: Option<usize> = None;
+        for (i, key) in self.keys.iter().enumerate() {
+            self.cell.clear();
+            if let Some(value) = raw.get(i).copied().flatten()
+                && let Err(Rejection::Invalid(_)) =
+                    self.normalizer.cell_into(*key, value, &mut self.cell)
+            {
+                tally.invalid[i] += 1;
+                member.invalid_keys |= 1i32.checked_shl(i as u32).unwrap_or(0);
+            }
+            if !self.cell.is_empty() {
+                member.filled += 1;
+                if let Some(rank) = STRONG_KEYS.iter().position(|k| k == key)
+                    && strongest.is_none_or(|best| rank < best)
+                {
+                    strongest = Some(rank);
+                    self.identity.clear();
+                    self.identity.push_str(key.as_str());
+                    self.identity.push(':');
+                    self.identity.push_str(&self.cell);
+                }
+            }
+            push_cell(&mut member.cells, &self.cell);
+        }
+        if strongest.is_none() {
+            tally.no_usable_key += 1;
+            return false;
+        }
+        member.member_key = Sha256::digest(self.identity.as_bytes()).into();
+        member.tenant_id = tenant_id;
+        member.customer_id = customer_id;
+        true
+    }
+}
+
+impl Member {
+    /// An empty member to build into.
+    pub fn empty() -> Self {
+        Member {
+            member_key: [0; 32],
+            cells: Vec::with_capacity(256),
+            filled: 0,
+            tenant_id: 0,
+            customer_id: 0,
+            invalid_keys: 0,
+        }
+    }
+}
+
+/// Builds the member for one customer (see [`MemberBuilder::build_into`]).
 pub fn build_member(
     normalizer: &Normalizer,
     keys: &[MatchKey],
@@ -87,46 +168,10 @@ pub fn build_member(
     customer_id: i64,
     tally: &mut Tally,
 ) -> Option<Member> {
-    tally.rows += 1;
-    let mut packed = Vec::with_capacity(keys.len() * 33);
-    let mut filled = 0i16;
-    let mut invalid_keys = 0i32;
-    let mut strongest: Option<(usize, String)> = None;
-    for (i, key) in keys.iter().enumerate() {
-        let cell = match raw.get(i).copied().flatten() {
-            None => String::new(),
-            Some(value) => match normalizer.cell(*key, value) {
-                Ok(cell) => cell,
-                Err(Rejection::Empty) => String::new(),
-                Err(Rejection::Invalid(_)) => {
-                    tally.invalid[i] += 1;
-                    invalid_keys |= 1i32.checked_shl(i as u32).unwrap_or(0);
-                    String::new()
-                }
-            },
-        };
-        if !cell.is_empty() {
-            filled += 1;
-            if let Some(rank) = STRONG_KEYS.iter().position(|k| k == key)
-                && strongest.as_ref().is_none_or(|(best, _)| rank < *best)
-            {
-                strongest = Some((rank, format!("{}:{cell}", key.as_str())));
-            }
-        }
-        push_cell(&mut packed, &cell);
-    }
-    let Some((_, identity)) = strongest else {
-        tally.no_usable_key += 1;
-        return None;
-    };
-    Some(Member {
-        member_key: Sha256::digest(identity.as_bytes()).into(),
-        cells: packed,
-        filled,
-        tenant_id,
-        customer_id,
-        invalid_keys,
-    })
+    let mut member = Member::empty();
+    MemberBuilder::new(normalizer, keys)
+        .build_into(raw, tenant_id, customer_id, tally, &mut member)
+        .then_some(member)
 }
 
 #[cfg(test)]

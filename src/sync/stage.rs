@@ -23,7 +23,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::digest::SourceDigest;
 use super::extract::{Extraction, map_columns};
-use super::member::{Member, Tally, build_member};
+use super::member::{Member, MemberBuilder, Tally};
 use super::seen::Seen;
 use super::system::SyncPlan;
 
@@ -201,6 +201,8 @@ fn hash_chunk(
     // Per candidate: where its `maybe_dup` byte is, and its member key's first 8 bytes.
     let mut members = Vec::with_capacity(rows.len());
     let mut seq = first_seq;
+    let mut builder = MemberBuilder::new(&plan.normalizer, &plan.match_keys);
+    let mut member = Member::empty();
     let mut raw: Vec<Option<&str>> = Vec::with_capacity(map.keys.len());
     for row in rows {
         let ledger_key: Option<&[u8]> = row.try_get(extraction.ledger_key)?;
@@ -235,17 +237,10 @@ fn hash_chunk(
             seq += 1;
             report.gone += 1;
         }
-        if let Some(m) = build_member(
-            &plan.normalizer,
-            &plan.match_keys,
-            &raw,
-            tenant_id,
-            customer_id,
-            &mut report.tally,
-        ) {
-            let flag = encode_candidate(&mut encoded, seq, &m, digest);
+        if builder.build_into(&raw, tenant_id, customer_id, &mut report.tally, &mut member) {
+            let flag = encode_candidate(&mut encoded, seq, &member, digest);
             seq += 1;
-            let hash = u64::from_le_bytes(m.member_key[..8].try_into().expect("32-byte key"));
+            let hash = u64::from_le_bytes(member.member_key[..8].try_into().expect("32-byte key"));
             members.push((flag, hash));
             report.staged += 1;
         }

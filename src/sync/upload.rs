@@ -13,8 +13,10 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::cells::unpack;
-use crate::meta::{MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UsersUpload};
+use super::cells::PackedRow;
+use crate::meta::{
+    MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UserRows, UsersUpload,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -97,6 +99,19 @@ impl PackedRows {
         starts
             .zip(&self.ends)
             .map(|(start, &end)| &self.cells[start..end])
+    }
+}
+
+/// Serialized straight from the packed bytes: no row is unpacked into strings.
+impl serde::Serialize for PackedRows {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.rows().map(PackedRow))
+    }
+}
+
+impl UserRows for PackedRows {
+    fn row_count(&self) -> usize {
+        self.ends.len()
     }
 }
 
@@ -215,15 +230,12 @@ impl Upload<'_> {
                 break;
             }
             let seq = totals.batches as u32 + 1;
-            let cells = match batch.rows.rows().map(unpack).collect::<Result<Vec<_>, _>>() {
-                Ok(cells) => cells,
-                Err(e) => return (totals, Some(anyhow::Error::new(e).into())),
-            };
-            let last = totals.rows + cells.len() as i64 >= self.total;
+            let rows = batch.rows.row_count() as i64;
+            let last = totals.rows + rows >= self.total;
             let schema: Vec<&str> = batch.schema.split(',').collect();
             let upload = UsersUpload {
                 schema: &schema,
-                rows: &cells,
+                rows: &batch.rows,
                 session: UploadSession {
                     session_id: self.session_id,
                     batch_seq: seq,
@@ -256,17 +268,16 @@ impl Upload<'_> {
                 }
             };
             totals.batches += 1;
-            totals.rows += cells.len() as i64;
+            totals.rows += rows;
             tracing::info!(
                 system = self.system_name,
                 direction = direction.name(),
                 batch = totals.batches,
                 batches,
-                rows = cells.len(),
+                rows,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "batch accepted"
             );
-            drop(cells);
             drop(batch.rows);
             let received = (response.num_received as i64 - session_received).max(0);
             session_received = session_received.max(response.num_received as i64);
