@@ -106,6 +106,40 @@ impl serde::Serialize for PackedRow<'_> {
     }
 }
 
+/// Packed rows in one contiguous buffer: two allocations per batch instead of one per row.
+#[derive(Default)]
+pub struct PackedRows {
+    cells: Vec<u8>,
+    /// End of each row's cells in `cells`.
+    ends: Vec<usize>,
+}
+
+impl PackedRows {
+    pub fn push(&mut self, cells: &[u8]) {
+        self.cells.extend_from_slice(cells);
+        self.ends.push(self.cells.len());
+    }
+    pub fn rows(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.cells[start..end])
+    }
+}
+
+/// Serialized straight from the packed bytes: no row is unpacked into strings.
+impl serde::Serialize for PackedRows {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.rows().map(PackedRow))
+    }
+}
+
+impl crate::meta::UserRows for PackedRows {
+    fn row_count(&self) -> usize {
+        self.ends.len()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a ledger row could not be unpacked")]
 pub struct CorruptRow;

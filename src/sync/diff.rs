@@ -184,6 +184,21 @@ pub async fn diff(
     })
 }
 
+/// Whether the configuration's ledger has no member (a first sync, or a new audience).
+pub async fn ledger_is_empty(
+    stage: &tokio_postgres::Client,
+    configuration_id: i32,
+) -> anyhow::Result<bool> {
+    Ok(stage
+        .query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM cdp.facebook_audience_members WHERE configuration_id = $1)",
+            &[&configuration_id],
+        )
+        .await
+        .context("Failed to look at the ledger")?
+        .get(0))
+}
+
 async fn count(stage: &tokio_postgres::Client, sql: &str) -> anyhow::Result<i64> {
     Ok(stage
         .query_one(sql, &[])

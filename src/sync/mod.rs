@@ -10,6 +10,7 @@ pub mod member;
 pub mod run;
 pub mod seen;
 pub mod stage;
+pub mod stream;
 pub mod system;
 pub mod upload;
 

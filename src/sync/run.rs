@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::audience::ensure_audience;
 use super::diff::{self, DiffReport};
 use super::guard::{self, Removals};
-use super::stage::{StageError, stage_members};
+use super::stage::{StageError, Stream, stage_members};
+use super::stream::Streamer;
 use super::system::{Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff};
 use super::upload::{Direction, Upload, UploadError};
 use crate::configuration::Settings;
@@ -304,26 +306,82 @@ async fn execute(
         .await
         .map_err(|e| failed(e.into()))?;
 
-    let started = std::time::Instant::now();
-    let expected = runs::last_extracted(stage, plan.id)
-        .await
-        .map_err(|e| failed(e.into()))?;
-    let staged =
-        match stage_members(&extract, stage, &ctx.extract_sql, plan, expected as usize).await {
-            Ok(report) => report,
-            Err(StageError::Columns(problems)) => {
-                return Err(Outcome::InvalidConfig(problems.join("; ")));
-            }
-            Err(StageError::Other(e)) => return Err(failed(e)),
-        };
-    drop(extract);
-    let staged_ms = started.elapsed().as_millis() as u64;
     let keys = plan
         .match_keys
         .iter()
         .map(|k| k.as_str())
         .collect::<Vec<_>>()
         .join(",");
+    let add_session = new_session_id();
+    let remove_session = new_session_id();
+    runs::record_sessions(stage, run_id, add_session, remove_session)
+        .await
+        .map_err(|e| failed(e.into()))?;
+    let as_outcome = |e: UploadError| match e {
+        UploadError::Meta(m) => Outcome::Failed(m.to_string()),
+        UploadError::Other(o) => failed(o),
+    };
+
+    let started = std::time::Instant::now();
+    let expected = runs::last_extracted(stage, plan.id)
+        .await
+        .map_err(|e| failed(e.into()))?;
+    // A first sync sends new members while it extracts (see stream.rs).
+    let first_sync = plan.mode != SyncMode::Replace
+        && diff::ledger_is_empty(stage, plan.id)
+            .await
+            .map_err(failed)?;
+    let (stream_tx, stream_rx) = mpsc::channel(1);
+    let stream = first_sync.then(|| Stream {
+        tx: stream_tx,
+        batch_rows: ctx.settings.worker.upload_batch_rows,
+    });
+    let streamer = Streamer {
+        pool: &ctx.pool,
+        meta: &ctx.meta,
+        system_name: &plan.system_name,
+        ad_account_id: &plan.ad_account_id,
+        audience_id: &audience_id,
+        configuration_id: plan.id,
+        match_keys: &keys,
+        run_id,
+        session_id: add_session,
+        cancel,
+    };
+    let (staging, (streamed, stream_error)) = tokio::join!(
+        stage_members(
+            &extract,
+            stage,
+            &ctx.extract_sql,
+            plan,
+            expected as usize,
+            stream
+        ),
+        streamer.run(stream_rx),
+    );
+    drop(extract);
+    if let Some(e) = stream_error {
+        return Err(as_outcome(e));
+    }
+    let staged = match staging {
+        Ok(report) => report,
+        Err(_) if streamed.interrupted => {
+            let members = count_members(stage, plan.id).await.map_err(failed)?;
+            let _ = diff::drop_plan(stage).await;
+            return Ok(Done {
+                outcome: Outcome::Interrupted,
+                added: streamed.rows,
+                removed: 0,
+                members,
+                held: None,
+            });
+        }
+        Err(StageError::Columns(problems)) => {
+            return Err(Outcome::InvalidConfig(problems.join("; ")));
+        }
+        Err(StageError::Other(e)) => return Err(failed(e)),
+    };
+    let staged_ms = started.elapsed().as_millis() as u64;
     let mut planned: DiffReport = diff::diff(stage, plan.id, &keys, plan.mode, &staged)
         .await
         .map_err(failed)?;
@@ -376,11 +434,6 @@ async fn execute(
         "sync planned"
     );
 
-    let add_session = new_session_id();
-    let remove_session = new_session_id();
-    runs::record_sessions(stage, run_id, add_session, remove_session)
-        .await
-        .map_err(|e| failed(e.into()))?;
     let upload = |total: i64, session_id: i64| Upload {
         stage,
         meta: &ctx.meta,
@@ -392,13 +445,11 @@ async fn execute(
         run_id,
         session_id,
         total,
+        first_batch_seq: 1,
+        session_total: total,
         batch_rows: ctx.settings.worker.upload_batch_rows,
         upsert: plan.mode == SyncMode::Append,
         cancel,
-    };
-    let as_outcome = |e: UploadError| match e {
-        UploadError::Meta(m) => Outcome::Failed(m.to_string()),
-        UploadError::Other(o) => failed(o),
     };
     let removed = upload(planned.to_remove, remove_session)
         .run(Direction::Remove)
@@ -412,20 +463,18 @@ async fn execute(
         } else {
             Direction::Add
         };
-        added = upload(planned.to_add, add_session)
-            .run(direction)
-            .await
-            .map_err(as_outcome)?;
+        // The add session goes on after the batches streamed while extracting.
+        added = Upload {
+            first_batch_seq: streamed.batches + 1,
+            session_total: streamed.rows + planned.to_add,
+            ..upload(planned.to_add, add_session)
+        }
+        .run(direction)
+        .await
+        .map_err(as_outcome)?;
         interrupted = added.interrupted;
     }
-    let members: i64 = stage
-        .query_one(
-            "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
-            &[&plan.id],
-        )
-        .await
-        .map_err(|e| failed(e.into()))?
-        .get(0);
+    let members = count_members(stage, plan.id).await.map_err(failed)?;
     let _ = diff::drop_plan(stage).await;
     let outcome = if interrupted {
         Outcome::Interrupted
@@ -436,11 +485,25 @@ async fn execute(
     };
     Ok(Done {
         outcome,
-        added: added.rows,
+        added: streamed.rows + added.rows,
         removed: removed.rows,
         members,
         held: held.map(|(why, _)| why),
     })
+}
+
+async fn count_members(
+    stage: &tokio_postgres::Client,
+    configuration_id: i32,
+) -> anyhow::Result<i64> {
+    Ok(stage
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
+            &[&configuration_id],
+        )
+        .await
+        .context("Failed to count the audience")?
+        .get(0))
 }
 
 /// A positive 63-bit session id, unique within the ad account for all practical purposes.

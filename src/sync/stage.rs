@@ -19,12 +19,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::digest::SourceDigest;
 use super::extract::{Extraction, map_columns};
 use super::member::{Member, MemberBuilder, Tally};
 use super::seen::Seen;
+use super::stream::{Source, StreamBatch};
 use super::system::SyncPlan;
 
 /// Rows per chunk handed to a hashing worker.
@@ -72,6 +74,7 @@ pub async fn stage_members(
     sql: &str,
     plan: &SyncPlan,
     expected: usize,
+    stream: Option<Stream>,
 ) -> Result<StageReport, StageError> {
     // The operator's query on its own first, so a column problem is reported in its own terms.
     let statement = extract
@@ -122,17 +125,13 @@ pub async fn stage_members(
     let mut hashed = pin!(
         rows.try_chunks(CHUNK_ROWS)
             .map_err(|e| anyhow::Error::new(e.1).context("Reading customers failed"))
-            .enumerate()
-            .map(|(i, chunk)| chunk.map(|chunk| (i, chunk)))
-            .map_ok(|(i, chunk)| {
+            .map_ok(|chunk| {
                 let plan = plan.clone();
                 let extraction = extraction.clone();
                 let digest = digest.clone();
-                // A row stages at most two rows (gone + candidate): seq stays unique and ordered.
-                let first_seq = (i * 2 * CHUNK_ROWS) as i64 + 1;
                 async move {
                     tokio::task::spawn_blocking(move || {
-                        hash_chunk(&plan, &extraction, &digest, &chunk, first_seq)
+                        hash_chunk(&plan, &extraction, &digest, &chunk)
                     })
                     .await
                     .context("A hashing worker panicked")?
@@ -145,21 +144,46 @@ pub async fn stage_members(
         tally: Tally::new(plan.match_keys.len()),
         ..StageReport::default()
     };
-    // Marked in stream order, on this task: the first row of a member always stays unmarked and
-    // every later one is marked, whatever thread hashed it.
+    // Settled in stream order, on this task: the first row of a member is never marked and every
+    // later one is, whatever thread hashed it; seq follows the stream.
     let mut seen = Seen::new(expected);
+    let mut seq = 0i64;
+    let mut stream = stream.map(|s| Streaming {
+        tx: s.tx,
+        batch_rows: s.batch_rows.clamp(1, crate::meta::MAX_USERS_PER_CALL),
+        filling: StreamBatch::default(),
+    });
     while let Some(done) = hashed.next().await {
-        let HashedChunk {
-            mut encoded,
-            report: counts,
-            members,
-        } = done?;
-        report.add(&counts);
-        for (flag, hash) in members {
-            if seen.insert(hash) {
-                encoded[flag] = 1;
-                report.maybe_dup += 1;
+        let chunk = done?;
+        report.add(&chunk.report);
+        let mut encoded = BytesMut::with_capacity(chunk.cells.len() + chunk.rows.len() * 70);
+        for row in &chunk.rows {
+            seq += 1;
+            match row {
+                Staged::Gone(key) => encode_gone(&mut encoded, seq, key),
+                Staged::Candidate(source, range) => {
+                    let cells = &chunk.cells[range.clone()];
+                    let maybe_dup = seen.insert(u64::from_le_bytes(
+                        source.member_key[..8].try_into().expect("32-byte key"),
+                    ));
+                    report.maybe_dup += u64::from(maybe_dup);
+                    match &mut stream {
+                        Some(s) if !maybe_dup => s.push(*source, cells).await?,
+                        _ => encode_candidate(&mut encoded, seq, source, cells, maybe_dup),
+                    }
+                }
             }
+        }
+        sink.send(encoded.freeze())
+            .await
+            .context("COPY into the staging table failed")?;
+    }
+    // The last streamed rows are staged: the add phase sends them after the diff.
+    if let Some(s) = stream {
+        let mut encoded = BytesMut::new();
+        for (source, cells) in s.filling.sources.iter().zip(s.filling.cells.rows()) {
+            seq += 1;
+            encode_candidate(&mut encoded, seq, source, cells, false);
         }
         sink.send(encoded.freeze())
             .await
@@ -175,42 +199,77 @@ pub async fn stage_members(
     Ok(report)
 }
 
-/// One hashed chunk: its COPY bytes, its counts, and per candidate where its `maybe_dup` byte is
-/// and its member key's first 8 bytes.
-struct HashedChunk {
-    encoded: BytesMut,
-    report: StageReport,
-    members: Vec<(usize, u64)>,
+/// A staged row, in stream order.
+enum Staged {
+    /// A ledger member whose source customer changed or left.
+    Gone([u8; 32]),
+    /// A customer's member; its packed cells are this range of the chunk's `cells`.
+    Candidate(Source, std::ops::Range<usize>),
 }
 
-/// CPU work for one chunk, on a blocking thread: rows are settled, and staged rows encoded as
-/// binary COPY tuples here, so the async side only forwards bytes.
+/// One hashed chunk: its counts and its staged rows.
+struct HashedChunk {
+    report: StageReport,
+    rows: Vec<Staged>,
+    cells: Vec<u8>,
+}
+
+/// Where new members go while extracting, on a first sync (see [`super::stream`]).
+pub struct Stream {
+    pub tx: mpsc::Sender<StreamBatch>,
+    /// Rows per batch (at most Meta's 10,000).
+    pub batch_rows: usize,
+}
+
+struct Streaming {
+    tx: mpsc::Sender<StreamBatch>,
+    batch_rows: usize,
+    /// Sent when it is full and another row comes: the stream's last rows are staged instead, so
+    /// the add phase after the diff always has a batch to close the session with.
+    filling: StreamBatch,
+}
+
+impl Streaming {
+    async fn push(&mut self, source: Source, cells: &[u8]) -> anyhow::Result<()> {
+        if self.filling.len() >= self.batch_rows {
+            let full = std::mem::take(&mut self.filling);
+            self.tx
+                .send(full)
+                .await
+                .map_err(|_| anyhow::anyhow!("the uploader stopped"))?;
+        }
+        self.filling.push(source, cells);
+        Ok(())
+    }
+}
+
+/// CPU work for one chunk, on a blocking thread: rows are settled, members built and hashed.
 fn hash_chunk(
     plan: &SyncPlan,
     extraction: &Extraction,
     digest: &SourceDigest,
     rows: &[tokio_postgres::Row],
-    first_seq: i64,
 ) -> anyhow::Result<HashedChunk> {
     let map = &extraction.map;
     let mut report = StageReport {
         tally: Tally::new(plan.match_keys.len()),
         ..StageReport::default()
     };
-    let mut encoded = BytesMut::with_capacity(rows.len() * (70 + 33 * plan.match_keys.len()));
-    // Per candidate: where its `maybe_dup` byte is, and its member key's first 8 bytes.
-    let mut members = Vec::with_capacity(rows.len());
-    let mut seq = first_seq;
+    let mut staged = Vec::with_capacity(rows.len());
+    let mut cells = Vec::with_capacity(rows.len() * (1 + 33 * plan.match_keys.len()));
     let mut builder = MemberBuilder::new(&plan.normalizer, &plan.match_keys);
     let mut member = Member::empty();
     let mut raw: Vec<Option<&str>> = Vec::with_capacity(map.keys.len());
+    let ledger_key = |row: &tokio_postgres::Row| -> anyhow::Result<Option<[u8; 32]>> {
+        let key: Option<&[u8]> = row.try_get(extraction.ledger_key)?;
+        key.map(|k| k.try_into().context("a ledger member key is not 32 bytes"))
+            .transpose()
+    };
     for row in rows {
-        let ledger_key: Option<&[u8]> = row.try_get(extraction.ledger_key)?;
+        let ledger_key = ledger_key(row)?;
         let customer_id: Option<i64> = row.try_get(map.customer_id)?;
         let Some(customer_id) = customer_id else {
-            let key = ledger_key.context("customer_id is NULL")?;
-            encode_gone(&mut encoded, seq, key);
-            seq += 1;
+            staged.push(Staged::Gone(ledger_key.context("customer_id is NULL")?));
             report.gone += 1;
             continue;
         };
@@ -233,56 +292,56 @@ fn hash_chunk(
                 report.unchanged += 1;
                 continue;
             }
-            encode_gone(&mut encoded, seq, key);
-            seq += 1;
+            staged.push(Staged::Gone(key));
             report.gone += 1;
         }
         if builder.build_into(&raw, tenant_id, customer_id, &mut report.tally, &mut member) {
-            let flag = encode_candidate(&mut encoded, seq, &member, digest);
-            seq += 1;
-            let hash = u64::from_le_bytes(member.member_key[..8].try_into().expect("32-byte key"));
-            members.push((flag, hash));
+            let start = cells.len();
+            cells.extend_from_slice(&member.cells);
+            staged.push(Staged::Candidate(
+                Source::of(&member, digest),
+                start..cells.len(),
+            ));
             report.staged += 1;
         }
     }
     Ok(HashedChunk {
-        encoded,
         report,
-        members,
+        rows: staged,
+        cells,
     })
 }
 
 /// Binary COPY: signature, flags, header extension length.
-const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+pub const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// Binary COPY: end of data.
-const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+pub const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 
 /// Fields per `sync_stage` row.
 const STAGE_FIELDS: i16 = 9;
 
 /// A candidate `sync_stage` row in binary COPY format: the field count, then each field's length
-/// and bytes. `maybe_dup` is written as false; returns its offset, for the caller to mark.
-fn encode_candidate(buf: &mut BytesMut, seq: i64, m: &Member, digest: i64) -> usize {
+/// and bytes.
+fn encode_candidate(buf: &mut BytesMut, seq: i64, source: &Source, cells: &[u8], maybe_dup: bool) {
     buf.put_i16(STAGE_FIELDS);
     buf.put_i32(8);
     buf.put_i64(seq);
     buf.put_i32(32);
-    buf.put_slice(&m.member_key);
-    buf.put_i32(m.cells.len() as i32);
-    buf.put_slice(&m.cells);
+    buf.put_slice(&source.member_key);
+    buf.put_i32(cells.len() as i32);
+    buf.put_slice(cells);
     buf.put_i32(2);
-    buf.put_i16(m.filled);
+    buf.put_i16(source.filled);
     buf.put_i32(4);
-    buf.put_i32(m.tenant_id);
+    buf.put_i32(source.tenant_id);
     buf.put_i32(8);
-    buf.put_i64(m.customer_id);
+    buf.put_i64(source.customer_id);
     buf.put_i32(8);
-    buf.put_i64(digest);
+    buf.put_i64(source.digest);
     buf.put_i32(4);
-    buf.put_i32(m.invalid_keys);
+    buf.put_i32(source.invalid_keys);
     buf.put_i32(1);
-    buf.put_u8(0);
-    buf.len() - 1
+    buf.put_u8(u8::from(maybe_dup));
 }
 
 /// A "gone" row: the ledger member's key, no cells, never a duplicate.

@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::cells::PackedRow;
+use super::cells::PackedRows;
 use crate::meta::{
     MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UserRows, UsersUpload,
 };
@@ -48,7 +48,12 @@ pub struct Upload<'a> {
     pub match_keys: &'a str,
     pub run_id: i64,
     pub session_id: i64,
+    /// Rows this phase sends.
     pub total: i64,
+    /// The session's first batch number in this phase (after batches streamed on a first sync).
+    pub first_batch_seq: u32,
+    /// The session's estimated total, for Meta.
+    pub session_total: i64,
     /// Rows per call (at most Meta's 10,000).
     pub batch_rows: usize,
     /// Append mode: an added row replaces the ledger row of the same member (a changed member).
@@ -79,40 +84,6 @@ struct Batch {
     /// The batch is the plan rows (of its schema) with `first <= seq <= last`.
     first: i64,
     last: i64,
-}
-
-/// Packed rows in one contiguous buffer: two allocations per batch instead of one per row.
-#[derive(Default)]
-struct PackedRows {
-    cells: Vec<u8>,
-    /// End of each row's cells in `cells`.
-    ends: Vec<usize>,
-}
-
-impl PackedRows {
-    fn push(&mut self, cells: &[u8]) {
-        self.cells.extend_from_slice(cells);
-        self.ends.push(self.cells.len());
-    }
-    fn rows(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(&self.ends)
-            .map(|(start, &end)| &self.cells[start..end])
-    }
-}
-
-/// Serialized straight from the packed bytes: no row is unpacked into strings.
-impl serde::Serialize for PackedRows {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.rows().map(PackedRow))
-    }
-}
-
-impl UserRows for PackedRows {
-    fn row_count(&self) -> usize {
-        self.ends.len()
-    }
 }
 
 /// A batch Meta accepted, on its way to the ledger.
@@ -229,7 +200,7 @@ impl Upload<'_> {
                 totals.interrupted = true;
                 break;
             }
-            let seq = totals.batches as u32 + 1;
+            let seq = self.first_batch_seq + totals.batches as u32;
             let rows = batch.rows.row_count() as i64;
             let last = totals.rows + rows >= self.total;
             let schema: Vec<&str> = batch.schema.split(',').collect();
@@ -240,7 +211,7 @@ impl Upload<'_> {
                     session_id: self.session_id,
                     batch_seq: seq,
                     last_batch_flag: last,
-                    estimated_num_total: Some(self.total as u64),
+                    estimated_num_total: Some(self.session_total as u64),
                 },
             };
             let result = match direction {

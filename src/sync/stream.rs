@@ -1,0 +1,239 @@
+//! The first sync of an audience (an empty ledger) does not wait for the diff: while customers
+//! are still being extracted and hashed, members the run has certainly not staged before go
+//! straight to Meta in batches, and each accepted batch is copied into the ledger. Rows that may
+//! repeat a member (the Bloom filter says maybe) are staged and settled by the diff afterwards,
+//! like an incremental run's, so the fullest twin still wins.
+//!
+//! The batches use the run's add session; the stream's last rows are staged instead of sent, so
+//! the add phase after the diff always has a batch to close the session with.
+use std::pin::pin;
+
+use anyhow::Context;
+use bytes::{BufMut, BytesMut};
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::cells::PackedRows;
+use super::member::Member;
+use super::upload::UploadError;
+use crate::db::Pool;
+use crate::meta::{MetaClient, UploadSession, UsersUpload};
+
+/// A member's ledger columns besides its cells.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    pub member_key: [u8; 32],
+    pub filled: i16,
+    pub tenant_id: i32,
+    pub customer_id: i64,
+    pub digest: i64,
+    pub invalid_keys: i32,
+}
+
+impl Source {
+    pub fn of(member: &Member, digest: i64) -> Self {
+        Source {
+            member_key: member.member_key,
+            filled: member.filled,
+            tenant_id: member.tenant_id,
+            customer_id: member.customer_id,
+            digest,
+            invalid_keys: member.invalid_keys,
+        }
+    }
+}
+
+/// Up to one upload batch of new members.
+#[derive(Default)]
+pub struct StreamBatch {
+    pub sources: Vec<Source>,
+    pub cells: PackedRows,
+}
+
+impl StreamBatch {
+    pub fn push(&mut self, source: Source, cells: &[u8]) {
+        self.sources.push(source);
+        self.cells.push(cells);
+    }
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+}
+
+/// What the streamed part of the add session did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Streamed {
+    pub batches: u32,
+    pub rows: i64,
+    pub interrupted: bool,
+}
+
+/// Everything the streaming uploader needs.
+pub struct Streamer<'a> {
+    pub pool: &'a Pool,
+    pub meta: &'a MetaClient,
+    pub system_name: &'a str,
+    pub ad_account_id: &'a str,
+    pub audience_id: &'a str,
+    pub configuration_id: i32,
+    pub match_keys: &'a str,
+    pub run_id: i64,
+    pub session_id: i64,
+    pub cancel: &'a CancellationToken,
+}
+
+impl Streamer<'_> {
+    /// Sends each batch from `rx` (in order, never the session's last), then records it in the
+    /// ledger and the run row in one transaction. Stops at the first error or on cancellation.
+    pub async fn run(
+        &self,
+        mut rx: mpsc::Receiver<StreamBatch>,
+    ) -> (Streamed, Option<UploadError>) {
+        let mut done = Streamed::default();
+        let schema: Vec<&str> = self.match_keys.split(',').collect();
+        let (mut session_received, mut session_invalid) = (0i64, 0i64);
+        while let Some(batch) = rx.recv().await {
+            if self.cancel.is_cancelled() {
+                done.interrupted = true;
+                return (done, None);
+            }
+            let upload = UsersUpload {
+                schema: &schema,
+                rows: &batch.cells,
+                session: UploadSession {
+                    session_id: self.session_id,
+                    batch_seq: done.batches + 1,
+                    last_batch_flag: false,
+                    estimated_num_total: None,
+                },
+            };
+            let response = match self
+                .meta
+                .add_users(self.ad_account_id, self.audience_id, &upload)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    metrics::counter!("cdp_meta_errors_total", "code" => e.code().map_or("transport".to_string(), |(c, _)| c.to_string())).increment(1);
+                    return (done, Some(e.into()));
+                }
+            };
+            let received = (response.num_received as i64 - session_received).max(0);
+            session_received = session_received.max(response.num_received as i64);
+            let invalid = (response.num_invalid_entries as i64 - session_invalid).max(0);
+            session_invalid = session_invalid.max(response.num_invalid_entries as i64);
+            if let Err(e) = self.commit(&batch, received, invalid).await {
+                return (done, Some(e.into()));
+            }
+            done.batches += 1;
+            done.rows += batch.len() as i64;
+            tracing::info!(
+                system = self.system_name,
+                direction = "add",
+                batch = done.batches,
+                rows = batch.len(),
+                "batch accepted while extracting"
+            );
+        }
+        (done, None)
+    }
+
+    /// Copies an accepted batch into the ledger (in key order, which the index takes fastest)
+    /// and counts it in the run row, in one transaction that holds the configuration row as a
+    /// foreign key would.
+    async fn commit(&self, batch: &StreamBatch, received: i64, invalid: i64) -> anyhow::Result<()> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .context("Failed to get a connection for the ledger")?;
+        let tx = client
+            .transaction()
+            .await
+            .context("Failed to start a ledger transaction")?;
+        tx.query_one(
+            "SELECT id FROM cdp.facebook_configurations WHERE id = $1 FOR KEY SHARE",
+            &[&self.configuration_id],
+        )
+        .await
+        .context("The configuration is gone")?;
+        let sink = tx
+            .copy_in(
+                "COPY cdp.facebook_audience_members
+                     (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
+                      source_tenant_id, source_customer_id, source_digest, filled, invalid_keys)
+                 FROM STDIN (FORMAT binary)",
+            )
+            .await
+            .context("Failed to start the ledger COPY")?;
+        let mut sink = pin!(sink);
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_unstable_by_key(|&i| batch.sources[i].member_key);
+        let rows: Vec<&[u8]> = batch.cells.rows().collect();
+        // Sent in pieces, so the batch is never copied whole.
+        let mut buf = BytesMut::with_capacity(COPY_PIECE_ROWS * 300);
+        buf.put_slice(super::stage::COPY_HEADER);
+        for piece in order.chunks(COPY_PIECE_ROWS) {
+            for &i in piece {
+                encode_ledger_row(&mut buf, self, &batch.sources[i], rows[i]);
+            }
+            sink.send(buf.split().freeze())
+                .await
+                .context("The ledger COPY failed")?;
+        }
+        buf.put_slice(&super::stage::COPY_TRAILER);
+        sink.send(buf.freeze())
+            .await
+            .context("The ledger COPY failed")?;
+        let copied = sink
+            .as_mut()
+            .finish()
+            .await
+            .context("The ledger COPY failed")?;
+        tx.execute(
+            "UPDATE cdp.facebook_sync_runs
+                SET added = added + $2, batches = batches + 1, num_received = num_received + $3,
+                    num_invalid_entries = num_invalid_entries + $4
+              WHERE id = $1",
+            &[&self.run_id, &(copied as i64), &received, &invalid],
+        )
+        .await
+        .context("Failed to count the batch")?;
+        tx.commit().await.context("Failed to commit the batch")?;
+        Ok(())
+    }
+}
+
+/// Rows per piece of the ledger COPY.
+const COPY_PIECE_ROWS: usize = 1000;
+
+/// One ledger row in binary COPY format.
+fn encode_ledger_row(buf: &mut BytesMut, s: &Streamer<'_>, source: &Source, cells: &[u8]) {
+    buf.put_i16(11);
+    buf.put_i32(4);
+    buf.put_i32(s.configuration_id);
+    buf.put_i32(s.audience_id.len() as i32);
+    buf.put_slice(s.audience_id.as_bytes());
+    buf.put_i32(32);
+    buf.put_slice(&source.member_key);
+    buf.put_i32(s.match_keys.len() as i32);
+    buf.put_slice(s.match_keys.as_bytes());
+    buf.put_i32(cells.len() as i32);
+    buf.put_slice(cells);
+    buf.put_i32(8);
+    buf.put_i64(s.run_id);
+    buf.put_i32(4);
+    buf.put_i32(source.tenant_id);
+    buf.put_i32(8);
+    buf.put_i64(source.customer_id);
+    buf.put_i32(8);
+    buf.put_i64(source.digest);
+    buf.put_i32(2);
+    buf.put_i16(source.filled);
+    buf.put_i32(4);
+    buf.put_i32(source.invalid_keys);
+}
