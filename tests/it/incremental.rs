@@ -230,3 +230,41 @@ async fn a_new_audience_id_empties_the_ledger_and_the_whole_set_goes_to_the_new_
     let run = last_run(&w, "septimo_system").await;
     assert_eq!(run.4 as usize, expected.len());
 }
+
+#[tokio::test]
+async fn on_a_first_sync_a_fuller_twin_extracted_after_its_sparser_twin_was_sent_replaces_it() {
+    let mut w = world(1_500).await;
+    // Extraction in customer id order, so which twin comes first is known.
+    w.ctx.extract_sql = format!(
+        "{}\nORDER BY c.id",
+        cdp_meta_sync::sync::extract::DEFAULT_SQL.trim_end()
+    )
+    .into();
+    let client = w.db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO customers_master (id, tenant_id, email, phone, firstname, lastname) VALUES
+                 (-2, 20, 'twin.a@example.com', NULL, NULL, NULL),
+                 (-1, 20, 'twin.b@example.com', '+54 9 11 4444-0002', 'Bea', 'Fuller'),
+                 (990001, 25, 'twin.a@example.com', '+54 9 11 4444-0001', 'Ana', 'Fuller'),
+                 (990002, 25, 'twin.b@example.com', NULL, NULL, NULL);
+             INSERT INTO cdp_rfm_analysis (customer_id, rfm_segment)
+             VALUES (-2, 'Champions'), (-1, 'Champions'), (990001, 'Champions'), (990002, 'Champions');",
+        )
+        .await
+        .unwrap();
+    sync_all_succeed(&w).await;
+    assert_audiences_equal_expected(&w).await;
+    let run = last_run(&w, "kangoo_system").await;
+    assert_eq!(
+        run.5, 1,
+        "twin A's sparse row went out while extracting and was replaced; twin B's stayed"
+    );
+    let remove_calls = w
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "remove_users" && r.status == 200)
+        .count();
+    assert_eq!(remove_calls, 1);
+}
