@@ -330,6 +330,18 @@ impl Settings {
                 "expected a whole number from 1 to 64",
             ));
         }
+        // A run holds its staging and extraction connections and briefly takes a third (ledger
+        // batches of a first sync, lease renewals); the claim and the event pump need theirs.
+        let needed = 3 * self.worker.max_concurrent_systems + 2;
+        if self.database.pool_size < needed {
+            return Err(ConfigError::new(
+                "DATABASE_POOL_SIZE",
+                format!(
+                    "expected at least {needed} (3 per system synced at once, SCHEDULER_MAX_CONCURRENT = {}, and 2 more)",
+                    self.worker.max_concurrent_systems
+                ),
+            ));
+        }
         if !(1..=10_000).contains(&self.worker.upload_batch_rows) {
             return Err(ConfigError::new(
                 "UPLOAD_BATCH_ROWS",
@@ -462,6 +474,24 @@ mod tests {
         assert_eq!(s.worker.port, 9000);
         assert_eq!(s.meta.graph_url, "http://127.0.0.1:1234");
         assert!(s.meta.require_access_token().is_ok());
+    }
+
+    #[test]
+    fn a_pool_too_small_for_the_concurrency_is_refused_with_the_size_it_needs() {
+        let e = Settings::from_env(&env(&[
+            ("SCHEDULER_MAX_CONCURRENT", "5"),
+            ("DATABASE_POOL_SIZE", "12"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "DATABASE_POOL_SIZE");
+        assert!(e.problem.contains("at least 17"), "{}", e.problem);
+        assert!(
+            Settings::from_env(&env(&[
+                ("SCHEDULER_MAX_CONCURRENT", "5"),
+                ("DATABASE_POOL_SIZE", "17"),
+            ]))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::stream::{Source, StreamBatch};
 use super::system::SyncPlan;
 
 /// Rows per chunk handed to a hashing worker.
-const CHUNK_ROWS: usize = 4096;
+const CHUNK_ROWS: usize = 2048;
 
 /// Counts from staging.
 #[derive(Debug, Clone, Default)]
@@ -116,6 +116,11 @@ pub async fn stage_members(
         .context("COPY into the staging table failed")?;
 
     let params: [&(dyn ToSql + Sync); 3] = [&plan.tenant_ids, &plan.excluded_segments, &plan.id];
+    // Without a previous run, the planner's estimate sizes the Bloom filter.
+    let expected = match expected {
+        0 => planned_rows(extract, &extraction.sql, &params).await,
+        n => n,
+    };
     let rows = extract
         .query_raw(&statement, params)
         .await
@@ -197,6 +202,22 @@ pub async fn stage_members(
         .await
         .context("COPY into the staging table failed")?;
     Ok(report)
+}
+
+/// The planner's row estimate for the extraction (0 if it cannot tell).
+async fn planned_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> usize {
+    let explained = client
+        .query_one(&format!("EXPLAIN (FORMAT JSON) {sql}"), params)
+        .await;
+    explained
+        .ok()
+        .and_then(|row| row.try_get::<_, serde_json::Value>(0).ok())
+        .and_then(|plan| plan[0]["Plan"]["Plan Rows"].as_f64())
+        .map_or(0, |rows| rows as usize)
 }
 
 /// A staged row, in stream order.
