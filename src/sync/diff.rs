@@ -64,7 +64,8 @@ pub async fn diff(
                  ADD COLUMN upload BOOLEAN NOT NULL DEFAULT true;
              CREATE TEMP TABLE sync_removes (seq BIGINT PRIMARY KEY, match_keys TEXT NOT NULL,
                  member_key BYTEA NOT NULL, cells BYTEA NOT NULL);
-             {gone}"
+             {gone}
+             ANALYZE sync_stage;"
         ))
         .await
         .context("Failed to index the staged members")?;

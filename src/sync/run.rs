@@ -382,6 +382,14 @@ async fn execute(
         Err(StageError::Other(e)) => return Err(failed(e)),
     };
     let staged_ms = started.elapsed().as_millis() as u64;
+    if streamed.rows > 0 {
+        // The ledger grew by the streamed members since its statistics were taken: without
+        // fresh ones the planner may scan it once per staged row.
+        stage
+            .batch_execute("ANALYZE cdp.facebook_audience_members")
+            .await
+            .map_err(|e| failed(e.into()))?;
+    }
     let mut planned: DiffReport = diff::diff(stage, plan.id, &keys, plan.mode, &staged)
         .await
         .map_err(failed)?;
