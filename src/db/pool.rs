@@ -69,13 +69,15 @@ pub fn pg_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::
     // of spilling to disk (temp_buffers can only be set before a session's first temp table).
     // Index probes cost about as much as sequential reads on SSDs and in cache: without this the
     // planner scans a whole audience's ledger to compare a few thousand changed members.
+    // No JIT: compiling a plan costs more than it saves on these statements (and the diff's
+    // plans, priced with sequential scans disabled, would all be compiled).
     // Commits do not wait for the WAL flush: everything the worker writes is safe to lose in a
     // server crash (a lost ledger commit only makes the next run send that batch again, which
     // Meta takes as a no-op), and each upload batch no longer waits for a disk flush.
     if config.get_options().is_none() {
         config.options(
             "-c client_min_messages=warning -c temp_buffers=128MB -c work_mem=64MB -c random_page_cost=1.1 \
-             -c synchronous_commit=off",
+             -c synchronous_commit=off -c jit=off",
         );
     }
     if config.get_application_name().is_none() {

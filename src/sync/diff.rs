@@ -42,13 +42,20 @@ pub struct DiffReport {
 const RANK: &str = "filled DESC, tenant_id, customer_id";
 
 /// Plans one configuration's run in `sync_stage`. In `append` mode no removals are planned (a
-/// changed member's new row replaces the old one in the ledger when it is added).
+/// changed member's new row replaces the old one in the ledger when it is added). `audience` is
+/// the ledger's size when the caller knows it.
+///
+/// The statements that join the ledger run with sequential scans disabled: the staged side is
+/// what they scan, and the ledger's statistics can lag far behind it (a first sync has just
+/// streamed millions of members into it; an emptied audience still counts its old rows), which
+/// can make a scan of the whole ledger per staged row look cheap to the planner.
 pub async fn diff(
     stage: &tokio_postgres::Client,
     configuration_id: i32,
     match_keys: &str,
     mode: SyncMode,
     staged: &StageReport,
+    audience: Option<i64>,
 ) -> anyhow::Result<DiffReport> {
     let gone = if staged.gone > 0 {
         "CREATE TEMP TABLE sync_gone AS SELECT DISTINCT member_key FROM sync_stage WHERE cells IS NULL;
@@ -82,16 +89,23 @@ pub async fn diff(
             .await
             .context("Failed to dedupe the staged members")?;
     }
-    let audience: i64 = stage
-        .query_one(
-            "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
-            &[&configuration_id],
-        )
-        .await
-        .context("Failed to count the audience")?
-        .get(0);
+    let audience: i64 = match audience {
+        Some(n) => n,
+        None => stage
+            .query_one(
+                "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
+                &[&configuration_id],
+            )
+            .await
+            .context("Failed to count the audience")?
+            .get(0),
+    };
     let mut refreshed = 0;
     if audience > 0 {
+        stage
+            .batch_execute("SET enable_seqscan = off")
+            .await
+            .context("Failed to plan the ledger comparison")?;
         stage
             .execute(
                 "UPDATE sync_stage s
@@ -152,6 +166,10 @@ pub async fn diff(
             .await
             .context("Failed to plan removals")? as i64;
     }
+    stage
+        .batch_execute("RESET enable_seqscan")
+        .await
+        .context("Failed to plan the ledger comparison")?;
     let leaving: i64 = if staged.gone > 0 {
         stage
             .query_one(

@@ -208,6 +208,13 @@ async fn run_inner(
         Err(problems) => Err(Outcome::InvalidConfig(problems.join("; "))),
         Ok(plan) => execute(ctx, &client, plan, run_id, cancel).await,
     };
+    // The connection goes back to the pool: whatever the run left in its session goes.
+    if let Err(e) = client
+        .batch_execute("RESET enable_seqscan; DISCARD TEMP")
+        .await
+    {
+        tracing::warn!(error = %e, "Failed to reset the staging session");
+    }
     let (outcome, members, held) = match result {
         Ok(done) => {
             report.added = done.added;
@@ -382,15 +389,9 @@ async fn execute(
         Err(StageError::Other(e)) => return Err(failed(e)),
     };
     let staged_ms = started.elapsed().as_millis() as u64;
-    if streamed.rows > 0 {
-        // The ledger grew by the streamed members since its statistics were taken: without
-        // fresh ones the planner may scan it once per staged row.
-        stage
-            .batch_execute("ANALYZE cdp.facebook_audience_members")
-            .await
-            .map_err(|e| failed(e.into()))?;
-    }
-    let mut planned: DiffReport = diff::diff(stage, plan.id, &keys, plan.mode, &staged)
+    // On a first sync the ledger holds exactly the streamed members; else it is counted.
+    let audience = first_sync.then_some(streamed.rows);
+    let mut planned: DiffReport = diff::diff(stage, plan.id, &keys, plan.mode, &staged, audience)
         .await
         .map_err(failed)?;
     let mut held = None;
