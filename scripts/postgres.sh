@@ -48,7 +48,7 @@ SQL
 
 # Drops databases left by earlier test runs (each test makes its own, named test_<uuid>).
 drop_test_databases() {
-    su postgres -c "psql -p $PGPORT -qAt" <<'SQL' | while read -r db; do su postgres -c "psql -p $PGPORT -qc 'DROP DATABASE IF EXISTS \"$db\"'" >/dev/null; done
+    su postgres -c "psql -p $PGPORT -qAt" <<'SQL' | while read -r db; do su postgres -c "psql -p $PGPORT -qc 'DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)'" >/dev/null; done
 SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'
 SQL
 }

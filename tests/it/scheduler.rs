@@ -26,6 +26,43 @@ where
     false
 }
 
+/// A spawned worker that is killed when the test ends, even when an assertion fails first.
+struct Worker(Option<std::process::Child>);
+
+impl Worker {
+    /// Waits for the exit and collects what it printed.
+    fn output(mut self) -> std::process::Output {
+        let child = self.0.take().expect("a running worker");
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl std::ops::Deref for Worker {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("a running worker")
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().expect("a running worker")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(command: &mut Command) -> Worker {
+    Worker(Some(command.spawn().unwrap()))
+}
+
 fn worker(w: &crate::world::World, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
     command
@@ -107,9 +144,7 @@ async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_o
         stall_after_writes: Some(2),
         ..Faults::default()
     });
-    let mut child = worker(&w, &["sync", "--system", "kangoo_system"])
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&mut worker(&w, &["sync", "--system", "kangoo_system"]));
     let committed = eventually(Duration::from_secs(60), || async {
         let batches: i64 = w
             .db
@@ -185,11 +220,11 @@ async fn sigterm_finishes_the_batch_in_flight_records_interrupted_releases_the_l
         .local_addr()
         .unwrap()
         .port();
-    let mut child = worker(&w, &["run"])
-        .env("PORT", port.to_string())
-        .env("SCHEDULER_MAX_CONCURRENT", "3")
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        worker(&w, &["run"])
+            .env("PORT", port.to_string())
+            .env("SCHEDULER_MAX_CONCURRENT", "3"),
+    );
     let healthy = eventually(Duration::from_secs(20), || async {
         reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
             .await
@@ -263,7 +298,7 @@ async fn sigterm_finishes_the_batch_in_flight_records_interrupted_releases_the_l
         .unwrap()
         .get(0);
     assert_eq!(running, 0);
-    let output = child.wait_with_output().unwrap();
+    let output = child.output();
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(
         !logs.contains(crate::world::TOKEN),
