@@ -17,11 +17,12 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use anyhow::Context;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_postgres::types::{ToSql, Type};
 
+use super::copy::{self, Tuple};
 use super::digest::SourceDigest;
 use super::extract::{Extraction, map_columns};
 use super::member::{Member, MemberBuilder, Tally};
@@ -111,7 +112,7 @@ pub async fn stage_members(
         .await
         .context("Failed to start COPY into the staging table")?;
     let mut sink = pin!(sink);
-    sink.send(Bytes::from_static(COPY_HEADER))
+    sink.send(Bytes::from_static(copy::HEADER))
         .await
         .context("COPY into the staging table failed")?;
 
@@ -194,7 +195,7 @@ pub async fn stage_members(
             .await
             .context("COPY into the staging table failed")?;
     }
-    sink.send(Bytes::from_static(&COPY_TRAILER))
+    sink.send(Bytes::from_static(&copy::TRAILER))
         .await
         .context("COPY into the staging table failed")?;
     sink.as_mut()
@@ -333,48 +334,28 @@ fn hash_chunk(
     })
 }
 
-/// Binary COPY: signature, flags, header extension length.
-pub const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-/// Binary COPY: end of data.
-pub const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
-
 /// Fields per `sync_stage` row.
 const STAGE_FIELDS: i16 = 9;
 
-/// A candidate `sync_stage` row in binary COPY format: the field count, then each field's length
-/// and bytes.
+/// A candidate `sync_stage` row.
 fn encode_candidate(buf: &mut BytesMut, seq: i64, source: &Source, cells: &[u8], maybe_dup: bool) {
-    buf.put_i16(STAGE_FIELDS);
-    buf.put_i32(8);
-    buf.put_i64(seq);
-    buf.put_i32(32);
-    buf.put_slice(&source.member_key);
-    buf.put_i32(cells.len() as i32);
-    buf.put_slice(cells);
-    buf.put_i32(2);
-    buf.put_i16(source.filled);
-    buf.put_i32(4);
-    buf.put_i32(source.tenant_id);
-    buf.put_i32(8);
-    buf.put_i64(source.customer_id);
-    buf.put_i32(8);
-    buf.put_i64(source.digest);
-    buf.put_i32(4);
-    buf.put_i32(source.invalid_keys);
-    buf.put_i32(1);
-    buf.put_u8(u8::from(maybe_dup));
+    Tuple::start(buf, STAGE_FIELDS)
+        .i64(seq)
+        .bytes(&source.member_key)
+        .bytes(cells)
+        .i16(source.filled)
+        .i32(source.tenant_id)
+        .i64(source.customer_id)
+        .i64(source.digest)
+        .i32(source.invalid_keys)
+        .bool(maybe_dup);
 }
 
 /// A "gone" row: the ledger member's key, no cells, never a duplicate.
 fn encode_gone(buf: &mut BytesMut, seq: i64, member_key: &[u8]) {
-    buf.put_i16(STAGE_FIELDS);
-    buf.put_i32(8);
-    buf.put_i64(seq);
-    buf.put_i32(member_key.len() as i32);
-    buf.put_slice(member_key);
+    let mut tuple = Tuple::start(buf, STAGE_FIELDS).i64(seq).bytes(member_key);
     for _ in 3..STAGE_FIELDS {
-        buf.put_i32(-1);
+        tuple = tuple.null();
     }
-    buf.put_i32(1);
-    buf.put_u8(0);
+    tuple.bool(false);
 }

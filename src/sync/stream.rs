@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cells::PackedRows;
+use super::copy::{self, Tuple};
 use super::member::Member;
 use super::upload::UploadError;
 use crate::db::Pool;
@@ -176,7 +177,7 @@ impl Streamer<'_> {
         let rows: Vec<&[u8]> = batch.cells.rows().collect();
         // Sent in pieces, so the batch is never copied whole.
         let mut buf = BytesMut::with_capacity(COPY_PIECE_ROWS * 300);
-        buf.put_slice(super::stage::COPY_HEADER);
+        buf.put_slice(copy::HEADER);
         for piece in order.chunks(COPY_PIECE_ROWS) {
             for &i in piece {
                 encode_ledger_row(&mut buf, self, &batch.sources[i], rows[i]);
@@ -185,7 +186,7 @@ impl Streamer<'_> {
                 .await
                 .context("The ledger COPY failed")?;
         }
-        buf.put_slice(&super::stage::COPY_TRAILER);
+        buf.put_slice(&copy::TRAILER);
         sink.send(buf.freeze())
             .await
             .context("The ledger COPY failed")?;
@@ -211,29 +212,18 @@ impl Streamer<'_> {
 /// Rows per piece of the ledger COPY.
 const COPY_PIECE_ROWS: usize = 1000;
 
-/// One ledger row in binary COPY format.
+/// One ledger row.
 fn encode_ledger_row(buf: &mut BytesMut, s: &Streamer<'_>, source: &Source, cells: &[u8]) {
-    buf.put_i16(11);
-    buf.put_i32(4);
-    buf.put_i32(s.configuration_id);
-    buf.put_i32(s.audience_id.len() as i32);
-    buf.put_slice(s.audience_id.as_bytes());
-    buf.put_i32(32);
-    buf.put_slice(&source.member_key);
-    buf.put_i32(s.match_keys.len() as i32);
-    buf.put_slice(s.match_keys.as_bytes());
-    buf.put_i32(cells.len() as i32);
-    buf.put_slice(cells);
-    buf.put_i32(8);
-    buf.put_i64(s.run_id);
-    buf.put_i32(4);
-    buf.put_i32(source.tenant_id);
-    buf.put_i32(8);
-    buf.put_i64(source.customer_id);
-    buf.put_i32(8);
-    buf.put_i64(source.digest);
-    buf.put_i32(2);
-    buf.put_i16(source.filled);
-    buf.put_i32(4);
-    buf.put_i32(source.invalid_keys);
+    Tuple::start(buf, 11)
+        .i32(s.configuration_id)
+        .bytes(s.audience_id.as_bytes())
+        .bytes(&source.member_key)
+        .bytes(s.match_keys.as_bytes())
+        .bytes(cells)
+        .i64(s.run_id)
+        .i32(source.tenant_id)
+        .i64(source.customer_id)
+        .i64(source.digest)
+        .i16(source.filled)
+        .i32(source.invalid_keys);
 }

@@ -4,8 +4,6 @@ use cdp_meta_sync::sync::Outcome;
 
 use crate::world::{World, audience_id, expected_members, make_due, sandbox_members, world};
 
-const SYSTEMS: [&str; 3] = ["kangoo_system", "septimo_system", "digitalfarma_system"];
-
 /// `(extracted, eligible, unchanged, refreshed, added, removed, skipped_no_key, skipped_invalid)`
 /// of a system's latest run.
 async fn last_run(w: &World, system: &str) -> (i64, i64, i64, i64, i64, i64, i64, String) {
@@ -48,17 +46,6 @@ async fn sync_all_succeed(w: &World) {
     );
 }
 
-async fn assert_audiences_equal_expected(w: &World) {
-    for system in SYSTEMS {
-        let audience = audience_id(&w.db, system).await;
-        assert_eq!(
-            sandbox_members(&w.sandbox, &audience),
-            expected_members(&w.db, system).await,
-            "{system}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn a_second_run_without_changes_settles_every_member_by_digest_and_calls_meta_for_nothing() {
     let w = world(2_000).await;
@@ -79,7 +66,7 @@ async fn a_second_run_without_changes_settles_every_member_by_digest_and_calls_m
         (first.6, &first.7),
         "skip counts stay whole for rows that were not normalized again"
     );
-    assert_audiences_equal_expected(&w).await;
+    w.assert_audiences_equal_expected().await;
 }
 
 #[tokio::test]
@@ -106,7 +93,7 @@ async fn ledger_rows_without_a_source_get_one_without_a_call_to_meta() {
     sync_all_succeed(&w).await;
     let run = last_run(&w, "digitalfarma_system").await;
     assert_eq!((run.2, run.3), (run.1, 0), "then settled by digest");
-    assert_audiences_equal_expected(&w).await;
+    w.assert_audiences_equal_expected().await;
 }
 
 #[tokio::test]
@@ -154,7 +141,7 @@ async fn a_fuller_twin_in_another_tenant_takes_over_the_member_and_a_sparser_one
         "the fuller twin's row replaced the old one"
     );
     assert!(users_calls(&w) > calls);
-    assert_audiences_equal_expected(&w).await;
+    w.assert_audiences_equal_expected().await;
 }
 
 #[tokio::test]
@@ -166,7 +153,7 @@ async fn replace_mode_uploads_the_whole_set_each_run_and_the_ledger_matches_it()
         .await
         .unwrap();
     sync_all_succeed(&w).await;
-    assert_audiences_equal_expected(&w).await;
+    w.assert_audiences_equal_expected().await;
 
     client
         .batch_execute(
@@ -179,7 +166,7 @@ async fn replace_mode_uploads_the_whole_set_each_run_and_the_ledger_matches_it()
         .unwrap();
     make_due(&w.db).await;
     sync_all_succeed(&w).await;
-    assert_audiences_equal_expected(&w).await;
+    w.assert_audiences_equal_expected().await;
     assert!(
         w.sandbox
             .requests()
@@ -254,7 +241,7 @@ async fn on_a_first_sync_a_fuller_twin_extracted_after_its_sparser_twin_was_sent
         .await
         .unwrap();
     sync_all_succeed(&w).await;
-    assert_audiences_equal_expected(&w).await;
+    w.assert_audiences_equal_expected().await;
     let run = last_run(&w, "kangoo_system").await;
     assert_eq!(
         run.5, 1,

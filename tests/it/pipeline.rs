@@ -6,10 +6,8 @@ use cdp_meta_sync::sync::{Outcome, Trigger};
 use tokio_util::sync::CancellationToken;
 
 use crate::world::{
-    TOKEN, audience_id, context, expected_members, make_due, sandbox_members, world,
+    SYSTEMS, TOKEN, audience_id, context, expected_members, make_due, sandbox_members, world,
 };
-
-const SYSTEMS: [&str; 3] = ["kangoo_system", "septimo_system", "digitalfarma_system"];
 
 #[tokio::test]
 async fn the_three_demo_systems_sync_and_each_audience_equals_the_expected_hashed_set() {
@@ -226,14 +224,7 @@ async fn twenty_percent_transient_faults_still_reach_the_same_final_set() {
         w.sandbox.requests().iter().any(|r| r.injected),
         "faults were injected"
     );
-    for system in SYSTEMS {
-        let audience = audience_id(&w.db, system).await;
-        assert_eq!(
-            sandbox_members(&w.sandbox, &audience),
-            expected_members(&w.db, system).await,
-            "{system}"
-        );
-    }
+    w.assert_audiences_equal_expected().await;
 }
 
 #[tokio::test]

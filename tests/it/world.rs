@@ -60,7 +60,22 @@ pub fn context(db: &TestDb, sandbox: &Sandbox, worker_id: &str) -> SyncContext {
     ctx
 }
 
+/// The demo systems.
+pub const SYSTEMS: [&str; 3] = ["kangoo_system", "septimo_system", "digitalfarma_system"];
+
 impl World {
+    /// Each demo system's sandbox audience equals the set computed from the demo rows.
+    pub async fn assert_audiences_equal_expected(&self) {
+        for system in SYSTEMS {
+            let audience = audience_id(&self.db, system).await;
+            assert_eq!(
+                sandbox_members(&self.sandbox, &audience),
+                expected_members(&self.db, system).await,
+                "{system}"
+            );
+        }
+    }
+
     /// One `run --once` pass over every due system.
     pub async fn sync_due(&self) -> Vec<RunReport> {
         run_due(&self.ctx, Trigger::Once, &CancellationToken::new())
