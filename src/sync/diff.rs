@@ -91,14 +91,7 @@ pub async fn diff(
     }
     let audience: i64 = match audience {
         Some(n) => n,
-        None => stage
-            .query_one(
-                "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
-                &[&configuration_id],
-            )
-            .await
-            .context("Failed to count the audience")?
-            .get(0),
+        None => count_members(stage, configuration_id).await?,
     };
     let mut refreshed = 0;
     if audience > 0 {
@@ -201,6 +194,21 @@ pub async fn diff(
         duplicates,
         refreshed,
     })
+}
+
+/// Members in the configuration's ledger.
+pub async fn count_members(
+    stage: &tokio_postgres::Client,
+    configuration_id: i32,
+) -> anyhow::Result<i64> {
+    Ok(stage
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
+            &[&configuration_id],
+        )
+        .await
+        .context("Failed to count the audience")?
+        .get(0))
 }
 
 /// Whether the configuration's ledger has no member (a first sync, or a new audience).

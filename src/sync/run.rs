@@ -19,7 +19,7 @@ use super::guard::{self, Removals};
 use super::stage::{StageError, Stream, stage_members};
 use super::stream::Streamer;
 use super::system::{Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff};
-use super::upload::{Direction, Upload, UploadError};
+use super::upload::{Direction, SessionProgress, Upload, UploadError};
 use crate::configuration::Settings;
 use crate::db::configurations::{Finish, finish, renew_lease};
 use crate::db::{self, Pool, runs};
@@ -373,7 +373,7 @@ async fn execute(
     let staged = match staging {
         Ok(report) => report,
         Err(_) if streamed.interrupted => {
-            let members = count_members(stage, plan.id).await.map_err(failed)?;
+            let members = diff::count_members(stage, plan.id).await.map_err(failed)?;
             let _ = diff::drop_plan(stage).await;
             return Ok(Done {
                 outcome: Outcome::Interrupted,
@@ -456,6 +456,7 @@ async fn execute(
         total,
         first_batch_seq: 1,
         session_total: total,
+        progress: SessionProgress::default(),
         batch_rows: ctx.settings.worker.upload_batch_rows,
         upsert: plan.mode == SyncMode::Append,
         cancel,
@@ -476,6 +477,7 @@ async fn execute(
         added = Upload {
             first_batch_seq: streamed.batches + 1,
             session_total: streamed.rows + planned.to_add,
+            progress: streamed.progress,
             ..upload(planned.to_add, add_session)
         }
         .run(direction)
@@ -483,7 +485,7 @@ async fn execute(
         .map_err(as_outcome)?;
         interrupted = added.interrupted;
     }
-    let members = count_members(stage, plan.id).await.map_err(failed)?;
+    let members = diff::count_members(stage, plan.id).await.map_err(failed)?;
     let _ = diff::drop_plan(stage).await;
     let outcome = if interrupted {
         Outcome::Interrupted
@@ -499,20 +501,6 @@ async fn execute(
         members,
         held: held.map(|(why, _)| why),
     })
-}
-
-async fn count_members(
-    stage: &tokio_postgres::Client,
-    configuration_id: i32,
-) -> anyhow::Result<i64> {
-    Ok(stage
-        .query_one(
-            "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
-            &[&configuration_id],
-        )
-        .await
-        .context("Failed to count the audience")?
-        .get(0))
 }
 
 /// A positive 63-bit session id, unique within the ad account for all practical purposes.

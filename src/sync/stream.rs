@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::cells::PackedRows;
 use super::copy::{self, Tuple};
 use super::member::Member;
-use super::upload::UploadError;
+use super::upload::{SessionProgress, UploadError, count_meta_error};
 use crate::db::Pool;
 use crate::meta::{MetaClient, UploadSession, UsersUpload};
 
@@ -71,6 +71,8 @@ pub struct Streamed {
     pub batches: u32,
     pub rows: i64,
     pub interrupted: bool,
+    /// Where the session's running totals stand, for the add phase that goes on with it.
+    pub progress: SessionProgress,
 }
 
 /// Everything the streaming uploader needs.
@@ -96,7 +98,6 @@ impl Streamer<'_> {
     ) -> (Streamed, Option<UploadError>) {
         let mut done = Streamed::default();
         let schema: Vec<&str> = self.match_keys.split(',').collect();
-        let (mut session_received, mut session_invalid) = (0i64, 0i64);
         while let Some(batch) = rx.recv().await {
             if self.cancel.is_cancelled() {
                 done.interrupted = true;
@@ -119,14 +120,11 @@ impl Streamer<'_> {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    metrics::counter!("cdp_meta_errors_total", "code" => e.code().map_or("transport".to_string(), |(c, _)| c.to_string())).increment(1);
+                    count_meta_error(&e);
                     return (done, Some(e.into()));
                 }
             };
-            let received = (response.num_received as i64 - session_received).max(0);
-            session_received = session_received.max(response.num_received as i64);
-            let invalid = (response.num_invalid_entries as i64 - session_invalid).max(0);
-            session_invalid = session_invalid.max(response.num_invalid_entries as i64);
+            let (received, invalid) = done.progress.advance(&response);
             if let Err(e) = self.commit(&batch, received, invalid).await {
                 return (done, Some(e.into()));
             }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cells::PackedRows;
 use crate::meta::{
-    MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UserRows, UsersUpload,
+    MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UserRows, UsersResponse, UsersUpload,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +54,41 @@ pub struct Upload<'a> {
     pub first_batch_seq: u32,
     /// The session's estimated total, for Meta.
     pub session_total: i64,
+    /// The session's totals so far (from batches streamed on a first sync).
+    pub progress: SessionProgress,
     /// Rows per call (at most Meta's 10,000).
     pub batch_rows: usize,
     /// Append mode: an added row replaces the ledger row of the same member (a changed member).
     pub upsert: bool,
     pub cancel: &'a CancellationToken,
+}
+
+/// Meta's `num_received` and `num_invalid_entries` are the session's running totals; the run row
+/// records each batch's increase. Carried across the phases of one session (a first sync's
+/// streamed batches, then the add phase).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionProgress {
+    received: i64,
+    invalid: i64,
+}
+
+impl SessionProgress {
+    /// Takes a batch's answer; returns the increases `(received, invalid)`.
+    pub fn advance(&mut self, response: &UsersResponse) -> (i64, i64) {
+        let received = (response.num_received as i64 - self.received).max(0);
+        let invalid = (response.num_invalid_entries as i64 - self.invalid).max(0);
+        self.received = self.received.max(response.num_received as i64);
+        self.invalid = self.invalid.max(response.num_invalid_entries as i64);
+        (received, invalid)
+    }
+}
+
+/// Counts a failed Meta call by its error code.
+pub fn count_meta_error(e: &MetaError) {
+    let code = e
+        .code()
+        .map_or("transport".to_string(), |(c, _)| c.to_string());
+    metrics::counter!("cdp_meta_errors_total", "code" => code).increment(1);
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -192,9 +222,7 @@ impl Upload<'_> {
         let batches = (self.total + per_call - 1) / per_call;
         let mut totals = UploadTotals::default();
         let started = Instant::now();
-        // Meta's num_received (and the sandbox's num_invalid_entries) are the session's running
-        // totals: the ledger writer records the increases.
-        let (mut session_received, mut session_invalid) = (0i64, 0i64);
+        let mut progress = self.progress;
         while let Some(batch) = rx.recv().await {
             if self.cancel.is_cancelled() {
                 totals.interrupted = true;
@@ -234,7 +262,7 @@ impl Upload<'_> {
             let response = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    metrics::counter!("cdp_meta_errors_total", "code" => e.code().map_or("transport".to_string(), |(c, _)| c.to_string())).increment(1);
+                    count_meta_error(&e);
                     return (totals, Some(e.into()));
                 }
             };
@@ -250,10 +278,7 @@ impl Upload<'_> {
                 "batch accepted"
             );
             drop(batch.rows);
-            let received = (response.num_received as i64 - session_received).max(0);
-            session_received = session_received.max(response.num_received as i64);
-            let invalid = (response.num_invalid_entries as i64 - session_invalid).max(0);
-            session_invalid = session_invalid.max(response.num_invalid_entries as i64);
+            let (received, invalid) = progress.advance(&response);
             let done = Accepted {
                 schema: batch.schema,
                 first: batch.first,
@@ -409,5 +434,30 @@ impl Upload<'_> {
             .await
             .context("Failed to replace the ledger")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(received: u64, invalid: u64) -> UsersResponse {
+        UsersResponse {
+            num_received: received,
+            num_invalid_entries: invalid,
+            ..UsersResponse::default()
+        }
+    }
+
+    #[test]
+    fn a_session_carried_into_the_next_phase_counts_only_the_new_batches() {
+        let mut streamed = SessionProgress::default();
+        assert_eq!(streamed.advance(&answer(10_000, 2)), (10_000, 2));
+        assert_eq!(streamed.advance(&answer(20_000, 3)), (10_000, 1));
+        // The add phase goes on with the same session: Meta's totals include the streamed rows.
+        let mut add_phase = streamed;
+        assert_eq!(add_phase.advance(&answer(20_500, 3)), (500, 0));
+        // A retried batch's answer repeats the total: nothing is counted twice.
+        assert_eq!(add_phase.advance(&answer(20_500, 3)), (0, 0));
     }
 }
