@@ -48,7 +48,8 @@ const RANK: &str = "filled DESC, tenant_id, customer_id";
 /// The statements that join the ledger run with sequential scans disabled: the staged side is
 /// what they scan, and the ledger's statistics can lag far behind it (a first sync has just
 /// streamed millions of members into it; an emptied audience still counts its old rows), which
-/// can make a scan of the whole ledger per staged row look cheap to the planner.
+/// can make a scan of the whole ledger per staged row look cheap to the planner. For the same
+/// reason the worker, which knows both sizes, picks how the ledger is read (see [`ledger_join`]).
 pub async fn diff(
     stage: &tokio_postgres::Client,
     configuration_id: i32,
@@ -93,6 +94,7 @@ pub async fn diff(
         Some(n) => n,
         None => count_members(stage, configuration_id).await?,
     };
+    let ledger = |key: &str| ledger_join(key, staged.in_table, audience);
     let mut refreshed = 0;
     if audience > 0 {
         stage
@@ -101,7 +103,8 @@ pub async fn diff(
             .context("Failed to plan the ledger comparison")?;
         stage
             .execute(
-                "UPDATE sync_stage s
+                &format!(
+                    "UPDATE sync_stage s
                     SET action = d.action, old_cells = d.old_cells, old_match_keys = d.old_match_keys,
                         upload = d.action = 'change'
                    FROM (SELECT c.seq, m.cells AS old_cells, m.match_keys AS old_match_keys,
@@ -114,11 +117,12 @@ pub async fn diff(
                                      WHEN c.cells = m.cells AND m.match_keys = $2 THEN 'refresh'
                                      ELSE 'change' END AS action
                            FROM sync_stage c
-                           JOIN cdp.facebook_audience_members m
-                             ON m.configuration_id = $1 AND m.member_key = c.member_key
+                           {}
                            LEFT JOIN sync_gone g ON g.member_key = c.member_key
                           WHERE c.action IS NULL) d
                   WHERE s.seq = d.seq",
+                    ledger("c.member_key")
+                ),
                 &[&configuration_id, &match_keys],
             )
             .await
@@ -136,12 +140,14 @@ pub async fn diff(
             .context("Failed to refresh the ledger's sources")? as i64;
     }
     // Gone members with no candidate left: they leave the audience.
-    let leaving = "SELECT m.member_key, m.match_keys, m.cells
-                     FROM sync_gone g
-                     JOIN cdp.facebook_audience_members m
-                       ON m.configuration_id = $1 AND m.member_key = g.member_key
-                    WHERE NOT EXISTS (SELECT 1 FROM sync_stage s
-                                       WHERE s.member_key = g.member_key AND s.cells IS NOT NULL)";
+    let leaving = format!(
+        "SELECT m.member_key, m.match_keys, m.cells
+           FROM sync_gone g
+           {}
+          WHERE NOT EXISTS (SELECT 1 FROM sync_stage s
+                             WHERE s.member_key = g.member_key AND s.cells IS NOT NULL)",
+        ledger("g.member_key")
+    );
     let mut to_remove = 0;
     if mode == SyncMode::Mirror && audience > 0 {
         to_remove = stage
@@ -194,6 +200,26 @@ pub async fn diff(
         duplicates,
         refreshed,
     })
+}
+
+/// How a statement reaches the ledger rows (alias `m`) of the members it compares (`key`, a
+/// column of the staged side; `$1` is the configuration id). With few staged rows next to a large
+/// ledger, each one is looked up in the ledger's primary key; otherwise the ledger's rows for the
+/// configuration are scanned once and hash-joined. The planner would choose from the ledger's
+/// statistics, which lag behind a ledger that has just grown by millions (a first sync).
+fn ledger_join(key: &str, staged_rows: u64, audience: i64) -> String {
+    // A primary-key lookup costs about as much as scanning a dozen ledger rows.
+    if staged_rows.saturating_mul(12) < audience.max(0) as u64 {
+        format!(
+            "CROSS JOIN LATERAL (SELECT * FROM cdp.facebook_audience_members m
+                                  WHERE m.configuration_id = $1 AND m.member_key = {key}
+                                 OFFSET 0) m"
+        )
+    } else {
+        format!(
+            "JOIN cdp.facebook_audience_members m ON m.configuration_id = $1 AND m.member_key = {key}"
+        )
+    }
 }
 
 /// Members in the configuration's ledger.
@@ -300,4 +326,28 @@ pub async fn drop_plan(stage: &tokio_postgres::Client) -> anyhow::Result<()> {
         )
         .await
         .context("Failed to drop the plan tables")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_staged_rows_next_to_a_large_ledger_look_their_members_up_by_key() {
+        let join = ledger_join("c.member_key", 5_000, 360_000);
+        assert!(join.starts_with("CROSS JOIN LATERAL"), "{join}");
+        assert!(join.contains("m.member_key = c.member_key"), "{join}");
+        assert!(
+            join.contains("OFFSET 0"),
+            "the lookup must not be flattened: {join}"
+        );
+    }
+
+    #[test]
+    fn a_staged_side_near_the_ledger_size_joins_the_ledger_once() {
+        for (staged, audience) in [(360_000, 360_000), (40_000, 360_000), (10, 0), (0, 0)] {
+            let join = ledger_join("g.member_key", staged, audience);
+            assert!(join.starts_with("JOIN "), "{staged} vs {audience}: {join}");
+        }
+    }
 }

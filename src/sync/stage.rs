@@ -45,6 +45,8 @@ pub struct StageReport {
     pub gone: u64,
     /// Candidates marked as possibly repeating an earlier candidate's member.
     pub maybe_dup: u64,
+    /// Rows written to `sync_stage` (candidates sent while extracting are not).
+    pub in_table: u64,
 }
 
 impl StageReport {
@@ -54,6 +56,7 @@ impl StageReport {
         self.unchanged += other.unchanged;
         self.gone += other.gone;
         self.maybe_dup += other.maybe_dup;
+        self.in_table += other.in_table;
     }
 }
 
@@ -162,11 +165,15 @@ pub async fn stage_members(
     while let Some(done) = hashed.next().await {
         let chunk = done?;
         report.add(&chunk.report);
-        let mut encoded = BytesMut::with_capacity(chunk.cells.len() + chunk.rows.len() * 70);
+        let mut encoded =
+            BytesMut::with_capacity(chunk.cells.len() + chunk.rows.len() * STAGE_ROW_FIXED);
         for row in &chunk.rows {
             seq += 1;
             match row {
-                Staged::Gone(key) => encode_gone(&mut encoded, seq, key),
+                Staged::Gone(key) => {
+                    encode_gone(&mut encoded, seq, key);
+                    report.in_table += 1;
+                }
                 Staged::Candidate(source, range) => {
                     let cells = &chunk.cells[range.clone()];
                     let maybe_dup = seen.insert(u64::from_le_bytes(
@@ -175,7 +182,10 @@ pub async fn stage_members(
                     report.maybe_dup += u64::from(maybe_dup);
                     match &mut stream {
                         Some(s) if !maybe_dup => s.push(*source, cells).await?,
-                        _ => encode_candidate(&mut encoded, seq, source, cells, maybe_dup),
+                        _ => {
+                            encode_candidate(&mut encoded, seq, source, cells, maybe_dup);
+                            report.in_table += 1;
+                        }
                     }
                 }
             }
@@ -190,6 +200,7 @@ pub async fn stage_members(
         for (source, cells) in s.filling.sources.iter().zip(s.filling.cells.rows()) {
             seq += 1;
             encode_candidate(&mut encoded, seq, source, cells, false);
+            report.in_table += 1;
         }
         sink.send(encoded.freeze())
             .await
@@ -336,6 +347,9 @@ fn hash_chunk(
 
 /// Fields per `sync_stage` row.
 const STAGE_FIELDS: i16 = 9;
+
+/// Bytes of a `sync_stage` row besides its cells: field count and lengths, the key, the ids.
+const STAGE_ROW_FIXED: usize = 2 + STAGE_FIELDS as usize * 4 + 32 + 8 + 2 + 4 + 8 + 8 + 4 + 1;
 
 /// A candidate `sync_stage` row.
 fn encode_candidate(buf: &mut BytesMut, seq: i64, source: &Source, cells: &[u8], maybe_dup: bool) {
