@@ -174,9 +174,18 @@ impl Streamer<'_> {
         order.sort_unstable_by_key(|&i| batch.sources[i].member_key);
         let rows: Vec<&[u8]> = batch.cells.rows().collect();
         // Sent in pieces, so the batch is never copied whole.
-        let mut buf = BytesMut::with_capacity(COPY_PIECE_ROWS * 300);
+        let mut buf = BytesMut::new();
         buf.put_slice(copy::HEADER);
+        // Everything but the cells: field lengths, the ids, the key, the audience and schema.
+        let fixed = 2
+            + 11 * 4
+            + (4 + 8 + 4 + 8 + 8 + 2 + 4)
+            + 32
+            + self.audience_id.len()
+            + self.match_keys.len();
         for piece in order.chunks(COPY_PIECE_ROWS) {
+            // Reserved whole, so a piece is written without the buffer growing under it.
+            buf.reserve(piece.iter().map(|&i| fixed + rows[i].len()).sum());
             for &i in piece {
                 encode_ledger_row(&mut buf, self, &batch.sources[i], rows[i]);
             }
