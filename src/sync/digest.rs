@@ -1,52 +1,45 @@
 //! The source digest: a fingerprint of the raw values a customer row feeds into its member, and of
 //! everything else that shapes the member (the match keys, the default country, the latest
-//! accepted birth year, the normalization version). A ledger member whose source row comes back
-//! with the same digest is unchanged, so an incremental run does not normalize and hash it again.
+//! accepted birth year, the digest's version). A ledger member whose source row comes back with
+//! the same digest is unchanged: an incremental run neither normalizes nor hashes it again, and its
+//! values never leave Postgres.
+//!
+//! Postgres computes it, inside the extraction, with `hash_record_extended` (PostgreSQL 14+): the
+//! row of raw values, one per match key, hashed to 64 bits with a seed that the worker derives
+//! from the settings. That hash is the one hash partitioning relies on, so it is stable across
+//! servers and upgrades; it hashes each value on its own (values cannot run into each other) and a
+//! NULL differently from an empty string. It only has to notice a change, not resist an attacker:
+//! at worst a change it missed (a 2^-64 chance) waits for the next change of that customer.
 use sha2::{Digest, Sha256};
 
 use crate::identity::{MatchKey, Normalizer};
 
 /// Bump when normalization or the cell layout changes what a raw row becomes: every member is
-/// then rebuilt once, on the next run.
-const VERSION: &[u8] = b"cdp-meta-sync source digest v1";
+/// then rebuilt once, on the next run (members whose cells come out the same are only refreshed
+/// in the ledger; Meta is not called for them).
+const VERSION: &[u8] = b"cdp-meta-sync source digest v2 (hash_record_extended)";
 
-/// Digests raw rows for one run's settings.
-#[derive(Clone)]
-pub struct SourceDigest {
-    seed: Sha256,
+/// The seed of one run's digests: it changes with every setting that shapes the cells.
+pub fn seed(keys: &[MatchKey], normalizer: &Normalizer) -> i64 {
+    let mut h = Sha256::new();
+    h.update(VERSION);
+    for key in keys {
+        h.update(key.as_str().as_bytes());
+        h.update(b",");
+    }
+    h.update(normalizer.default_country().unwrap_or("-").as_bytes());
+    h.update(normalizer.max_year().to_be_bytes());
+    i64::from_be_bytes(h.finalize()[..8].try_into().expect("SHA-256 has 32 bytes"))
 }
 
-impl SourceDigest {
-    pub fn new(keys: &[MatchKey], normalizer: &Normalizer) -> Self {
-        let mut seed = Sha256::new();
-        seed.update(VERSION);
-        for key in keys {
-            seed.update(key.as_str().as_bytes());
-            seed.update(b",");
-        }
-        seed.update(normalizer.default_country().unwrap_or("-").as_bytes());
-        seed.update(normalizer.max_year().to_be_bytes());
-        SourceDigest { seed }
-    }
-
-    /// The digest of one row's raw values (one per match key, in schema order): the first 8 bytes
-    /// of a SHA-256, as stored in `source_digest`.
-    pub fn of(&self, raw: &[Option<&str>]) -> i64 {
-        let mut h = self.seed.clone();
-        for value in raw {
-            match value {
-                // Absent and empty are different raw rows even if they make the same cells.
-                None => h.update([0xff]),
-                Some(v) => {
-                    h.update([0x00]);
-                    h.update((v.len() as u64).to_be_bytes());
-                    h.update(v.as_bytes());
-                }
-            }
-        }
-        let out = h.finalize();
-        i64::from_be_bytes(out[..8].try_into().expect("SHA-256 has 32 bytes"))
-    }
+/// The SQL expression of the digest over `values` (one text expression per match key, in schema
+/// order), seeded by the query parameter `seed_param` (e.g. `$4`, a bigint).
+pub fn sql(values: &[String], seed_param: &str) -> String {
+    let row: Vec<String> = values.iter().map(|v| format!("({v})::text")).collect();
+    format!(
+        "hash_record_extended(ROW({}), {seed_param})",
+        row.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -55,58 +48,37 @@ mod tests {
 
     const KEYS: [MatchKey; 2] = [MatchKey::Email, MatchKey::Phone];
 
-    fn digest(country: &str) -> SourceDigest {
-        SourceDigest::new(
-            &KEYS,
-            &Normalizer::new(Some(country)).unwrap().with_max_year(2026),
-        )
+    fn normalizer(country: &str, max_year: u16) -> Normalizer {
+        Normalizer::new(Some(country))
+            .unwrap()
+            .with_max_year(max_year)
     }
 
     #[test]
-    fn the_same_raw_row_gets_the_same_digest() {
-        let d = digest("AR");
-        let row = [Some("a@example.com"), Some("11 5555-1234")];
-        assert_eq!(d.of(&row), d.clone().of(&row));
+    fn the_same_settings_give_the_same_seed() {
+        assert_eq!(
+            seed(&KEYS, &normalizer("AR", 2026)),
+            seed(&KEYS, &normalizer("AR", 2026))
+        );
     }
 
     #[test]
-    fn any_change_to_a_raw_value_changes_the_digest() {
-        let d = digest("AR");
-        let base = d.of(&[Some("a@example.com"), Some("11 5555-1234")]);
-        assert_ne!(base, d.of(&[Some("A@example.com"), Some("11 5555-1234")]));
-        assert_ne!(base, d.of(&[Some("a@example.com"), Some("11 5555-1235")]));
-        assert_ne!(base, d.of(&[Some("a@example.com"), None]));
-    }
-
-    #[test]
-    fn an_absent_value_and_an_empty_value_differ() {
-        let d = digest("AR");
-        assert_ne!(d.of(&[None, Some("x")]), d.of(&[Some(""), Some("x")]));
-    }
-
-    #[test]
-    fn values_cannot_run_into_each_other() {
-        let d = digest("AR");
+    fn settings_that_shape_the_cells_change_the_seed() {
+        let base = seed(&KEYS, &normalizer("AR", 2026));
         assert_ne!(
-            d.of(&[Some("ab"), Some("c")]),
-            d.of(&[Some("a"), Some("bc")])
+            base,
+            seed(&KEYS, &normalizer("UY", 2026)),
+            "default country"
         );
-    }
-
-    #[test]
-    fn settings_that_shape_the_cells_change_the_digest() {
-        let row = [Some("a@example.com"), Some("11 5555-1234")];
-        let base = digest("AR").of(&row);
-        assert_ne!(base, digest("UY").of(&row), "default country");
-        let later = SourceDigest::new(
-            &KEYS,
-            &Normalizer::new(Some("AR")).unwrap().with_max_year(2027),
+        assert_ne!(
+            base,
+            seed(&KEYS, &normalizer("AR", 2027)),
+            "latest birth year"
         );
-        assert_ne!(base, later.of(&row), "latest birth year");
-        let swapped = SourceDigest::new(
-            &[MatchKey::Phone, MatchKey::Email],
-            &Normalizer::new(Some("AR")).unwrap().with_max_year(2026),
+        assert_ne!(
+            base,
+            seed(&[MatchKey::Phone, MatchKey::Email], &normalizer("AR", 2026)),
+            "match keys"
         );
-        assert_ne!(base, swapped.of(&row), "match keys");
     }
 }

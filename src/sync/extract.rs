@@ -98,18 +98,25 @@ pub fn map_columns(
 }
 
 /// The run's query: the operator's extraction, reduced to the columns the match keys read, next to
-/// each ledger member's source (`$3` = the configuration id). A full join, so each row is one of:
-/// a customer whose ledger member it is (with that member's digest, to skip it when unchanged), a
-/// customer with no ledger member, or a ledger member whose source customer is no longer extracted
-/// (customer columns NULL).
+/// each ledger member's source (`$3` = the configuration id), with each customer's source digest
+/// (`$4` = its seed, see [`super::digest`]). A full join, so each row is one of:
+///
+/// * an unchanged customer: its ledger member carries this digest. Only `same` and the member's
+///   `invalid_keys` come back; the values stay in Postgres;
+/// * a changed customer: its values, its digest and its ledger member's key (which is gone);
+/// * a new customer: its values and digest;
+/// * a ledger member whose source customer is no longer extracted: only its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extraction {
     pub sql: String,
     pub map: ColumnMap,
-    /// `member_key`, `source_digest` and `invalid_keys` of the ledger member, NULL if none.
+    /// The ledger member's `member_key` (NULL if none, or unchanged) and `invalid_keys`.
     pub ledger_key: usize,
-    pub ledger_digest: usize,
     pub ledger_invalid: usize,
+    /// The customer's source digest (bigint).
+    pub digest: usize,
+    /// Whether the customer is unchanged (boolean, never NULL).
+    pub same: usize,
 }
 
 impl Extraction {
@@ -129,15 +136,33 @@ impl Extraction {
             })
             .collect();
         let selected: String = columns.iter().map(|c| format!(", x.{c}")).collect();
+        let unless_same: String = columns
+            .iter()
+            .map(|c| format!(", CASE WHEN k.same THEN NULL ELSE k.{c} END AS {c}"))
+            .collect();
+        let values: Vec<String> = keys
+            .iter()
+            .map(|k| format!("x.{}", column_for(*k)))
+            .collect();
+        let digest = super::digest::sql(&values, "$4");
         let operator_sql = operator_sql.trim_end().trim_end_matches(';');
+        // `OFFSET 0` keeps the digest a column of `j`, computed once per row rather than once per
+        // use in the outer CASEs.
         let sql = format!(
-            "SELECT x.customer_id, x.tenant_id{selected},
-                    l.member_key AS ledger_member_key, l.source_digest AS ledger_digest,
-                    l.invalid_keys AS ledger_invalid_keys
-               FROM (\n{operator_sql}\n) x
-               FULL JOIN (SELECT member_key, source_tenant_id, source_customer_id, source_digest, invalid_keys
-                            FROM cdp.facebook_audience_members WHERE configuration_id = $3) l
-                 ON l.source_tenant_id = x.tenant_id AND l.source_customer_id = x.customer_id"
+            "SELECT CASE WHEN k.same THEN NULL ELSE k.customer_id END AS customer_id,
+                    CASE WHEN k.same THEN NULL ELSE k.tenant_id END AS tenant_id{unless_same},
+                    CASE WHEN k.same THEN NULL ELSE k.ledger_member_key END AS ledger_member_key,
+                    k.ledger_invalid_keys, k.digest, k.same
+               FROM (SELECT j.*, coalesce(j.customer_id IS NOT NULL AND j.ledger_digest = j.digest, false) AS same
+                       FROM (SELECT x.customer_id, x.tenant_id{selected},
+                                    l.member_key AS ledger_member_key, l.source_digest AS ledger_digest,
+                                    l.invalid_keys AS ledger_invalid_keys, {digest} AS digest
+                               FROM (\n{operator_sql}\n) x
+                               FULL JOIN (SELECT member_key, source_tenant_id, source_customer_id, source_digest,
+                                                 invalid_keys
+                                            FROM cdp.facebook_audience_members WHERE configuration_id = $3) l
+                                 ON l.source_tenant_id = x.tenant_id AND l.source_customer_id = x.customer_id
+                             OFFSET 0) j) k"
         );
         let n = 2 + columns.len();
         Extraction {
@@ -148,8 +173,9 @@ impl Extraction {
                 keys: key_index,
             },
             ledger_key: n,
-            ledger_digest: n + 1,
-            ledger_invalid: n + 2,
+            ledger_invalid: n + 1,
+            digest: n + 2,
+            same: n + 3,
         }
     }
 }
@@ -217,7 +243,10 @@ mod tests {
             e.sql
                 .contains("x.customer_id, x.tenant_id, x.first_name, x.email, x.birth_date,")
         );
-        assert_eq!((e.ledger_key, e.ledger_digest, e.ledger_invalid), (5, 6, 7));
+        assert_eq!(
+            (e.ledger_key, e.ledger_invalid, e.digest, e.same),
+            (5, 6, 7, 8)
+        );
         assert!(
             e.sql.contains("(\nSELECT 1\n) x"),
             "the trailing semicolon goes: {}",

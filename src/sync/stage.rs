@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::copy::{self, Tuple};
-use super::digest::SourceDigest;
+use super::digest;
 use super::extract::{Extraction, map_columns};
 use super::member::{Member, MemberBuilder, Tally};
 use super::seen::Seen;
@@ -119,7 +119,9 @@ pub async fn stage_members(
         .await
         .context("COPY into the staging table failed")?;
 
-    let params: [&(dyn ToSql + Sync); 3] = [&plan.tenant_ids, &plan.excluded_segments, &plan.id];
+    let seed = digest::seed(&plan.match_keys, &plan.normalizer);
+    let params: [&(dyn ToSql + Sync); 4] =
+        [&plan.tenant_ids, &plan.excluded_segments, &plan.id, &seed];
     // Without a previous run, the planner's estimate sizes the Bloom filter.
     let expected = match expected {
         0 => planned_rows(extract, &extraction.sql, &params).await,
@@ -129,7 +131,6 @@ pub async fn stage_members(
         .query_raw(&statement, params)
         .await
         .context("The extraction query failed")?;
-    let digest = SourceDigest::new(&plan.match_keys, &plan.normalizer);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut hashed = pin!(
         rows.try_chunks(CHUNK_ROWS)
@@ -137,13 +138,10 @@ pub async fn stage_members(
             .map_ok(|chunk| {
                 let plan = plan.clone();
                 let extraction = extraction.clone();
-                let digest = digest.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || {
-                        hash_chunk(&plan, &extraction, &digest, &chunk)
-                    })
-                    .await
-                    .context("A hashing worker panicked")?
+                    tokio::task::spawn_blocking(move || hash_chunk(&plan, &extraction, &chunk))
+                        .await
+                        .context("A hashing worker panicked")?
                 }
             })
             .try_buffered(workers)
@@ -280,7 +278,6 @@ impl Streaming {
 fn hash_chunk(
     plan: &SyncPlan,
     extraction: &Extraction,
-    digest: &SourceDigest,
     rows: &[tokio_postgres::Row],
 ) -> anyhow::Result<HashedChunk> {
     let map = &extraction.map;
@@ -299,6 +296,12 @@ fn hash_chunk(
             .transpose()
     };
     for row in rows {
+        if row.try_get::<_, bool>(extraction.same)? {
+            let invalid: Option<i32> = row.try_get(extraction.ledger_invalid)?;
+            report.tally.add_unchanged(invalid.unwrap_or(0));
+            report.unchanged += 1;
+            continue;
+        }
         let ledger_key = ledger_key(row)?;
         let customer_id: Option<i64> = row.try_get(map.customer_id)?;
         let Some(customer_id) = customer_id else {
@@ -316,15 +319,9 @@ fn hash_chunk(
                     .context("Reading a customer value failed")?,
             );
         }
-        let digest = digest.of(&raw);
+        let digest: i64 = row.try_get(extraction.digest)?;
+        // The customer changed: its ledger member goes, and its new one is built below.
         if let Some(key) = ledger_key {
-            let ledger_digest: Option<i64> = row.try_get(extraction.ledger_digest)?;
-            if ledger_digest == Some(digest) {
-                let invalid: Option<i32> = row.try_get(extraction.ledger_invalid)?;
-                report.tally.add_unchanged(invalid.unwrap_or(0));
-                report.unchanged += 1;
-                continue;
-            }
             staged.push(Staged::Gone(key));
             report.gone += 1;
         }

@@ -97,6 +97,34 @@ async fn ledger_rows_without_a_source_get_one_without_a_call_to_meta() {
 }
 
 #[tokio::test]
+async fn digests_of_an_earlier_version_rebuild_every_member_once_without_a_call_to_meta() {
+    let w = world(1_500).await;
+    sync_all_succeed(&w).await;
+    let calls = users_calls(&w);
+    // Digests as another digest version (or other settings) computed them.
+    let client = w.db.client().await;
+    client
+        .batch_execute("UPDATE cdp.facebook_audience_members SET source_digest = source_digest # 1")
+        .await
+        .unwrap();
+    make_due(&w.db).await;
+    sync_all_succeed(&w).await;
+    let run = last_run(&w, "kangoo_system").await;
+    assert_eq!(users_calls(&w), calls, "the cells did not change");
+    assert_eq!(
+        (run.2, run.3, run.4, run.5),
+        (0, run.1, 0, 0),
+        "every member refreshed"
+    );
+
+    make_due(&w.db).await;
+    sync_all_succeed(&w).await;
+    let run = last_run(&w, "kangoo_system").await;
+    assert_eq!((run.2, run.3), (run.1, 0), "then settled by digest");
+    w.assert_audiences_equal_expected().await;
+}
+
+#[tokio::test]
 async fn a_fuller_twin_in_another_tenant_takes_over_the_member_and_a_sparser_one_does_not() {
     let w = world(1_500).await;
     let client = w.db.client().await;
