@@ -32,7 +32,31 @@ pub struct MigrationReport {
     pub already_applied: usize,
 }
 
+/// The oldest server the worker runs on: the extraction's source digest uses
+/// `hash_record_extended`, new in PostgreSQL 14.
+const MIN_SERVER_VERSION_NUM: i32 = 140_000;
+
+/// Refuses a server older than [`MIN_SERVER_VERSION_NUM`] (`server_version_num`, e.g. 150004),
+/// in one sentence naming both versions.
+pub fn check_server_version(version_num: i32) -> anyhow::Result<()> {
+    if version_num < MIN_SERVER_VERSION_NUM {
+        bail!(
+            "PostgreSQL {}.{} is too old: cdp-meta-sync needs PostgreSQL {} or later",
+            version_num / 10_000,
+            version_num % 10_000,
+            MIN_SERVER_VERSION_NUM / 10_000
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<MigrationReport> {
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .context("Failed to read the server version")?
+        .get(0);
+    check_server_version(version.trim().parse().unwrap_or(0))?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
@@ -97,4 +121,20 @@ async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Mi
         report.applied.push(version);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_older_than_postgresql_14_is_refused_by_name() {
+        let err = check_server_version(130_016).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "PostgreSQL 13.16 is too old: cdp-meta-sync needs PostgreSQL 14 or later"
+        );
+        assert!(check_server_version(140_000).is_ok());
+        assert!(check_server_version(170_002).is_ok());
+    }
 }
