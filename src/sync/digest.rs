@@ -6,10 +6,12 @@
 //!
 //! Postgres computes it, inside the extraction, with `hash_record_extended` (PostgreSQL 14+): the
 //! row of raw values, one per match key, hashed to 64 bits with a seed that the worker derives
-//! from the settings. That hash is the one hash partitioning relies on, so it is stable across
-//! servers and upgrades; it hashes each value on its own (values cannot run into each other) and a
-//! NULL differently from an empty string. It only has to notice a change, not resist an attacker:
-//! at worst a change it missed (a 2^-64 chance) waits for the next change of that customer.
+//! from the settings. It is built from the per-type hash functions that hash partitioning relies
+//! on, which are stable across servers and upgrades (were a future server to hash differently, its
+//! first run would only refresh every member once, without a call to Meta). It hashes each value
+//! on its own (values cannot run into each other) and a NULL differently from an empty string
+//! (tests/it/digest.rs). It only has to notice a change, not resist an attacker: at worst a change
+//! it missed (a 2^-64 chance) waits for that customer's next change.
 use sha2::{Digest, Sha256};
 
 use crate::identity::{MatchKey, Normalizer};
