@@ -46,6 +46,13 @@ async fn sync_all_succeed(w: &World) {
     );
 }
 
+/// Makes every system due, syncs them all, and returns `system`'s run.
+async fn sync_again(w: &World, system: &str) -> (i64, i64, i64, i64, i64, i64, i64, String) {
+    make_due(&w.db).await;
+    sync_all_succeed(w).await;
+    last_run(w, system).await
+}
+
 #[tokio::test]
 async fn a_second_run_without_changes_settles_every_member_by_digest_and_calls_meta_for_nothing() {
     let w = world(2_000).await;
@@ -53,9 +60,7 @@ async fn a_second_run_without_changes_settles_every_member_by_digest_and_calls_m
     let first = last_run(&w, "kangoo_system").await;
     let calls = users_calls(&w);
 
-    make_due(&w.db).await;
-    sync_all_succeed(&w).await;
-    let second = last_run(&w, "kangoo_system").await;
+    let second = sync_again(&w, "kangoo_system").await;
     assert_eq!(users_calls(&w), calls, "no users call without a change");
     assert_eq!(second.0, first.0, "extracted");
     assert_eq!(second.1, first.1, "eligible");
@@ -69,47 +74,15 @@ async fn a_second_run_without_changes_settles_every_member_by_digest_and_calls_m
     w.assert_audiences_equal_expected().await;
 }
 
-#[tokio::test]
-async fn ledger_rows_without_a_source_get_one_without_a_call_to_meta() {
+/// After a first sync, `stale` (SQL) makes the ledger's sources out of date. The next run must
+/// rebuild every member of `system` with no call to Meta (the cells did not change), and the run
+/// after it settle them all by digest.
+async fn every_member_is_rebuilt_once_without_a_call_to_meta(stale: &str, system: &str) {
     let w = world(1_500).await;
     sync_all_succeed(&w).await;
     let calls = users_calls(&w);
-    // Rows as written before the ledger had sources.
-    let client = w.db.client().await;
-    client
-        .batch_execute(
-            "UPDATE cdp.facebook_audience_members
-                SET source_tenant_id = NULL, source_customer_id = NULL, source_digest = NULL, filled = NULL",
-        )
-        .await
-        .unwrap();
-    make_due(&w.db).await;
-    sync_all_succeed(&w).await;
-    let run = last_run(&w, "digitalfarma_system").await;
-    assert_eq!(users_calls(&w), calls);
-    assert_eq!((run.2, run.3), (0, run.1), "every member refreshed");
-
-    make_due(&w.db).await;
-    sync_all_succeed(&w).await;
-    let run = last_run(&w, "digitalfarma_system").await;
-    assert_eq!((run.2, run.3), (run.1, 0), "then settled by digest");
-    w.assert_audiences_equal_expected().await;
-}
-
-#[tokio::test]
-async fn digests_of_an_earlier_version_rebuild_every_member_once_without_a_call_to_meta() {
-    let w = world(1_500).await;
-    sync_all_succeed(&w).await;
-    let calls = users_calls(&w);
-    // Digests as another digest version (or other settings) computed them.
-    let client = w.db.client().await;
-    client
-        .batch_execute("UPDATE cdp.facebook_audience_members SET source_digest = source_digest # 1")
-        .await
-        .unwrap();
-    make_due(&w.db).await;
-    sync_all_succeed(&w).await;
-    let run = last_run(&w, "kangoo_system").await;
+    w.db.client().await.batch_execute(stale).await.unwrap();
+    let run = sync_again(&w, system).await;
     assert_eq!(users_calls(&w), calls, "the cells did not change");
     assert_eq!(
         (run.2, run.3, run.4, run.5),
@@ -117,11 +90,30 @@ async fn digests_of_an_earlier_version_rebuild_every_member_once_without_a_call_
         "every member refreshed"
     );
 
-    make_due(&w.db).await;
-    sync_all_succeed(&w).await;
-    let run = last_run(&w, "kangoo_system").await;
+    let run = sync_again(&w, system).await;
     assert_eq!((run.2, run.3), (run.1, 0), "then settled by digest");
     w.assert_audiences_equal_expected().await;
+}
+
+#[tokio::test]
+async fn ledger_rows_without_a_source_get_one_without_a_call_to_meta() {
+    // Rows as written before the ledger had sources.
+    every_member_is_rebuilt_once_without_a_call_to_meta(
+        "UPDATE cdp.facebook_audience_members
+            SET source_tenant_id = NULL, source_customer_id = NULL, source_digest = NULL, filled = NULL",
+        "digitalfarma_system",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn digests_of_an_earlier_version_rebuild_every_member_once_without_a_call_to_meta() {
+    // Digests as another digest version (or other settings) computed them.
+    every_member_is_rebuilt_once_without_a_call_to_meta(
+        "UPDATE cdp.facebook_audience_members SET source_digest = source_digest # 1",
+        "kangoo_system",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -160,9 +152,7 @@ async fn a_fuller_twin_in_another_tenant_takes_over_the_member_and_a_sparser_one
         )
         .await
         .unwrap();
-    make_due(&w.db).await;
-    sync_all_succeed(&w).await;
-    let run = last_run(&w, "kangoo_system").await;
+    let run = sync_again(&w, "kangoo_system").await;
     assert_eq!(
         (run.4, run.5),
         (1, 1),
