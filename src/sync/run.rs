@@ -19,7 +19,7 @@ use super::guard::{self, Removals};
 use super::stage::{StageError, Stream, stage_members};
 use super::stream::Streamer;
 use super::system::{Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff};
-use super::upload::{Direction, SessionProgress, Upload, UploadError};
+use super::upload::{Direction, SessionProgress, Target, Upload, UploadError};
 use crate::configuration::Settings;
 use crate::db::configurations::{Finish, finish, renew_lease};
 use crate::db::{self, Pool, runs};
@@ -343,8 +343,7 @@ async fn execute(
         tx: stream_tx,
         batch_rows: ctx.settings.worker.upload_batch_rows,
     });
-    let streamer = Streamer {
-        pool: &ctx.pool,
+    let target = Target {
         meta: &ctx.meta,
         system_name: &plan.system_name,
         ad_account_id: &plan.ad_account_id,
@@ -354,6 +353,10 @@ async fn execute(
         run_id,
         session_id: add_session,
         cancel,
+    };
+    let streamer = Streamer {
+        pool: &ctx.pool,
+        target,
     };
     let (staging, (streamed, stream_error)) = tokio::join!(
         stage_members(
@@ -445,21 +448,16 @@ async fn execute(
 
     let upload = |total: i64, session_id: i64| Upload {
         stage,
-        meta: &ctx.meta,
-        system_name: &plan.system_name,
-        ad_account_id: &plan.ad_account_id,
-        audience_id: &audience_id,
-        configuration_id: plan.id,
-        match_keys: &keys,
-        run_id,
-        session_id,
+        target: Target {
+            session_id,
+            ..target
+        },
         total,
         first_batch_seq: 1,
         session_total: total,
         progress: SessionProgress::default(),
         batch_rows: ctx.settings.worker.upload_batch_rows,
         upsert: plan.mode == SyncMode::Append,
-        cancel,
     };
     let removed = upload(planned.to_remove, remove_session)
         .run(Direction::Remove)

@@ -12,14 +12,13 @@ use anyhow::Context;
 use bytes::{BufMut, BytesMut};
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::cells::PackedRows;
 use super::copy::{self, Tuple};
 use super::member::Member;
-use super::upload::{SessionProgress, UploadError, count_meta_error};
+use super::upload::{SessionProgress, Target, UploadError, count_meta_error};
 use crate::db::Pool;
-use crate::meta::{MetaClient, UploadSession, UsersUpload};
+use crate::meta::{UploadSession, UsersUpload};
 
 /// A member's ledger columns besides its cells.
 #[derive(Debug, Clone, Copy)]
@@ -78,15 +77,8 @@ pub struct Streamed {
 /// Everything the streaming uploader needs.
 pub struct Streamer<'a> {
     pub pool: &'a Pool,
-    pub meta: &'a MetaClient,
-    pub system_name: &'a str,
-    pub ad_account_id: &'a str,
-    pub audience_id: &'a str,
-    pub configuration_id: i32,
-    pub match_keys: &'a str,
-    pub run_id: i64,
-    pub session_id: i64,
-    pub cancel: &'a CancellationToken,
+    /// The run's add session.
+    pub target: Target<'a>,
 }
 
 impl Streamer<'_> {
@@ -97,9 +89,9 @@ impl Streamer<'_> {
         mut rx: mpsc::Receiver<StreamBatch>,
     ) -> (Streamed, Option<UploadError>) {
         let mut done = Streamed::default();
-        let schema: Vec<&str> = self.match_keys.split(',').collect();
+        let schema: Vec<&str> = self.target.match_keys.split(',').collect();
         while let Some(batch) = rx.recv().await {
-            if self.cancel.is_cancelled() {
+            if self.target.cancel.is_cancelled() {
                 done.interrupted = true;
                 return (done, None);
             }
@@ -107,15 +99,16 @@ impl Streamer<'_> {
                 schema: &schema,
                 rows: &batch.cells,
                 session: UploadSession {
-                    session_id: self.session_id,
+                    session_id: self.target.session_id,
                     batch_seq: done.batches + 1,
                     last_batch_flag: false,
                     estimated_num_total: None,
                 },
             };
             let response = match self
+                .target
                 .meta
-                .add_users(self.ad_account_id, self.audience_id, &upload)
+                .add_users(self.target.ad_account_id, self.target.audience_id, &upload)
                 .await
             {
                 Ok(r) => r,
@@ -131,7 +124,7 @@ impl Streamer<'_> {
             done.batches += 1;
             done.rows += batch.len() as i64;
             tracing::info!(
-                system = self.system_name,
+                system = self.target.system_name,
                 direction = "add",
                 batch = done.batches,
                 rows = batch.len(),
@@ -156,7 +149,7 @@ impl Streamer<'_> {
             .context("Failed to start a ledger transaction")?;
         tx.query_one(
             "SELECT id FROM cdp.facebook_configurations WHERE id = $1 FOR KEY SHARE",
-            &[&self.configuration_id],
+            &[&self.target.configuration_id],
         )
         .await
         .context("The configuration is gone")?;
@@ -181,13 +174,13 @@ impl Streamer<'_> {
             + 11 * 4
             + (4 + 8 + 4 + 8 + 8 + 2 + 4)
             + 32
-            + self.audience_id.len()
-            + self.match_keys.len();
+            + self.target.audience_id.len()
+            + self.target.match_keys.len();
         for piece in order.chunks(COPY_PIECE_ROWS) {
             // Reserved whole, so a piece is written without the buffer growing under it.
             buf.reserve(piece.iter().map(|&i| fixed + rows[i].len()).sum());
             for &i in piece {
-                encode_ledger_row(&mut buf, self, &batch.sources[i], rows[i]);
+                encode_ledger_row(&mut buf, &self.target, &batch.sources[i], rows[i]);
             }
             sink.send(buf.split().freeze())
                 .await
@@ -207,7 +200,7 @@ impl Streamer<'_> {
                 SET added = added + $2, batches = batches + 1, num_received = num_received + $3,
                     num_invalid_entries = num_invalid_entries + $4
               WHERE id = $1",
-            &[&self.run_id, &(copied as i64), &received, &invalid],
+            &[&self.target.run_id, &(copied as i64), &received, &invalid],
         )
         .await
         .context("Failed to count the batch")?;
@@ -220,14 +213,14 @@ impl Streamer<'_> {
 const COPY_PIECE_ROWS: usize = 1000;
 
 /// One ledger row.
-fn encode_ledger_row(buf: &mut BytesMut, s: &Streamer<'_>, source: &Source, cells: &[u8]) {
+fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &Source, cells: &[u8]) {
     Tuple::start(buf, 11)
-        .i32(s.configuration_id)
-        .bytes(s.audience_id.as_bytes())
+        .i32(t.configuration_id)
+        .bytes(t.audience_id.as_bytes())
         .bytes(&source.member_key)
-        .bytes(s.match_keys.as_bytes())
+        .bytes(t.match_keys.as_bytes())
         .bytes(cells)
-        .i64(s.run_id)
+        .i64(t.run_id)
         .i32(source.tenant_id)
         .i64(source.customer_id)
         .i64(source.digest)

@@ -35,10 +35,10 @@ impl Direction {
     }
 }
 
-/// Everything one direction's upload needs.
-pub struct Upload<'a> {
-    /// The session holding the plan tables; the ledger is written on it too.
-    pub stage: &'a tokio_postgres::Client,
+/// Where a run's batches go, whichever phase sends them (streamed on a first sync, or after the
+/// diff): the audience and session on Meta's side, the run row and the ledger on ours.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
     pub meta: &'a MetaClient,
     pub system_name: &'a str,
     pub ad_account_id: &'a str,
@@ -48,6 +48,14 @@ pub struct Upload<'a> {
     pub match_keys: &'a str,
     pub run_id: i64,
     pub session_id: i64,
+    pub cancel: &'a CancellationToken,
+}
+
+/// Everything one direction's upload needs.
+pub struct Upload<'a> {
+    /// The session holding the plan tables; the ledger is written on it too.
+    pub stage: &'a tokio_postgres::Client,
+    pub target: Target<'a>,
     /// Rows this phase sends.
     pub total: i64,
     /// The session's first batch number in this phase (after batches streamed on a first sync).
@@ -60,7 +68,6 @@ pub struct Upload<'a> {
     pub batch_rows: usize,
     /// Append mode: an added row replaces the ledger row of the same member (a changed member).
     pub upsert: bool,
-    pub cancel: &'a CancellationToken,
 }
 
 /// Meta's `num_received` and `num_invalid_entries` are the session's running totals; the run row
@@ -173,7 +180,7 @@ impl Upload<'_> {
             let sql = format!(
                 "SELECT seq, cells FROM sync_stage WHERE seq > $1 AND upload ORDER BY seq LIMIT {limit}"
             );
-            (vec![self.match_keys.to_string()], sql)
+            (vec![self.target.match_keys.to_string()], sql)
         };
         let statement = self
             .stage
@@ -224,7 +231,7 @@ impl Upload<'_> {
         let started = Instant::now();
         let mut progress = self.progress;
         while let Some(batch) = rx.recv().await {
-            if self.cancel.is_cancelled() {
+            if self.target.cancel.is_cancelled() {
                 totals.interrupted = true;
                 break;
             }
@@ -236,7 +243,7 @@ impl Upload<'_> {
                 schema: &schema,
                 rows: &batch.rows,
                 session: UploadSession {
-                    session_id: self.session_id,
+                    session_id: self.target.session_id,
                     batch_seq: seq,
                     last_batch_flag: last,
                     estimated_num_total: Some(self.session_total as u64),
@@ -244,18 +251,21 @@ impl Upload<'_> {
             };
             let result = match direction {
                 Direction::Add => {
-                    self.meta
-                        .add_users(self.ad_account_id, self.audience_id, &upload)
+                    self.target
+                        .meta
+                        .add_users(self.target.ad_account_id, self.target.audience_id, &upload)
                         .await
                 }
                 Direction::Remove => {
-                    self.meta
-                        .remove_users(self.ad_account_id, self.audience_id, &upload)
+                    self.target
+                        .meta
+                        .remove_users(self.target.ad_account_id, self.target.audience_id, &upload)
                         .await
                 }
                 Direction::Replace => {
-                    self.meta
-                        .replace_users(self.ad_account_id, self.audience_id, &upload)
+                    self.target
+                        .meta
+                        .replace_users(self.target.ad_account_id, self.target.audience_id, &upload)
                         .await
                 }
             };
@@ -269,7 +279,7 @@ impl Upload<'_> {
             totals.batches += 1;
             totals.rows += rows;
             tracing::info!(
-                system = self.system_name,
+                system = self.target.system_name,
                 direction = direction.name(),
                 batch = totals.batches,
                 batches,
@@ -323,7 +333,7 @@ impl Upload<'_> {
                             SET batches = batches + 1, num_received = num_received + $2,
                                 num_invalid_entries = num_invalid_entries + $3
                           WHERE id = $1",
-                        &[&self.run_id, &a.received, &a.invalid],
+                        &[&self.target.run_id, &a.received, &a.invalid],
                     )
                     .await?;
                 if a.final_batch {
@@ -362,14 +372,14 @@ impl Upload<'_> {
                              {progress}, added = added + (SELECT count(*) FROM ins) WHERE id = $1"
                         ),
                         &[
-                            &self.run_id,
+                            &self.target.run_id,
                             &a.first,
                             &a.last,
                             &a.received,
                             &a.invalid,
-                            &self.configuration_id,
-                            &self.audience_id,
-                            &self.match_keys,
+                            &self.target.configuration_id,
+                            &self.target.audience_id,
+                            &self.target.match_keys,
                         ],
                     )
                     .await?;
@@ -388,12 +398,12 @@ impl Upload<'_> {
                              {progress}, removed = removed + (SELECT count(*) FROM del) WHERE id = $1"
                         ),
                         &[
-                            &self.run_id,
+                            &self.target.run_id,
                             &a.first,
                             &a.last,
                             &a.received,
                             &a.invalid,
-                            &self.configuration_id,
+                            &self.target.configuration_id,
                             &a.schema,
                         ],
                     )
@@ -406,8 +416,9 @@ impl Upload<'_> {
     /// After the last replace batch the audience is exactly the uploaded set: so is the ledger.
     async fn replace_ledger(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.audience_id.chars().all(|c| c.is_ascii_digit())
+            self.target.audience_id.chars().all(|c| c.is_ascii_digit())
                 && self
+                    .target
                     .match_keys
                     .chars()
                     .all(|c| c.is_ascii_uppercase() || c == '_' || c == ','),
@@ -426,10 +437,10 @@ impl Upload<'_> {
                    FROM sync_stage WHERE upload;
                  UPDATE cdp.facebook_sync_runs SET added = (SELECT count(*) FROM sync_stage WHERE upload) WHERE id = {run};
                  COMMIT;",
-                cfg = self.configuration_id,
-                aud = self.audience_id,
-                keys = self.match_keys,
-                run = self.run_id,
+                cfg = self.target.configuration_id,
+                aud = self.target.audience_id,
+                keys = self.target.match_keys,
+                run = self.target.run_id,
             ))
             .await
             .context("Failed to replace the ledger")?;
