@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: generate N customers, full sync of the demo systems against the sandbox, then an
 # incremental sync after 1 % churn (customers moved to Lost, emails changed, customers added).
-# Prints rows/s (customers extracted per second of wall time) and the worker's peak RSS.
+# Prints rows/s (customers extracted per second of wall time), the worker's peak RSS, and where the
+# CPU went: the worker, the sandbox, and everything else (Postgres, plus a little background).
 # Usage: scripts/bench-sync.sh [N ...]   (default: 100000 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +16,21 @@ bin="${CARGO_TARGET_DIR:-target}/release"
 export LOG_FORMAT=json RUST_LOG=warn FACEBOOK_ACCESS_TOKEN=bench-token
 psql_admin() { su postgres -c "psql -p $PGPORT -qAt $*"; }
 
-measure() { # prints "wall_seconds peak_rss_kb" of the command
-    /usr/bin/time -f "%e %M" -o /tmp/bench-sync-time "$@" >/dev/null 2>/tmp/bench-sync-stderr
-    cat /tmp/bench-sync-time
+# CPU seconds the whole machine spent busy so far (all processes), and those of one process.
+machine_cpu() { awk '/^cpu /{printf "%.2f", ($2+$3+$4+$7+$8)/100}' /proc/stat; }
+process_cpu() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
+
+measure() { # prints "wall_s peak_rss_kb worker_cpu_s sandbox_cpu_s other_cpu_s" of the command
+    local m0 s0 m1 s1
+    m0=$(machine_cpu); s0=$(process_cpu "$sandbox")
+    /usr/bin/time -f "%e %M %U %S" -o /tmp/bench-sync-time "$@" >/dev/null 2>/tmp/bench-sync-stderr
+    m1=$(machine_cpu); s1=$(process_cpu "$sandbox")
+    read -r wall rss user sys < /tmp/bench-sync-time
+    # "other" is everything else that ran meanwhile: Postgres, and a little background.
+    python3 -c "w=$user+$sys; s=$s1-$s0; print($wall, $rss, f'{w:.2f}', f'{s:.2f}', f'{$m1-$m0-w-s:.2f}')"
 }
 
-printf '%-10s %-12s %10s %12s %10s %12s\n' customers phase wall_s rows_per_s rss_mb changes
+printf '%-10s %-12s %8s %11s %7s %9s %11s %12s %10s\n' customers phase wall_s rows_per_s rss_mb changes worker_cpu_s sandbox_cpu_s other_cpu_s
 for n in "${sizes[@]}"; do
     psql_admin -c "'DROP DATABASE IF EXISTS cdp_bench'" >/dev/null 2>&1
     psql_admin -c "'CREATE DATABASE cdp_bench OWNER cdp'" >/dev/null
@@ -48,11 +58,12 @@ for n in "${sizes[@]}"; do
         fi
         sql "VACUUM ANALYZE" >/dev/null 2>&1 || true
         last_run=$(sql "SELECT coalesce(max(id), 0) FROM cdp.facebook_sync_runs")
-        read -r wall rss < <(measure "$bin/cdp-meta-sync" run --once)
+        read -r wall rss worker_cpu sandbox_cpu other_cpu < <(measure "$bin/cdp-meta-sync" run --once)
         extracted=$(sql "SELECT coalesce(sum(extracted),0) FROM cdp.facebook_sync_runs WHERE id > $last_run")
         changes=$(sql "SELECT coalesce(sum(added + removed),0) FROM cdp.facebook_sync_runs WHERE id > $last_run")
         rate=$(python3 -c "print(int($extracted / max($wall, 0.001)))")
-        printf '%-10s %-12s %10s %12s %10s %12s\n' "$n" "$phase" "$wall" "$rate" "$((rss / 1024))" "$changes"
+        printf '%-10s %-12s %8s %11s %7s %9s %11s %12s %10s\n' "$n" "$phase" "$wall" "$rate" "$((rss / 1024))" \
+            "$changes" "$worker_cpu" "$sandbox_cpu" "$other_cpu"
     done
     kill "$sandbox" 2>/dev/null || true
     wait "$sandbox" 2>/dev/null || true
