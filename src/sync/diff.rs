@@ -148,8 +148,9 @@ pub async fn diff(
                              WHERE s.member_key = g.member_key AND s.cells IS NOT NULL)",
         ledger("g.member_key")
     );
+    let removals_planned = mode == SyncMode::Mirror && audience > 0;
     let mut to_remove = 0;
-    if mode == SyncMode::Mirror && audience > 0 {
+    if removals_planned {
         to_remove = stage
             .execute(
                 &format!(
@@ -165,11 +166,24 @@ pub async fn diff(
             .await
             .context("Failed to plan removals")? as i64;
     }
-    stage
-        .batch_execute("RESET enable_seqscan")
+    let row = stage
+        .query_one(
+            "SELECT count(*) FILTER (WHERE upload AND action IS NULL),
+                    count(*) FILTER (WHERE upload),
+                    count(*) FILTER (WHERE action IN ('duplicate', 'keep')),
+                    count(*) FILTER (WHERE action = 'change')
+               FROM sync_stage",
+            &[],
+        )
         .await
-        .context("Failed to plan the ledger comparison")?;
-    let leaving: i64 = if staged.gone > 0 {
+        .context("Failed to count the plan")?;
+    let (new, to_add, duplicates, changed): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    // The removals are the leaving members and the changed members' old rows; without planned
+    // removals (append mode), the leaving members are counted on their own.
+    let leaving: i64 = if removals_planned {
+        to_remove - changed
+    } else if staged.gone > 0 {
         stage
             .query_one(
                 &format!("SELECT count(*) FROM ({leaving}) l"),
@@ -181,17 +195,10 @@ pub async fn diff(
     } else {
         0
     };
-    let row = stage
-        .query_one(
-            "SELECT count(*) FILTER (WHERE upload AND action IS NULL),
-                    count(*) FILTER (WHERE upload),
-                    count(*) FILTER (WHERE action IN ('duplicate', 'keep'))
-               FROM sync_stage",
-            &[],
-        )
+    stage
+        .batch_execute("RESET enable_seqscan")
         .await
-        .context("Failed to count the plan")?;
-    let (new, to_add, duplicates): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        .context("Failed to plan the ledger comparison")?;
     Ok(DiffReport {
         eligible: audience + new - leaving,
         audience,
