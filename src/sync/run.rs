@@ -301,13 +301,14 @@ async fn execute(
         .map_err(|e| failed(e.into()))?;
     // Ledger rows of another audience (an operator changed custom_audience_id) no longer apply.
     // Every row of a configuration names the same audience (this runs before any upload), so
-    // one row tells.
+    // one row tells. `ORDER BY member_key` reads that row from the primary key: a plain `LIMIT 1`
+    // may scan the whole ledger up to the configuration's first row.
     stage
         .execute(
             "DELETE FROM cdp.facebook_audience_members
               WHERE configuration_id = $1
                 AND (SELECT audience_id FROM cdp.facebook_audience_members
-                      WHERE configuration_id = $1 LIMIT 1) <> $2",
+                      WHERE configuration_id = $1 ORDER BY member_key LIMIT 1) <> $2",
             &[&plan.id, &audience_id],
         )
         .await
