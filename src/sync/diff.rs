@@ -244,6 +244,22 @@ pub async fn count_members(
         .get(0))
 }
 
+/// Brings the planner's view of the ledger up to date after a first sync streamed members into it.
+/// Until autovacuum gets there, statistics taken while the configuration had no member say it
+/// has about one, and the plan built on that for the diff (the configuration's ledger rows as
+/// the outer side of a nested loop over the staging table) took 74 s instead of milliseconds at
+/// 1M customers. Only the configuration column is sampled, 3,000 rows: about 25 ms at 1M.
+pub async fn analyze_ledger(stage: &tokio_postgres::Client) -> anyhow::Result<()> {
+    stage
+        .batch_execute(
+            "SET default_statistics_target = 10;
+             ANALYZE cdp.facebook_audience_members (configuration_id);
+             RESET default_statistics_target",
+        )
+        .await
+        .context("Failed to update the ledger's statistics")
+}
+
 /// Whether the configuration's ledger has no member (a first sync, or a new audience).
 pub async fn ledger_is_empty(
     stage: &tokio_postgres::Client,

@@ -210,7 +210,7 @@ async fn run_inner(
     };
     // The connection goes back to the pool: whatever the run left in its session goes.
     if let Err(e) = client
-        .batch_execute("RESET enable_seqscan; DISCARD TEMP")
+        .batch_execute("RESET enable_seqscan; RESET default_statistics_target; DISCARD TEMP")
         .await
     {
         tracing::warn!(error = %e, "Failed to reset the staging session");
@@ -395,6 +395,9 @@ async fn execute(
     let staged_ms = started.elapsed().as_millis() as u64;
     // On a first sync the ledger holds exactly the streamed members; else it is counted.
     let audience = first_sync.then_some(streamed.rows);
+    if first_sync && streamed.rows > 0 {
+        diff::analyze_ledger(stage).await.map_err(failed)?;
+    }
     let mut planned: DiffReport = diff::diff(stage, plan.id, &keys, plan.mode, &staged, audience)
         .await
         .map_err(failed)?;

@@ -381,3 +381,64 @@ async fn a_customer_without_email_but_with_a_phone_is_in_the_audience() {
     assert_eq!(with_phone.len(), 1);
     assert!(!with_phone.iter().next().unwrap().contains_key("EMAIL"));
 }
+
+#[tokio::test]
+async fn after_a_first_sync_the_planner_counts_the_new_members_of_the_configuration() {
+    let w = world(3_000).await;
+    let client = w.db.client().await;
+    // Statistics that know septimo's members only, and no autovacuum to bring them up to date.
+    client
+        .batch_execute(
+            "ALTER TABLE cdp.facebook_audience_members SET (autovacuum_enabled = false);
+             UPDATE cdp.facebook_configurations SET next_sync = now() + interval '1 day'
+              WHERE system_name <> 'septimo_system'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.sync_due().await.len(), 1);
+    client
+        .batch_execute(
+            "ANALYZE cdp.facebook_audience_members;
+             UPDATE cdp.facebook_configurations SET next_sync = now() WHERE system_name = 'kangoo_system'",
+        )
+        .await
+        .unwrap();
+    let reports = w.sync_due().await;
+    assert!(
+        reports.len() == 1 && reports[0].outcome == Outcome::Success,
+        "{reports:?}"
+    );
+
+    let id: i32 = client
+        .query_one(
+            "SELECT id FROM cdp.facebook_configurations WHERE system_name = 'kangoo_system'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let members: i64 = client
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let plan: serde_json::Value = client
+        .query_one(
+            &format!(
+                "EXPLAIN (FORMAT JSON) SELECT 1 FROM cdp.facebook_audience_members WHERE configuration_id = {id}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let estimate = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap();
+    assert!(members > 1_000, "{members}");
+    assert!(
+        estimate > members as f64 / 2.0,
+        "the planner expects {estimate} of {members} members"
+    );
+}
