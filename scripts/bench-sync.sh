@@ -57,6 +57,8 @@ for n in "${sizes[@]}"; do
             sql "UPDATE cdp.facebook_configurations SET next_sync = now()" >/dev/null
         fi
         sql "VACUUM ANALYZE" >/dev/null 2>&1 || true
+        # The load's dirty pages and WAL are flushed now, not by checkpoints during the timed run.
+        psql_admin -c "'CHECKPOINT'" >/dev/null
         last_run=$(sql "SELECT coalesce(max(id), 0) FROM cdp.facebook_sync_runs")
         read -r wall rss worker_cpu sandbox_cpu other_cpu < <(measure "$bin/cdp-meta-sync" run --once)
         extracted=$(sql "SELECT coalesce(sum(extracted),0) FROM cdp.facebook_sync_runs WHERE id > $last_run")
