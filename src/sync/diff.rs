@@ -46,10 +46,11 @@ const RANK: &str = "filled DESC, tenant_id, customer_id";
 /// the ledger's size when the caller knows it.
 ///
 /// The statements that join the ledger run with sequential scans disabled: the staged side is
-/// what they scan, and the ledger's statistics can lag far behind it (a first sync has just
-/// streamed millions of members into it; an emptied audience still counts its old rows), which
-/// can make a scan of the whole ledger per staged row look cheap to the planner. For the same
-/// reason the worker, which knows both sizes, picks how the ledger is read (see [`ledger_join`]).
+/// what they scan, and the ledger's statistics can lag far behind it (an emptied audience still
+/// counts its old rows; a first sync's members are counted only once the caller has run
+/// [`analyze_ledger`]), which can make a scan of the whole ledger per staged row look cheap to the
+/// planner. For the same reason the worker, which knows both sizes, picks how the ledger is read
+/// (see [`ledger_join`]).
 pub async fn diff(
     stage: &tokio_postgres::Client,
     configuration_id: i32,
@@ -247,8 +248,8 @@ pub async fn count_members(
 /// Brings the planner's view of the ledger up to date after a first sync streamed members into it.
 /// Until autovacuum gets there, statistics taken while the configuration had no member say it
 /// has about one, and the plan built on that for the diff (the configuration's ledger rows as
-/// the outer side of a nested loop over the staging table) took 74 s instead of milliseconds at
-/// 1M customers. Only the configuration column is sampled, 3,000 rows: about 25 ms at 1M.
+/// the outer side of a nested loop over the staging table) took over 70 s instead of milliseconds
+/// at 1M customers. Only the configuration column is sampled, 3,000 rows: about 25 ms at 1M.
 pub async fn analyze_ledger(stage: &tokio_postgres::Client) -> anyhow::Result<()> {
     stage
         .batch_execute(
