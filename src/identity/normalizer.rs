@@ -3,7 +3,7 @@
 use chrono::Datelike;
 
 use super::hash::{hash_tail_in_place, is_sha256_hex};
-use super::phone::Region;
+use super::phone::{Region, region_of};
 use super::text::trim;
 use super::{
     InvalidCountry, MatchKey, Rejection, UserDataKey, country, date, email, gender, ids, location,
@@ -13,11 +13,13 @@ use super::{
 /// Normalizes and hashes raw CRM values the way Meta documents.
 ///
 /// Holds per-system context: the default country for national phone numbers, and the latest
-/// plausible birth year. Cheap to clone, `Send + Sync`; all methods are pure.
+/// plausible birth year. A row may bring its own country (its COUNTRY value), which national phone
+/// numbers take before the default (see `phone.rs`). Cheap to clone, `Send + Sync`; all methods
+/// are pure.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
     country: Option<&'static str>,
-    region: Option<Region>,
+    region: Option<&'static Region>,
     max_year: u16,
 }
 
@@ -41,7 +43,7 @@ impl Normalizer {
             country,
             // Countries without a numbering plan in the phone metadata (Antarctica, Bouvet
             // Island…) behave as if no default country was given, for phones only.
-            region: country.and_then(Region::new),
+            region: country.and_then(region_of),
             max_year: u16::try_from(chrono::Utc::now().year()).unwrap_or(u16::MAX),
         })
     }
@@ -63,7 +65,24 @@ impl Normalizer {
         self
     }
 
-    fn dispatch(&self, key: MatchKey, raw: &str, out: &mut String) -> Result<Form, Rejection> {
+    /// The numbering plan for a row's national phone numbers: the row's own country when it names
+    /// one with a plan, else the default country.
+    fn phone_region(&self, row_country: Option<&str>) -> Option<&'static Region> {
+        row_country
+            .map(trim)
+            .filter(|c| !c.is_empty())
+            .and_then(country::alpha2)
+            .and_then(region_of)
+            .or(self.region)
+    }
+
+    fn dispatch(
+        &self,
+        key: MatchKey,
+        raw: &str,
+        row_country: Option<&str>,
+        out: &mut String,
+    ) -> Result<Form, Rejection> {
         let s = trim(raw);
         if s.is_empty() {
             return Err(Rejection::Empty);
@@ -74,7 +93,7 @@ impl Normalizer {
         }
         match key {
             MatchKey::Email => email::normalize_into(s, out),
-            MatchKey::Phone => phone::normalize_into(s, self.region.as_ref(), out),
+            MatchKey::Phone => phone::normalize_into(s, self.phone_region(row_country), out),
             MatchKey::Fn | MatchKey::Ln => name::name_into(s, out),
             MatchKey::Fi => name::initial_into(s, out),
             MatchKey::Ct => location::city_into(s, out),
@@ -96,10 +115,11 @@ impl Normalizer {
         &self,
         key: UserDataKey,
         raw: &str,
+        row_country: Option<&str>,
         out: &mut String,
     ) -> Result<Form, Rejection> {
         if let Some(key) = key.match_key() {
-            return self.dispatch(key, raw, out);
+            return self.dispatch(key, raw, row_country, out);
         }
         // db: a full date, YYYYMMDD.
         let s = trim(raw);
@@ -124,7 +144,7 @@ impl Normalizer {
         out: &mut String,
     ) -> Result<(), Rejection> {
         let start = out.len();
-        self.dispatch(key, raw, out)
+        self.dispatch(key, raw, None, out)
             .map(drop)
             .inspect_err(|_| out.truncate(start))
     }
@@ -141,7 +161,21 @@ impl Normalizer {
     /// path: no allocation once `out` has room for 64 bytes more. On error `out` is left as
     /// it was.
     pub fn cell_into(&self, key: MatchKey, raw: &str, out: &mut String) -> Result<(), Rejection> {
-        append_cell(key.is_hashed(), out, |out| self.dispatch(key, raw, out))
+        self.row_cell_into(key, raw, None, out)
+    }
+
+    /// [`Normalizer::cell_into`] for a value of a row that names its own country (raw, as stored:
+    /// `AR`, `Argentina`…): a national phone number takes that country before the default one.
+    pub fn row_cell_into(
+        &self,
+        key: MatchKey,
+        raw: &str,
+        row_country: Option<&str>,
+        out: &mut String,
+    ) -> Result<(), Rejection> {
+        append_cell(key.is_hashed(), out, |out| {
+            self.dispatch(key, raw, row_country, out)
+        })
     }
 
     /// The cell exactly as sent to Meta: lowercase-hex SHA-256 of the normalized value for
@@ -155,7 +189,7 @@ impl Normalizer {
     /// Conversions API `user_data` normalized form (`db` = `YYYYMMDD`).
     pub fn normalize_user_data(&self, key: UserDataKey, raw: &str) -> Result<String, Rejection> {
         let mut out = String::new();
-        self.dispatch_user_data(key, raw, &mut out)?;
+        self.dispatch_user_data(key, raw, None, &mut out)?;
         Ok(out)
     }
 
@@ -164,18 +198,30 @@ impl Normalizer {
         &self,
         key: UserDataKey,
         raw: &str,
+        row_country: Option<&str>,
         out: &mut String,
     ) -> Result<(), Rejection> {
         append_cell(key.is_hashed(), out, |out| {
-            self.dispatch_user_data(key, raw, out)
+            self.dispatch_user_data(key, raw, row_country, out)
         })
     }
 
     /// The `user_data` value as sent: SHA-256 hex for hashed fields; `external_id` unhashed,
     /// exactly like `EXTERN_ID`, so it is the same value on both channels.
     pub fn user_data_cell(&self, key: UserDataKey, raw: &str) -> Result<String, Rejection> {
+        self.event_user_data_cell(key, raw, None)
+    }
+
+    /// [`Normalizer::user_data_cell`] for an event that names its own country (its `country`
+    /// value, raw): a national phone number takes it before the default country.
+    pub fn event_user_data_cell(
+        &self,
+        key: UserDataKey,
+        raw: &str,
+        row_country: Option<&str>,
+    ) -> Result<String, Rejection> {
         let mut out = String::with_capacity(64);
-        self.user_data_cell_into(key, raw, &mut out)?;
+        self.user_data_cell_into(key, raw, row_country, &mut out)?;
         Ok(out)
     }
 }

@@ -30,6 +30,7 @@ impl Rejection {
         "no country code",
         "unknown country code",
         "not a possible phone number",
+        "looks like a national number",
         // FN, LN, FI, CT, ST, ZIP
         "no letters",
         "no letters or digits",

@@ -284,19 +284,106 @@ fn national_phone_numbers_take_the_system_s_default_country() {
 }
 
 #[test]
-fn a_national_phone_number_without_a_default_country_is_rejected() {
+fn without_any_country_bare_digits_are_kept_and_a_formatted_national_number_is_rejected() {
     check(
         &plain(),
         MatchKey::Phone,
         &[
-            ("national", "(650) 555-1212", No("no country code")),
-            ("digits without +", "6505551212", No("no country code")),
+            (
+                "formatted national",
+                "(650) 555-1212",
+                No("no country code"),
+            ),
+            ("trunk zero", "0351 456-7890", No("no country code")),
+            (
+                "too short to carry a code",
+                "5551212",
+                No("no country code"),
+            ),
+            ("leading zero", "03514567890", No("no country code")),
+            (
+                "digits only: the caller's country code",
+                "6505551212",
+                Is("6505551212"),
+            ),
+            (
+                "Meta's example with a fictional area code",
+                "15559876543",
+                Is("15559876543"),
+            ),
             (
                 "international is fine",
                 "+1 650 555 1212",
                 Is("16505551212"),
             ),
         ],
+    );
+}
+
+#[test]
+fn bare_digits_that_form_a_valid_international_number_are_kept_before_the_default_country() {
+    for country in ["AR", "US", "GB", "DE"] {
+        check(
+            &with_country(country),
+            MatchKey::Phone,
+            &[
+                // Before: `5416505551212` under AR, another person's hash.
+                ("Meta's example", "16505551212", Is("16505551212")),
+                ("a UK number", "442079460958", Is("442079460958")),
+                ("an Argentine mobile", "5491123456789", Is("5491123456789")),
+            ],
+        );
+    }
+    // Not a valid international number (+65 05551212, +351 4567890): national after all.
+    check(
+        &with_country("US"),
+        MatchKey::Phone,
+        &[("US national", "6505551212", Is("16505551212"))],
+    );
+    check(
+        &with_country("AR"),
+        MatchKey::Phone,
+        &[("Córdoba landline", "3514567890", Is("543514567890"))],
+    );
+}
+
+#[test]
+fn a_national_number_takes_the_rows_own_country_before_the_default_one() {
+    let cell = |n: &Normalizer, raw: &str, row_country: Option<&str>| {
+        let mut out = String::new();
+        n.row_cell_into(MatchKey::Phone, raw, row_country, &mut out)
+            .map(|()| out)
+    };
+    let hashed = |digits: &str| Ok(sha256_hex(digits.as_bytes()));
+    let ar = with_country("AR");
+    assert_eq!(
+        cell(&ar, "020 7946 0958", Some("United Kingdom")),
+        hashed("442079460958")
+    );
+    assert_eq!(
+        cell(&ar, "020 7946 0958", Some(" gb ")),
+        hashed("442079460958")
+    );
+    assert_eq!(
+        cell(&plain(), "0351 456-7890", Some("Argentina")),
+        hashed("543514567890")
+    );
+    // A country nobody knows, or none, leaves the default country in charge.
+    assert_eq!(
+        cell(&ar, "0351 456-7890", Some("Narnia")),
+        hashed("543514567890")
+    );
+    assert_eq!(cell(&ar, "0351 456-7890", None), hashed("543514567890"));
+    // A number that carries its code ignores the row's country.
+    assert_eq!(
+        cell(&ar, "+1 650 555 1212", Some("GB")),
+        hashed("16505551212")
+    );
+    assert_eq!(cell(&ar, "16505551212", Some("GB")), hashed("16505551212"));
+    // The Conversions API path does the same with the event's country.
+    assert_eq!(
+        ar.event_user_data_cell(UserDataKey::Ph, "020 7946 0958", Some("GB")),
+        hashed("442079460958")
     );
 }
 

@@ -56,6 +56,26 @@ fn phones_use_the_given_country_for_national_numbers() {
 }
 
 #[test]
+fn normalizing_phones_again_gives_the_same_lines() {
+    let input = b"(650) 555-1212\n+44 20 7946 0958\n011 4321-5678\n5491123456789\n16505551212\n";
+    for country in [None, Some("US"), Some("AR"), Some("GB")] {
+        let (once, _) = run(MatchKey::Phone, country, input);
+        let normalized: String = once
+            .lines()
+            .filter(|l| !l.starts_with("ERROR"))
+            .map(|l| format!("{}\n", l.split('\t').next().unwrap()))
+            .collect();
+        let (twice, _) = run(MatchKey::Phone, country, normalized.as_bytes());
+        let kept: String = once
+            .lines()
+            .filter(|l| !l.starts_with("ERROR"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(twice, kept, "{country:?}");
+    }
+}
+
+#[test]
 fn unhashed_keys_show_the_value_as_sent_in_the_second_column() {
     let (out, _) = run(
         MatchKey::Madid,
