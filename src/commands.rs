@@ -78,6 +78,20 @@ async fn run_once(settings: Settings) -> anyhow::Result<()> {
             events.sent, events.rejected, events.expired
         );
     }
+    // A cron platform alerts on the exit code: 1 when any system needs an operator.
+    let unhealthy: Vec<String> = reports
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Failed(_) | Outcome::InvalidConfig(_)))
+        .map(|r| format!("{} ({})", r.system_name, r.outcome.as_str()))
+        .collect();
+    if !unhealthy.is_empty() {
+        anyhow::bail!(
+            "{} of {} systems did not sync: {}",
+            unhealthy.len(),
+            reports.len(),
+            unhealthy.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -97,21 +111,61 @@ async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("PORT {port}: cannot listen"))?;
     let app = crate::http::router(ctx.pool.clone(), health.clone(), interval);
     let http = tokio::spawn(crate::http::serve(listener, app, shutdown.clone()));
-    let listen = tokio::spawn(scheduler::listen(
-        database,
-        vec![
-            (scheduler::CONFIG_CHANNEL, wake.clone()),
-            (crate::events::NOTIFY_CHANNEL, events_wake.clone()),
-        ],
-        shutdown.clone(),
-    ));
-    let pump = EventPump::new(ctx.pool.clone(), ctx.meta.clone(), ctx.worker_id.clone());
-    let events = tokio::spawn(scheduler::run_event_pump(
-        pump,
-        events_interval,
-        events_wake,
-        shutdown.clone(),
-    ));
+    // The listener and the event pump are restarted if they ever stop (see `supervise`).
+    let listen = {
+        let (health, shutdown, wake, events_wake) = (
+            health.clone(),
+            shutdown.clone(),
+            wake.clone(),
+            events_wake.clone(),
+        );
+        tokio::spawn(scheduler::supervise(
+            "listener",
+            |_| {},
+            shutdown.clone(),
+            move || {
+                scheduler::listen(
+                    database.clone(),
+                    vec![
+                        (scheduler::CONFIG_CHANNEL, wake.clone()),
+                        (crate::events::NOTIFY_CHANNEL, events_wake.clone()),
+                    ],
+                    health.clone(),
+                    shutdown.clone(),
+                )
+            },
+        ))
+    };
+    let events = {
+        let (pool, meta, worker_id, shutdown) = (
+            ctx.pool.clone(),
+            ctx.meta.clone(),
+            ctx.worker_id.clone(),
+            shutdown.clone(),
+        );
+        let up = {
+            let health = health.clone();
+            move |running: bool| {
+                health
+                    .pump
+                    .store(running, std::sync::atomic::Ordering::Relaxed)
+            }
+        };
+        tokio::spawn(scheduler::supervise(
+            "event pump",
+            up,
+            shutdown.clone(),
+            move || {
+                let pump = EventPump::new(pool.clone(), meta.clone(), worker_id.clone());
+                scheduler::run_event_pump(
+                    pump,
+                    events_interval,
+                    events_wake.clone(),
+                    shutdown.clone(),
+                )
+            },
+        ))
+    };
     scheduler::run_scheduler(ctx, health, wake, shutdown.clone()).await?;
     shutdown.cancel();
     let _ = events.await;

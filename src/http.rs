@@ -1,4 +1,5 @@
 //! `/healthz` (the Railway healthcheck) and `/metrics` (Prometheus), served in scheduler mode.
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -47,7 +48,8 @@ pub fn router(pool: Pool, health: Arc<Health>, interval: Duration) -> Router {
         .with_state(state)
 }
 
-/// 200 while the database answers and the scheduler loop turns; 503 otherwise.
+/// 200 while the database answers, the scheduler loop turns, and the NOTIFY listener and the
+/// event pump run; 503 otherwise.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let database = tokio::time::timeout(
         Duration::from_secs(5),
@@ -56,14 +58,18 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     .await
     .unwrap_or(false);
     let scheduler = state.health.loop_alive(state.interval);
-    let status = if database && scheduler {
+    let listener = state.health.listener.load(Ordering::Relaxed);
+    let events = state.health.pump.load(Ordering::Relaxed);
+    let status = if database && scheduler && listener && events {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        axum::Json(serde_json::json!({ "database": database, "scheduler": scheduler })),
+        axum::Json(serde_json::json!({
+            "database": database, "scheduler": scheduler, "listener": listener, "events": events
+        })),
     )
 }
 

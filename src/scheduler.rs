@@ -20,16 +20,27 @@ use crate::sync::{RunReport, SyncContext, Trigger, sync_system};
 /// The configuration table's NOTIFY channel (see `sql/0001_initial.sql`).
 pub const CONFIG_CHANNEL: &str = "cdp_facebook_configurations";
 
-/// Liveness of the scheduler loop, read by `/healthz`.
+/// Liveness of the worker's long-running parts, read by `/healthz`: the scheduler loop, the
+/// NOTIFY listener and the event pump. A part that died is restarted (see [`supervise`]);
+/// `/healthz` is 503 until it is back.
 #[derive(Debug, Default)]
 pub struct Health {
     /// Unix seconds of the loop's last turn.
     last_beat: AtomicI64,
     /// Set once the loop has started; `/healthz` is 503 before.
     started: AtomicBool,
+    /// The LISTEN connection is up.
+    pub listener: AtomicBool,
+    /// The event pump's loop is running.
+    pub pump: AtomicBool,
 }
 
 impl Health {
+    /// Whether the listener and the event pump are both running.
+    pub fn parts_alive(&self) -> bool {
+        self.listener.load(Ordering::Relaxed) && self.pump.load(Ordering::Relaxed)
+    }
+
     pub fn beat(&self) {
         self.started.store(true, Ordering::Relaxed);
         self.last_beat
@@ -145,17 +156,57 @@ async fn claim(
     .await?)
 }
 
+/// Runs the task `start` makes until `shutdown`, starting it again when it ends or panics, after
+/// a backoff (1 s, doubling to 60 s; back to 1 s after a run of a minute). `up` says whether it is
+/// running, for `/healthz`.
+pub async fn supervise<F, Fut>(
+    name: &'static str,
+    up: impl Fn(bool),
+    shutdown: CancellationToken,
+    mut start: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    const FIRST: Duration = Duration::from_secs(1);
+    let mut delay = FIRST;
+    while !shutdown.is_cancelled() {
+        let started = tokio::time::Instant::now();
+        up(true);
+        let ended = tokio::spawn(start()).await;
+        up(false);
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match ended {
+            Err(e) if e.is_panic() => tracing::error!(task = name, "task panicked; restarting"),
+            _ => tracing::error!(task = name, "task stopped; restarting"),
+        }
+        if started.elapsed() >= Duration::from_secs(60) {
+            delay = FIRST;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => break,
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
 /// Listens on `channels` with a dedicated connection (pooled connections never see NOTIFY) and
-/// wakes `wake` on each notification. Reconnects after errors until `shutdown`.
+/// wakes `wake` on each notification. Reconnects after errors until `shutdown`; `health.listener`
+/// says whether the connection is up.
 pub async fn listen(
     settings: crate::configuration::DatabaseSettings,
     channels: Vec<(&'static str, Arc<Notify>)>,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
-        if let Err(e) = listen_once(&settings, &channels, &shutdown).await {
+        if let Err(e) = listen_once(&settings, &channels, &health, &shutdown).await {
             tracing::warn!(error = %format!("{e:#}"), "LISTEN connection lost; reconnecting");
         }
+        health.listener.store(false, Ordering::Relaxed);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.cancelled() => {}
@@ -166,6 +217,7 @@ pub async fn listen(
 async fn listen_once(
     settings: &crate::configuration::DatabaseSettings,
     channels: &[(&'static str, Arc<Notify>)],
+    health: &Health,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let config = crate::db::pool::pg_config(settings)?;
@@ -195,6 +247,7 @@ async fn listen_once(
         .batch_execute(&listen)
         .await
         .context("LISTEN failed")?;
+    health.listener.store(true, Ordering::Relaxed);
     // A notification may have been missed while disconnected: wake everyone once.
     for (_, notify) in channels {
         notify.notify_one();
@@ -215,7 +268,11 @@ async fn listen_once(
         }
     }
     driver.abort();
-    Ok(())
+    if shutdown.is_cancelled() {
+        Ok(())
+    } else {
+        anyhow::bail!("the LISTEN connection closed")
+    }
 }
 
 /// The event pump's loop: conversion events flow continuously, not on the audience schedule.

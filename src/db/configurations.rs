@@ -9,23 +9,57 @@ const COLUMNS: &str = "id, system_name, ad_account_id, tenant_ids, custom_audien
     sync_mode, match_keys, excluded_segments, default_country, schedule_cron, audience_name,
     max_removal_share::float8 AS max_removal_share, force_removals, consecutive_failures, next_sync";
 
+/// Reads a claimed row. A column that does not decode (a 2-D array, a NULL element where none
+/// is allowed) never panics: it takes its default and is named in `unreadable`, which makes the
+/// row `invalid_config` (the lease is already taken; a panic here would keep it until expiry).
 fn system_row(row: &Row) -> SystemRow {
+    let mut unreadable = Vec::new();
+    let mut read = ColumnReader {
+        row,
+        unreadable: &mut unreadable,
+    };
+    let system = SystemRow {
+        id: read.get("id"),
+        system_name: read.get("system_name"),
+        ad_account_id: read.get("ad_account_id"),
+        tenant_ids: read.get("tenant_ids"),
+        custom_audience_id: read.get("custom_audience_id"),
+        schedule_hours: read.get("schedule_hours"),
+        sync_mode: read.get("sync_mode"),
+        match_keys: read.get("match_keys"),
+        excluded_segments: read.get("excluded_segments"),
+        default_country: read.get("default_country"),
+        schedule_cron: read.get("schedule_cron"),
+        audience_name: read.get("audience_name"),
+        max_removal_share: read.get("max_removal_share"),
+        force_removals: read.get("force_removals"),
+        consecutive_failures: read.get("consecutive_failures"),
+        unreadable: Vec::new(),
+    };
     SystemRow {
-        id: row.get("id"),
-        system_name: row.get("system_name"),
-        ad_account_id: row.get("ad_account_id"),
-        tenant_ids: row.get("tenant_ids"),
-        custom_audience_id: row.get("custom_audience_id"),
-        schedule_hours: row.get("schedule_hours"),
-        sync_mode: row.get("sync_mode"),
-        match_keys: row.get("match_keys"),
-        excluded_segments: row.get("excluded_segments"),
-        default_country: row.get("default_country"),
-        schedule_cron: row.get("schedule_cron"),
-        audience_name: row.get("audience_name"),
-        max_removal_share: row.get("max_removal_share"),
-        force_removals: row.get("force_removals"),
-        consecutive_failures: row.get("consecutive_failures"),
+        unreadable,
+        ..system
+    }
+}
+
+/// Reads columns by name, collecting what does not decode instead of panicking.
+pub struct ColumnReader<'a> {
+    pub row: &'a Row,
+    pub unreadable: &'a mut Vec<String>,
+}
+
+impl<'a> ColumnReader<'a> {
+    pub fn get<T: tokio_postgres::types::FromSql<'a> + Default>(&mut self, name: &str) -> T {
+        match self.row.try_get(name) {
+            Ok(value) => value,
+            Err(e) => {
+                let why =
+                    std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+                self.unreadable
+                    .push(format!("{name} cannot be read: {why}"));
+                T::default()
+            }
+        }
     }
 }
 

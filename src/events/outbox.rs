@@ -11,6 +11,8 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::payload::{Identity, OutboxEvent, ProcessingOptions};
+use crate::db::configurations::ColumnReader;
+use crate::sync::source::Catalog;
 
 /// First key of the per-system advisory lock (`pg_try_advisory_xact_lock(int, int)`): "capi".
 const LOCK_CLASS: i32 = 0x6361_7069;
@@ -32,7 +34,8 @@ pub async fn pixel_systems(client: &impl GenericClient) -> anyhow::Result<Vec<Pi
     let rows = client
         .query(
             "SELECT id, system_name, pixel_id, tenant_ids, default_country,
-                    NULLIF(btrim(test_event_code), ''), NULLIF(btrim(partner_agent), ''),
+                    NULLIF(btrim(test_event_code), '') AS test_event_code,
+                    NULLIF(btrim(partner_agent), '') AS partner_agent,
                     data_processing_options, data_processing_options_country,
                     data_processing_options_state
              FROM cdp.facebook_configurations
@@ -42,32 +45,58 @@ pub async fn pixel_systems(client: &impl GenericClient) -> anyhow::Result<Vec<Pi
         )
         .await
         .context("Failed to read the systems with a pixel_id")?;
-    Ok(rows
-        .iter()
-        .map(|r| PixelSystem {
-            configuration_id: r.get(0),
-            system_name: r.get(1),
-            pixel_id: r.get::<_, String>(2).trim().to_string(),
-            tenant_ids: r.get(3),
-            default_country: r.get(4),
-            test_event_code: r.get(5),
-            partner_agent: r.get(6),
-            processing: ProcessingOptions {
-                data_processing_options: r.get(7),
-                country: r.get(8),
-                state: r.get(9),
-            },
-        })
-        .collect())
+    Ok(rows.iter().filter_map(pixel_system).collect())
 }
 
-/// Whether the CDP's `customers_master` exists (events with a `customer_id` take identity from it).
-pub async fn has_customers_master(client: &impl GenericClient) -> anyhow::Result<bool> {
-    let row = client
-        .query_one("SELECT to_regclass('customers_master') IS NOT NULL", &[])
-        .await
-        .context("Failed to look for customers_master")?;
-    Ok(row.get(0))
+/// One system's row; a row with a column that does not decode (a 2-D array, a NULL tenant or
+/// processing option) is left out with a warning, so the other systems' events still flow.
+fn pixel_system(r: &Row) -> Option<PixelSystem> {
+    let mut unreadable = Vec::new();
+    let mut read = ColumnReader {
+        row: r,
+        unreadable: &mut unreadable,
+    };
+    let tenant_ids: Vec<Option<i32>> = read.get("tenant_ids");
+    let options: Option<Vec<Option<String>>> = read.get("data_processing_options");
+    let system = PixelSystem {
+        configuration_id: read.get("id"),
+        system_name: read.get("system_name"),
+        pixel_id: read.get::<String>("pixel_id").trim().to_string(),
+        tenant_ids: tenant_ids.iter().flatten().copied().collect(),
+        default_country: read.get("default_country"),
+        test_event_code: read.get("test_event_code"),
+        partner_agent: read.get("partner_agent"),
+        processing: ProcessingOptions {
+            data_processing_options: options
+                .as_ref()
+                .map(|o| o.iter().flatten().cloned().collect()),
+            country: read.get("data_processing_options_country"),
+            state: read.get("data_processing_options_state"),
+        },
+    };
+    if tenant_ids.contains(&None) {
+        unreadable.push("tenant_ids must not contain NULL".to_string());
+    }
+    if options.is_some_and(|o| o.contains(&None)) {
+        unreadable.push("data_processing_options must not contain NULL".to_string());
+    }
+    if unreadable.is_empty() {
+        return Some(system);
+    }
+    tracing::warn!(
+        configuration_id = system.configuration_id,
+        problems = %unreadable.join("; "),
+        "a system's configuration cannot be read; its events stay pending until it is fixed"
+    );
+    None
+}
+
+/// How an event's customer is looked up in the CDP's `customers_master` (events with a
+/// `customer_id` take their identity from it): the select list of what that table has, `None`
+/// when there is no such table. Read from the catalog, so a CDP with only the original design's
+/// columns works (see [`crate::sync::source`]).
+pub async fn customer_lookup(client: &tokio_postgres::Client) -> anyhow::Result<Option<String>> {
+    Ok(Catalog::read(client).await?.customer_identity())
 }
 
 /// Takes the system's lock for the rest of the transaction; `false`: another worker holds it.
@@ -85,12 +114,24 @@ pub async fn try_lock_system(
     Ok(row.get(0))
 }
 
-const EVENT_COLUMNS: &str = "e.id, e.event_name, e.event_time, e.action_source, e.event_id,
+const EVENT_COLUMNS: &str = "e.id, e.event_name,
+    CASE WHEN isfinite(e.event_time) THEN e.event_time END, e.action_source, e.event_id,
     e.event_source_url, e.email, e.phone, e.first_name, e.last_name, e.city, e.state, e.zip,
     e.country, e.birth_date, e.gender, e.external_id, e.client_ip_address, e.client_user_agent,
     e.fbc, e.fbp, e.value::float8, e.currency, e.order_id, e.contents, e.custom_data, e.user_data";
 
+/// A batch of pending events as read: those that can be sent, and those that cannot even be
+/// read (an `event_time` of `infinity`…), each with the reason, to be recorded as rejected.
+#[derive(Debug, Default)]
+pub struct PendingBatch {
+    pub events: Vec<OutboxEvent>,
+    pub unreadable: Vec<(i64, String)>,
+    /// The highest event id of the batch; `None` when nothing is pending.
+    pub last_id: Option<i64>,
+}
+
 /// Up to `limit` pending events of the system with ids above `after_id`, oldest id first.
+/// `customers`: the select list of [`customer_lookup`], when there is a `customers_master`.
 ///
 /// `OFFSET 0` keeps the delivery check a per-row index probe: walking events in id order and
 /// stopping at `limit` takes milliseconds, where the hash anti-join the planner otherwise picks
@@ -100,16 +141,14 @@ pub async fn pending_batch(
     system: &PixelSystem,
     after_id: i64,
     limit: i64,
-    with_customers: bool,
-) -> anyhow::Result<Vec<OutboxEvent>> {
-    let (customer_columns, customer_join) = if with_customers {
-        (
-            ", c.id IS NOT NULL, c.email, c.phone, c.firstname, c.lastname, c.city, c.state,
-               c.zip, c.country, c.birth_date::text, c.gender, c.external_id",
+    customers: Option<&str>,
+) -> anyhow::Result<PendingBatch> {
+    let (customer_columns, customer_join) = match customers {
+        Some(list) => (
+            format!(", c.id IS NOT NULL, {list}"),
             "LEFT JOIN customers_master c ON c.id = e.customer_id AND c.tenant_id = e.tenant_id",
-        )
-    } else {
-        ("", "")
+        ),
+        None => (String::new(), ""),
     };
     let sql = format!(
         "SELECT {EVENT_COLUMNS} {customer_columns}
@@ -133,48 +172,71 @@ pub async fn pending_batch(
         )
         .await
         .context("Failed to read pending events")?;
-    Ok(rows
-        .iter()
-        .map(|r| event_from_row(r, with_customers))
-        .collect())
+    let mut batch = PendingBatch::default();
+    for r in &rows {
+        let row_id: i64 = r.try_get(0).context("An event id could not be read")?;
+        batch.last_id = Some(row_id);
+        match event_from_row(r, customers.is_some()) {
+            Ok(event) => batch.events.push(event),
+            Err(reason) => batch.unreadable.push((row_id, reason)),
+        }
+    }
+    Ok(batch)
 }
 
-fn event_from_row(r: &Row, with_customers: bool) -> OutboxEvent {
-    let identity_at = |i: usize| Identity {
-        email: r.get(i),
-        phone: r.get(i + 1),
-        first_name: r.get(i + 2),
-        last_name: r.get(i + 3),
-        city: r.get(i + 4),
-        state: r.get(i + 5),
-        zip: r.get(i + 6),
-        country: r.get(i + 7),
-        birth_date: r.get(i + 8),
-        gender: r.get(i + 9),
-        external_id: r.get(i + 10),
+/// One event, or why it cannot be read (in plain words, naming the column, never its value).
+fn event_from_row(r: &Row, with_customers: bool) -> Result<OutboxEvent, String> {
+    let get = |i: usize| {
+        move |e: tokio_postgres::Error| {
+            format!("column {} cannot be read: {e}", r.columns()[i].name())
+        }
     };
-    let customer =
-        (with_customers && r.get::<_, Option<bool>>(27) == Some(true)).then(|| identity_at(28));
-    OutboxEvent {
-        row_id: r.get(0),
-        event_name: r.get(1),
-        event_time: r.get(2),
-        action_source: r.get(3),
-        event_id: r.get(4),
-        event_source_url: r.get(5),
-        identity: identity_at(6),
-        customer,
-        client_ip_address: r.get(17),
-        client_user_agent: r.get(18),
-        fbc: r.get(19),
-        fbp: r.get(20),
-        value: r.get(21),
-        currency: r.get(22),
-        order_id: r.get(23),
-        contents: r.get(24),
-        custom_data: r.get(25),
-        user_data: r.get(26),
+    macro_rules! col {
+        ($i:expr) => {
+            r.try_get($i).map_err(get($i))?
+        };
     }
+    let identity_at = |i: usize| -> Result<Identity, String> {
+        Ok(Identity {
+            email: col!(i),
+            phone: col!(i + 1),
+            first_name: col!(i + 2),
+            last_name: col!(i + 3),
+            city: col!(i + 4),
+            state: col!(i + 5),
+            zip: col!(i + 6),
+            country: col!(i + 7),
+            birth_date: col!(i + 8),
+            gender: col!(i + 9),
+            external_id: col!(i + 10),
+        })
+    };
+    let has_customer: Option<bool> = if with_customers { col!(27) } else { None };
+    let customer = match has_customer {
+        Some(true) => Some(identity_at(28)?),
+        _ => None,
+    };
+    let event_time: Option<chrono::DateTime<Utc>> = col!(2);
+    Ok(OutboxEvent {
+        row_id: col!(0),
+        event_name: col!(1),
+        event_time: event_time.ok_or("event_time is not a finite time (infinity?)")?,
+        action_source: col!(3),
+        event_id: col!(4),
+        event_source_url: col!(5),
+        identity: identity_at(6)?,
+        customer,
+        client_ip_address: col!(17),
+        client_user_agent: col!(18),
+        fbc: col!(19),
+        fbp: col!(20),
+        value: col!(21),
+        currency: col!(22),
+        order_id: col!(23),
+        contents: col!(24),
+        custom_data: col!(25),
+        user_data: col!(26),
+    })
 }
 
 /// The final state of one event for one system.

@@ -9,9 +9,10 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value, json};
 
 /// Normalizes and hashes one `user_data` value as sent (`None`: invalid, leave it out).
-/// `key` is the CAPI name: `em ph fn ln ct st zp country db ge external_id`.
+/// `key` is the CAPI name: `em ph fn ln ct st zp country db ge external_id`; `country` is the
+/// event's own country (raw), which completes a national phone number.
 pub trait UserDataHasher {
-    fn cell(&self, key: &str, raw: &str) -> Option<String>;
+    fn cell(&self, key: &str, raw: &str, country: Option<&str>) -> Option<String>;
 }
 
 /// `user_data` keys that are normalized (and, but for `external_id`, hashed).
@@ -160,11 +161,16 @@ fn non_empty(value: &Option<String>) -> Option<&str> {
 fn user_data(event: &OutboxEvent, hasher: &impl UserDataHasher) -> Map<String, Value> {
     let mut out = Map::new();
     if let Some(Value::Object(given)) = &event.user_data {
+        let country = match given.get("country") {
+            Some(Value::String(c)) => Some(c.as_str()),
+            Some(Value::Array(list)) => list.iter().find_map(Value::as_str),
+            _ => None,
+        };
         for (key, value) in given {
             // `zip` is a common misspelling of `zp` (the Omni-CAPI sample sends it).
             let key = if key == "zip" { "zp" } else { key.as_str() };
             if NORMALIZED_KEYS.contains(&key) {
-                if let Some(v) = hashed_value(key, value, hasher) {
+                if let Some(v) = hashed_value(key, value, country, hasher) {
                     out.insert(key.to_string(), v);
                 }
             } else if !value.is_null() {
@@ -177,9 +183,10 @@ fn user_data(event: &OutboxEvent, hasher: &impl UserDataHasher) -> Map<String, V
         Some(customer) if event.identity.is_empty() => customer,
         _ => &event.identity,
     };
+    let country = non_empty(&identity.country);
     for (key, raw) in identity.cells() {
         if let Some(raw) = non_empty(raw)
-            && let Some(cell) = hasher.cell(key, raw)
+            && let Some(cell) = hasher.cell(key, raw, country)
         {
             out.insert(key.into(), json!(cell));
         }
@@ -198,10 +205,15 @@ fn user_data(event: &OutboxEvent, hasher: &impl UserDataHasher) -> Map<String, V
 }
 
 /// A structured value: a string or a list of strings, each normalized and hashed.
-fn hashed_value(key: &str, value: &Value, hasher: &impl UserDataHasher) -> Option<Value> {
+fn hashed_value(
+    key: &str,
+    value: &Value,
+    country: Option<&str>,
+    hasher: &impl UserDataHasher,
+) -> Option<Value> {
     let one = |v: &Value| match v {
-        Value::String(s) if !s.trim().is_empty() => hasher.cell(key, s),
-        Value::Number(n) => hasher.cell(key, &n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => hasher.cell(key, s, country),
+        Value::Number(n) => hasher.cell(key, &n.to_string(), country),
         _ => None,
     };
     match value {
@@ -248,8 +260,9 @@ mod tests {
     /// Stands in for the identity normalizer: marks what it was given, refuses "bad".
     struct Marker;
     impl UserDataHasher for Marker {
-        fn cell(&self, key: &str, raw: &str) -> Option<String> {
-            (raw != "bad").then(|| format!("{key}({})", raw.trim()))
+        fn cell(&self, key: &str, raw: &str, country: Option<&str>) -> Option<String> {
+            let within = country.map_or(String::new(), |c| format!(" in {c}"));
+            (raw != "bad").then(|| format!("{key}({}{within})", raw.trim()))
         }
     }
 
@@ -331,6 +344,18 @@ mod tests {
             json!({"em": ["em(x@y.z)"], "zp": "zp(1000)", "fbc": "fb.1.2.3",
                    "subscription_id": "s1", "external_id": ["external_id(u1)"]})
         );
+    }
+
+    #[test]
+    fn identity_values_are_normalized_with_the_events_own_country() {
+        let mut e = event();
+        e.identity.phone = Some("020 7946 0958".into());
+        e.identity.country = Some("GB".into());
+        let json = event_json(&e, &ProcessingOptions::default(), &Marker).unwrap();
+        assert_eq!(json["user_data"]["ph"], json!("ph(020 7946 0958 in GB)"));
+        e.user_data = Some(json!({"ph": "020 7946 0958", "country": ["uk"]}));
+        let json = event_json(&e, &ProcessingOptions::default(), &Marker).unwrap();
+        assert_eq!(json["user_data"]["ph"], json!("ph(020 7946 0958 in uk)"));
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl EventPump {
     /// `cancel` fires (the in-flight batch is finished first).
     #[tracing::instrument(name = "events.run_once", skip_all)]
     pub async fn run_once(&self, cancel: &CancellationToken) -> anyhow::Result<PumpReport> {
-        let (systems, with_customers) = {
+        let (systems, customers) = {
             let client = self
                 .pool
                 .get()
@@ -69,7 +69,7 @@ impl EventPump {
                 .context("Failed to get a connection")?;
             (
                 outbox::pixel_systems(&client).await?,
-                outbox::has_customers_master(&client).await?,
+                outbox::customer_lookup(&client).await?,
             )
         };
         let mut report = PumpReport::default();
@@ -78,7 +78,9 @@ impl EventPump {
                 break;
             }
             report.systems += 1;
-            let (counts, error) = self.drain_system(system, with_customers, cancel).await;
+            let (counts, error) = self
+                .drain_system(system, customers.as_deref(), cancel)
+                .await;
             report.sent += counts.sent as u64;
             report.accepted += counts.accepted as u64;
             report.rejected += counts.rejected as u64;
@@ -112,13 +114,13 @@ impl EventPump {
     async fn drain_system(
         &self,
         system: &PixelSystem,
-        with_customers: bool,
+        customers: Option<&str>,
         cancel: &CancellationToken,
     ) -> (BatchCounts, Option<String>) {
         let mut run_id = None;
         let mut totals = BatchCounts::default();
         let result = self
-            .drain_batches(system, with_customers, cancel, &mut run_id, &mut totals)
+            .drain_batches(system, customers, cancel, &mut run_id, &mut totals)
             .await;
         let error = match result {
             Ok(stopped) => stopped,
@@ -140,7 +142,7 @@ impl EventPump {
     async fn drain_batches(
         &self,
         system: &PixelSystem,
-        with_customers: bool,
+        customers: Option<&str>,
         cancel: &CancellationToken,
         run_id: &mut Option<i64>,
         totals: &mut BatchCounts,
@@ -159,18 +161,13 @@ impl EventPump {
                 tracing::debug!("another worker is sending this system's events");
                 return Ok(None);
             }
-            let batch = outbox::pending_batch(
-                &tx,
-                system,
-                after_id,
-                MAX_EVENTS_PER_CALL as i64,
-                with_customers,
-            )
-            .await?;
-            let Some(last) = batch.last() else {
+            let batch =
+                outbox::pending_batch(&tx, system, after_id, MAX_EVENTS_PER_CALL as i64, customers)
+                    .await?;
+            let Some(last_id) = batch.last_id else {
                 return Ok(None);
             };
-            after_id = last.row_id;
+            after_id = last_id;
             let run = match *run_id {
                 Some(id) => id,
                 None => {
@@ -211,16 +208,29 @@ impl EventPump {
     async fn deliver(
         &self,
         system: &PixelSystem,
-        batch: Vec<OutboxEvent>,
+        batch: outbox::PendingBatch,
         hasher: Arc<CapiHasher>,
     ) -> anyhow::Result<(Vec<Outcome>, BatchCounts, Option<String>)> {
         let processing = system.processing.clone();
+        let events = batch.events;
         // Normalizing and hashing 1,000 events is CPU work: keep it off the async runtime.
-        let prepared = tokio::task::spawn_blocking(move || prepare(&batch, &processing, &*hasher))
+        let prepared = tokio::task::spawn_blocking(move || prepare(&events, &processing, &*hasher))
             .await
             .context("Event preparation panicked")?;
         let mut counts = BatchCounts::default();
         let mut outcomes = prepared.settled;
+        outcomes.extend(
+            batch
+                .unreadable
+                .into_iter()
+                .map(|(row_id, reason)| Outcome {
+                    row_id,
+                    status: "rejected",
+                    attempts: 0,
+                    error: Some(format!("not sent: {reason}")),
+                    fbtrace_id: None,
+                }),
+        );
         for o in &outcomes {
             match o.status {
                 "expired" => counts.expired += 1,
@@ -364,7 +374,7 @@ fn normalizer_for(system: &PixelSystem) -> Normalizer {
 struct CapiHasher(Normalizer);
 
 impl UserDataHasher for CapiHasher {
-    fn cell(&self, key: &str, raw: &str) -> Option<String> {
+    fn cell(&self, key: &str, raw: &str, country: Option<&str>) -> Option<String> {
         let key = match key {
             "em" => UserDataKey::Em,
             "ph" => UserDataKey::Ph,
@@ -379,7 +389,7 @@ impl UserDataHasher for CapiHasher {
             "external_id" => UserDataKey::ExternalId,
             _ => return None,
         };
-        self.0.user_data_cell(key, raw).ok()
+        self.0.event_user_data_cell(key, raw, country).ok()
     }
 }
 

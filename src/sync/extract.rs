@@ -1,18 +1,24 @@
-//! The extraction query (kept as SQL in `config/`) and how its columns feed the match keys.
+//! The extraction query and how its columns feed the match keys. The default query is built
+//! from the CDP's actual columns (see [`super::source`]); `EXTRACT_SQL_FILE` replaces it with an
+//! operator's own.
 use anyhow::Context;
 use tokio_postgres::types::Type;
 
 use crate::identity::MatchKey;
 
-/// The default query, embedded; `EXTRACT_SQL_FILE` points at an operator's own copy.
-pub const DEFAULT_SQL: &str = include_str!("../../config/extract_customers.sql");
+/// What the default query is on a CDP with every column the worker knows: a starting point for an
+/// operator's own `EXTRACT_SQL_FILE` (a test keeps it equal to the generated query).
+pub const EXAMPLE_SQL: &str = include_str!("../../config/extract_customers.sql");
 
-/// Loads the extraction SQL named in the settings, or the embedded default.
-pub fn load_sql(path: &str) -> anyhow::Result<String> {
+/// The operator's query named in the settings; `None` (no file set): the default query, built
+/// per run from the CDP's columns.
+pub fn load_sql(path: &str) -> anyhow::Result<Option<String>> {
     if path.trim().is_empty() {
-        return Ok(DEFAULT_SQL.to_string());
+        return Ok(None);
     }
-    std::fs::read_to_string(path).with_context(|| format!("EXTRACT_SQL_FILE: cannot read {path}"))
+    std::fs::read_to_string(path)
+        .map(Some)
+        .with_context(|| format!("EXTRACT_SQL_FILE: cannot read {path}"))
 }
 
 /// The output column a match key reads.
@@ -32,6 +38,14 @@ pub fn column_for(key: MatchKey) -> &'static str {
         MatchKey::Madid => "madid",
         MatchKey::LookalikeValue => "lookalike_value",
     }
+}
+
+/// The column types a value is read from.
+const TEXT_TYPES: [Type; 3] = [Type::TEXT, Type::VARCHAR, Type::BPCHAR];
+
+/// Whether a column of the query holds text.
+pub fn is_text(ty: &Type) -> bool {
+    TEXT_TYPES.contains(ty)
 }
 
 /// Where each value sits in the query's rows.
@@ -73,7 +87,7 @@ pub fn map_columns(
     };
     let customer_id = find("customer_id", &[Type::INT8], &mut problems);
     let tenant_id = find("tenant_id", &[Type::INT4], &mut problems);
-    let text = [Type::TEXT, Type::VARCHAR, Type::BPCHAR];
+    let text = TEXT_TYPES;
     let keys = keys
         .iter()
         .map(|key| {
@@ -117,33 +131,38 @@ pub struct Extraction {
     pub digest: usize,
     /// Whether the customer is unchanged (boolean, never NULL).
     pub same: usize,
+    /// The row's own country (text), which completes its national phone numbers.
+    pub country: Option<usize>,
 }
 
 impl Extraction {
-    pub fn new(operator_sql: &str, keys: &[MatchKey]) -> Self {
+    /// `row_country`: the operator's query has a `country` column the phones should use.
+    pub fn new(operator_sql: &str, keys: &[MatchKey], row_country: bool) -> Self {
         let mut columns: Vec<&'static str> = Vec::new();
-        let key_index = keys
-            .iter()
-            .map(|key| {
-                let column = column_for(*key);
-                2 + columns
-                    .iter()
-                    .position(|c| *c == column)
-                    .unwrap_or_else(|| {
-                        columns.push(column);
-                        columns.len() - 1
-                    })
-            })
-            .collect();
+        let mut index_of = |column: &'static str| {
+            2 + columns
+                .iter()
+                .position(|c| *c == column)
+                .unwrap_or_else(|| {
+                    columns.push(column);
+                    columns.len() - 1
+                })
+        };
+        let key_index: Vec<usize> = keys.iter().map(|key| index_of(column_for(*key))).collect();
+        let country = row_country.then(|| index_of("country"));
         let selected: String = columns.iter().map(|c| format!(", x.{c}")).collect();
         let unless_same: String = columns
             .iter()
             .map(|c| format!(", CASE WHEN k.same THEN NULL ELSE k.{c} END AS {c}"))
             .collect();
-        let values: Vec<String> = keys
+        // The digest covers every value the member is built from, the row's country included.
+        let mut values: Vec<String> = keys
             .iter()
             .map(|k| format!("x.{}", column_for(*k)))
             .collect();
+        if row_country {
+            values.push("x.country".to_string());
+        }
         let digest = super::digest::sql(&values, "$4");
         let operator_sql = operator_sql.trim_end().trim_end_matches(';');
         // `OFFSET 0` keeps the digest a column of `j`, computed once per row rather than once per
@@ -176,6 +195,7 @@ impl Extraction {
             ledger_invalid: n + 1,
             digest: n + 2,
             same: n + 3,
+            country,
         }
     }
 }
@@ -237,8 +257,10 @@ mod tests {
                 MatchKey::Doby,
                 MatchKey::Dobm,
             ],
+            false,
         );
         assert_eq!(e.map.keys, vec![2, 3, 2, 4, 4]);
+        assert_eq!(e.country, None);
         assert!(
             e.sql
                 .contains("x.customer_id, x.tenant_id, x.first_name, x.email, x.birth_date,")
@@ -255,12 +277,49 @@ mod tests {
     }
 
     #[test]
-    fn the_default_query_provides_a_column_for_every_match_key() {
-        for key in MatchKey::ALL {
-            let column = column_for(key);
-            if key != MatchKey::Madid {
-                assert!(DEFAULT_SQL.contains(&format!("AS {column}")), "{column}");
-            }
+    fn a_row_country_for_phones_is_read_once_and_covered_by_the_digest() {
+        let e = Extraction::new("SELECT 1", &[MatchKey::Phone, MatchKey::Email], true);
+        assert_eq!(e.map.keys, vec![2, 3]);
+        assert_eq!(e.country, Some(4));
+        assert!(e.sql.contains("(x.country)::text"), "{}", e.sql);
+        let with_key = Extraction::new("SELECT 1", &[MatchKey::Country, MatchKey::Phone], true);
+        assert_eq!(
+            with_key.country,
+            Some(2),
+            "the COUNTRY key's column is reused"
+        );
+    }
+
+    #[test]
+    fn the_example_query_is_the_default_query_on_a_cdp_with_every_column() {
+        use super::super::source::{Catalog, ColumnType, OPTIONAL_COLUMNS};
+        let mut catalog = Catalog::default();
+        let ty = |category: char, name: &str| ColumnType {
+            category,
+            name: name.into(),
+        };
+        catalog.add("customers_master", "id", ty('N', "int8"));
+        catalog.add("customers_master", "tenant_id", ty('N', "int4"));
+        catalog.add("cdp_rfm_analysis", "customer_id", ty('N', "int8"));
+        catalog.add("cdp_rfm_analysis", "rfm_segment", ty('S', "text"));
+        for source in OPTIONAL_COLUMNS {
+            let (table, column) = match source.output {
+                "lookalike_value" => ("cdp_clv_analysis", "clv"),
+                "first_name" => ("customers_master", "firstname"),
+                "last_name" => ("customers_master", "lastname"),
+                other => ("customers_master", other),
+            };
+            catalog.add(table, column, ty('S', "text"));
         }
+        let keys: Vec<MatchKey> = MatchKey::ALL
+            .into_iter()
+            .filter(|k| *k != MatchKey::Fi)
+            .collect();
+        let generated = catalog.default_extraction(&keys).unwrap();
+        let example: Vec<&str> = EXAMPLE_SQL
+            .lines()
+            .filter(|l| !l.starts_with("--"))
+            .collect();
+        assert_eq!(example.join("\n").trim(), generated.trim());
     }
 }

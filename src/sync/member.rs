@@ -97,10 +97,11 @@ impl<'a> MemberBuilder<'a> {
 
     /// Builds the member for one customer from its raw values (one per key, in `keys` order)
     /// into `member` (its buffers are reused), or returns false when no strong key is usable.
-    /// Counts into `tally`.
+    /// `country` is the row's own country, for its national phone numbers. Counts into `tally`.
     pub fn build_into(
         &mut self,
         raw: &[Option<&str>],
+        country: Option<&str>,
         tenant_id: i32,
         customer_id: i64,
         tally: &mut Tally,
@@ -115,7 +116,8 @@ impl<'a> MemberBuilder<'a> {
             self.cell.clear();
             if let Some(value) = raw.get(i).copied().flatten()
                 && let Err(Rejection::Invalid(_)) =
-                    self.normalizer.cell_into(*key, value, &mut self.cell)
+                    self.normalizer
+                        .row_cell_into(*key, value, country, &mut self.cell)
             {
                 tally.invalid[i] += 1;
                 member.invalid_keys |= 1i32.checked_shl(i as u32).unwrap_or(0);
@@ -170,7 +172,7 @@ pub fn build_member(
 ) -> Option<Member> {
     let mut member = Member::empty();
     MemberBuilder::new(normalizer, keys)
-        .build_into(raw, tenant_id, customer_id, tally, &mut member)
+        .build_into(raw, None, tenant_id, customer_id, tally, &mut member)
         .then_some(member)
 }
 

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod member;
 pub mod run;
 pub mod seen;
+pub mod source;
 pub mod stage;
 pub mod stream;
 pub mod system;

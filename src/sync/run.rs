@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::audience::ensure_audience;
 use super::diff::{self, DiffReport};
 use super::guard::{self, Removals};
+use super::source::Catalog;
 use super::stage::{StageError, Stream, stage_members};
 use super::stream::Streamer;
 use super::system::{Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff};
@@ -33,8 +34,9 @@ pub struct SyncContext {
     pub settings: Arc<Settings>,
     /// Names this worker in leases and run rows (host and process id by default).
     pub worker_id: String,
-    /// The extraction query (see `config/extract_customers.sql`).
-    pub extract_sql: Arc<str>,
+    /// The operator's extraction query (`EXTRACT_SQL_FILE`); `None`: the default query, built for
+    /// each run from the CDP's columns (see [`super::source`]).
+    pub extract_sql: Option<Arc<str>>,
 }
 
 /// Why the run was started.
@@ -295,6 +297,17 @@ async fn execute(
     let failed = |e: anyhow::Error| Outcome::Failed(format!("{e:#}"));
     // Staging and the diff live in session tables on `stage`; the extraction streams on another.
     let extract = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
+    // Before any audience exists: a CDP without the columns the keys need is a configuration
+    // problem.
+    let sql: Arc<str> = match &ctx.extract_sql {
+        Some(sql) => sql.clone(),
+        None => Catalog::read(&extract)
+            .await
+            .map_err(failed)?
+            .default_extraction(&plan.match_keys)
+            .map_err(|problems| Outcome::InvalidConfig(problems.join("; ")))?
+            .into(),
+    };
 
     let audience_id = ensure_audience(&ctx.meta, stage, plan)
         .await
@@ -360,14 +373,7 @@ async fn execute(
         target,
     };
     let (staging, (streamed, stream_error)) = tokio::join!(
-        stage_members(
-            &extract,
-            stage,
-            &ctx.extract_sql,
-            plan,
-            expected as usize,
-            stream
-        ),
+        stage_members(&extract, stage, &sql, plan, expected as usize, stream),
         streamer.run(stream_rx),
     );
     drop(extract);
@@ -541,6 +547,6 @@ pub fn context(settings: Settings, meta: MetaClient) -> anyhow::Result<SyncConte
         meta,
         settings: Arc::new(settings),
         worker_id: default_worker_id(),
-        extract_sql: extract_sql.into(),
+        extract_sql: extract_sql.map(Into::into),
     })
 }

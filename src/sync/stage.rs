@@ -24,11 +24,12 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::copy::{self, Tuple};
 use super::digest;
-use super::extract::{Extraction, map_columns};
+use super::extract::{Extraction, is_text, map_columns};
 use super::member::{Member, MemberBuilder, Tally};
 use super::seen::Seen;
 use super::stream::{Source, StreamBatch};
 use super::system::SyncPlan;
+use crate::identity::MatchKey;
 
 /// Rows per chunk handed to a hashing worker.
 const CHUNK_ROWS: usize = 2048;
@@ -91,7 +92,12 @@ pub async fn stage_members(
         .map(|c| (c.name().to_string(), c.type_().clone()))
         .collect();
     map_columns(&columns, &plan.match_keys).map_err(StageError::Columns)?;
-    let extraction = Arc::new(Extraction::new(sql, &plan.match_keys));
+    // National phone numbers take the row's own country when the query has one.
+    let row_country = plan.match_keys.contains(&MatchKey::Phone)
+        && columns
+            .iter()
+            .any(|(name, ty)| name == "country" && is_text(ty));
+    let extraction = Arc::new(Extraction::new(sql, &plan.match_keys, row_country));
     let statement = extract
         .prepare(&extraction.sql)
         .await
@@ -319,13 +325,26 @@ fn hash_chunk(
                     .context("Reading a customer value failed")?,
             );
         }
+        let country: Option<&str> = match extraction.country {
+            Some(i) => row
+                .try_get(i)
+                .context("Reading a customer's country failed")?,
+            None => None,
+        };
         let digest: i64 = row.try_get(extraction.digest)?;
         // The customer changed: its ledger member goes, and its new one is built below.
         if let Some(key) = ledger_key {
             staged.push(Staged::Gone(key));
             report.gone += 1;
         }
-        if builder.build_into(&raw, tenant_id, customer_id, &mut report.tally, &mut member) {
+        if builder.build_into(
+            &raw,
+            country,
+            tenant_id,
+            customer_id,
+            &mut report.tally,
+            &mut member,
+        ) {
             let start = cells.len();
             cells.extend_from_slice(&member.cells);
             staged.push(Staged::Candidate(

@@ -18,14 +18,17 @@ pub struct SystemRow {
     pub custom_audience_id: Option<String>,
     pub schedule_hours: Option<i32>,
     pub sync_mode: String,
-    pub match_keys: Vec<String>,
-    pub excluded_segments: Vec<String>,
+    pub match_keys: Vec<Option<String>>,
+    pub excluded_segments: Vec<Option<String>>,
     pub default_country: Option<String>,
     pub schedule_cron: Option<String>,
     pub audience_name: Option<String>,
     pub max_removal_share: Option<f64>,
     pub force_removals: bool,
     pub consecutive_failures: i32,
+    /// Columns that could not be read as their type (a 2-D array…), each a sentence: the row
+    /// is then `invalid_config`, not a crash.
+    pub unreadable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +89,7 @@ pub const STRONG_KEYS: [MatchKey; 4] = [
 impl SystemRow {
     /// Checks every column and lists all problems at once, so one fix round is enough.
     pub fn validate(&self) -> Result<SyncPlan, Vec<String>> {
-        let mut problems = Vec::new();
+        let mut problems = self.unreadable.clone();
         if !is_ad_account_id(&self.ad_account_id) {
             problems.push(format!(
                 "ad_account_id '{}' is not of the form act_<digits>",
@@ -116,7 +119,10 @@ impl SystemRow {
             }
         };
         let mut match_keys = Vec::new();
-        for name in &self.match_keys {
+        if self.match_keys.iter().any(Option::is_none) {
+            problems.push("match_keys must not contain NULL".to_string());
+        }
+        for name in self.match_keys.iter().flatten() {
             match MatchKey::from_str(name) {
                 Ok(key) if match_keys.contains(&key) => {
                     problems.push(format!("match key {key} is listed twice"))
@@ -130,6 +136,10 @@ impl SystemRow {
                 "match_keys must include at least one of EMAIL, PHONE, EXTERN_ID, MADID"
                     .to_string(),
             );
+        }
+        // A NULL segment would make `rfm_segment <> ALL(...)` NULL for everyone: nobody eligible.
+        if self.excluded_segments.iter().any(Option::is_none) {
+            problems.push("excluded_segments must not contain NULL".to_string());
         }
         let normalizer = match Normalizer::new(self.default_country.as_deref()) {
             Ok(n) => Some(n),
@@ -183,7 +193,7 @@ impl SystemRow {
                     .unwrap_or_else(|| format!("CDP - {}", self.system_name)),
                 mode,
                 match_keys,
-                excluded_segments: self.excluded_segments.clone(),
+                excluded_segments: self.excluded_segments.iter().flatten().cloned().collect(),
                 normalizer,
                 schedule,
                 schedule_hours,
@@ -241,14 +251,17 @@ mod tests {
             custom_audience_id: None,
             schedule_hours: Some(48),
             sync_mode: "mirror".into(),
-            match_keys: vec!["EMAIL".into(), "PHONE".into(), "FN".into(), "LN".into()],
-            excluded_segments: vec!["Lost".into(), "Hibernating".into()],
+            match_keys: ["EMAIL", "PHONE", "FN", "LN"]
+                .map(|k| Some(k.to_string()))
+                .to_vec(),
+            excluded_segments: vec![Some("Lost".into()), Some("Hibernating".into())],
             default_country: Some("AR".into()),
             schedule_cron: None,
             audience_name: None,
             max_removal_share: None,
             force_removals: false,
             consecutive_failures: 0,
+            unreadable: Vec::new(),
         }
     }
 
@@ -269,7 +282,7 @@ mod tests {
         let mut bad = row();
         bad.ad_account_id = "323379512251780".into();
         bad.tenant_ids = vec![];
-        bad.match_keys = vec!["FN".into(), "SHOE_SIZE".into()];
+        bad.match_keys = vec![Some("FN".into()), Some("SHOE_SIZE".into())];
         bad.schedule_cron = Some("every tuesday".into());
         let problems = bad.validate().unwrap_err();
         let text = problems.join("; ");
@@ -288,6 +301,22 @@ mod tests {
         let mut bad = row();
         bad.default_country = Some("Narnia".into());
         assert!(bad.validate().unwrap_err()[0].contains("default_country"));
+    }
+
+    #[test]
+    fn null_elements_and_unreadable_columns_make_the_row_invalid_in_plain_words() {
+        let mut bad = row();
+        bad.match_keys.push(None);
+        bad.excluded_segments.push(None);
+        bad.unreadable
+            .push("tenant_ids cannot be read: array contains too many dimensions".into());
+        let text = bad.validate().unwrap_err().join("; ");
+        assert!(text.contains("match_keys must not contain NULL"), "{text}");
+        assert!(
+            text.contains("excluded_segments must not contain NULL"),
+            "{text}"
+        );
+        assert!(text.contains("tenant_ids cannot be read"), "{text}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Incremental runs: customers whose ledger member was built from the same raw values are not
 //! normalized again, and only what changed reaches Meta.
+use cdp_meta_sync::identity::MatchKey;
 use cdp_meta_sync::sync::Outcome;
+use cdp_meta_sync::sync::source::Catalog;
 
 use crate::world::{World, audience_id, expected_members, make_due, sandbox_members, world};
 
@@ -240,12 +242,13 @@ async fn a_new_audience_id_empties_the_ledger_and_the_whole_set_goes_to_the_new_
 async fn on_a_first_sync_a_fuller_twin_extracted_after_its_sparser_twin_was_sent_replaces_it() {
     let mut w = world(1_500).await;
     // Extraction in customer id order, so which twin comes first is known.
-    w.ctx.extract_sql = format!(
-        "{}\nORDER BY c.id",
-        cdp_meta_sync::sync::extract::DEFAULT_SQL.trim_end()
-    )
-    .into();
     let client = w.db.client().await;
+    let default = Catalog::read(&client)
+        .await
+        .unwrap()
+        .default_extraction(&[MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln])
+        .unwrap();
+    w.ctx.extract_sql = Some(format!("{default}\nORDER BY c.id").into());
     client
         .batch_execute(
             "INSERT INTO customers_master (id, tenant_id, email, phone, firstname, lastname) VALUES

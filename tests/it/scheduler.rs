@@ -106,6 +106,7 @@ async fn an_insert_is_picked_up_by_a_running_scheduler_through_notify() {
     let listener = tokio::spawn(listen(
         settings.database.clone(),
         vec![(CONFIG_CHANNEL, wake.clone())],
+        health.clone(),
         shutdown.clone(),
     ));
     let scheduler = tokio::spawn(run_scheduler(ctx, health.clone(), wake, shutdown.clone()));
@@ -352,6 +353,7 @@ async fn an_event_inserted_while_the_worker_runs_is_sent_within_seconds() {
     let listener = tokio::spawn(listen(
         w.ctx.settings.database.clone(),
         vec![(cdp_meta_sync::events::NOTIFY_CHANNEL, wake.clone())],
+        Arc::new(Health::default()),
         shutdown.clone(),
     ));
     // An interval of an hour: only the outbox's NOTIFY can wake the pump in time.
