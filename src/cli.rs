@@ -55,12 +55,25 @@ pub enum Command {
         /// Seed: the same customers and seed give the same rows.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Columns of customers_master: `original` is the original design's six (id, tenant_id,
+        /// email, phone, firstname, lastname) with systems inserted by the original INSERT,
+        /// `original-location` adds city, state, zip, country, `rich` has every column.
+        #[arg(long, value_enum, default_value_t = DemoSchema::Rich)]
+        schema: DemoSchema,
     },
     /// Conversion events.
     Events {
         #[command(subcommand)]
         command: EventsCommand,
     },
+}
+
+/// `demo-data --schema`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoSchema {
+    Original,
+    OriginalLocation,
+    Rich,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@ use anyhow::Context;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, EventsCommand};
+use crate::cli::{Command, DemoSchema, EventsCommand};
 use crate::configuration::{RunMode, Settings};
 use crate::db;
 use crate::events::EventPump;
@@ -16,7 +16,11 @@ use crate::sync::{Outcome, SyncContext, Trigger};
 pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Migrate => migrate(&settings).await,
-        Command::DemoData { customers, seed } => demo_data(&settings, customers, seed).await,
+        Command::DemoData {
+            customers,
+            seed,
+            schema,
+        } => demo_data(&settings, customers, seed, schema).await,
         Command::Run { once } => {
             if once || settings.worker.run_mode == RunMode::Once {
                 run_once(settings).await
@@ -252,10 +256,20 @@ fn normalize(key: &str, country: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo_data(settings: &Settings, customers: u64, seed: u64) -> anyhow::Result<()> {
+async fn demo_data(
+    settings: &Settings,
+    customers: u64,
+    seed: u64,
+    schema: DemoSchema,
+) -> anyhow::Result<()> {
+    let schema = match schema {
+        DemoSchema::Original => crate::demo::Schema::Original,
+        DemoSchema::OriginalLocation => crate::demo::Schema::OriginalWithLocation,
+        DemoSchema::Rich => crate::demo::Schema::Rich,
+    };
     let client = db::connect_single(&settings.database).await?;
     let started = std::time::Instant::now();
-    let report = crate::demo::load(&client, customers, seed).await?;
+    let report = crate::demo::load(&client, customers, seed, schema).await?;
     println!(
         "demo data: {} customers (seed {seed}) in {:.1} s; {} demo systems added",
         report.customers,

@@ -304,3 +304,56 @@ pub async fn run_event_pump(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_panics_is_started_again_after_a_backoff_and_is_down_meanwhile() {
+        let starts = Arc::new(AtomicU32::new(0));
+        let states = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let supervisor = {
+            let (starts, states, shutdown) = (starts.clone(), states.clone(), shutdown.clone());
+            tokio::spawn(supervise(
+                "test",
+                move |up| states.lock().unwrap().push(up),
+                shutdown.clone(),
+                move || {
+                    let n = starts.fetch_add(1, Ordering::SeqCst);
+                    let shutdown = shutdown.clone();
+                    async move {
+                        if n < 2 {
+                            panic!("poison");
+                        }
+                        shutdown.cancelled().await;
+                    }
+                },
+            ))
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 1, "waits before restarting");
+        assert_eq!(*states.lock().unwrap(), vec![true, false]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "restarted after 1 s");
+        tokio::time::sleep(Duration::from_millis(1400)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "the second wait is 2 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            *states.lock().unwrap(),
+            vec![true, false, true, false, true]
+        );
+        shutdown.cancel();
+        supervisor.await.unwrap();
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            3,
+            "no restart after shutdown"
+        );
+    }
+}

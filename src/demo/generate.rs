@@ -124,6 +124,30 @@ pub struct DemoCustomer {
     pub clv_cents: i64,
 }
 
+impl DemoCustomer {
+    /// The value of one `customers_master` column, as stored (an impossible birth date cannot be
+    /// stored in a DATE column: it is absent).
+    pub fn value(&self, column: &str) -> Option<&str> {
+        match column {
+            "email" => self.email.as_deref(),
+            "phone" => self.phone.as_deref(),
+            "firstname" => self.firstname.as_deref(),
+            "lastname" => self.lastname.as_deref(),
+            "city" => self.city.as_deref(),
+            "state" => self.state.as_deref(),
+            "zip" => self.zip.as_deref(),
+            "country" => self.country.as_deref(),
+            "birth_date" => self
+                .birth_date
+                .as_deref()
+                .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok()),
+            "gender" => self.gender.as_deref(),
+            "external_id" => self.external_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// SplitMix64: tiny, fast and fully deterministic across platforms and crate versions.
 struct Rng(u64);
 

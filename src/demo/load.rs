@@ -21,54 +21,128 @@ pub const DEMO_SYSTEMS: [(&str, &str, &[i32]); 3] = [
 /// Marks tables this generator created, so it never drops a real CDP's table.
 const DEMO_MARK: &str = "cdp-meta-sync demo data";
 
+/// Which columns the demo's `customers_master` has: the smallest CDP the original design
+/// allows, that plus location, or every column the worker knows (the demo's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schema {
+    /// `id, tenant_id, email, phone, firstname, lastname` (the original design's query), the
+    /// systems inserted with the original `INSERT` (no `default_country`).
+    Original,
+    /// [`Schema::Original`] plus `city, state, zip, country`.
+    OriginalWithLocation,
+    /// Every identity column, and `default_country = 'AR'` on the systems.
+    #[default]
+    Rich,
+}
+
+impl Schema {
+    /// The customer columns besides `id, tenant_id`, in COPY order.
+    fn customer_columns(self) -> &'static [&'static str] {
+        const ORIGINAL: [&str; 4] = ["email", "phone", "firstname", "lastname"];
+        const LOCATION: [&str; 8] = [
+            "email",
+            "phone",
+            "firstname",
+            "lastname",
+            "city",
+            "state",
+            "zip",
+            "country",
+        ];
+        const RICH: [&str; 11] = [
+            "email",
+            "phone",
+            "firstname",
+            "lastname",
+            "city",
+            "state",
+            "zip",
+            "country",
+            "birth_date",
+            "gender",
+            "external_id",
+        ];
+        match self {
+            Schema::Original => &ORIGINAL,
+            Schema::OriginalWithLocation => &LOCATION,
+            Schema::Rich => &RICH,
+        }
+    }
+
+    /// The table definitions, typed as such a CDP would type them.
+    fn ddl(self) -> &'static str {
+        match self {
+            Schema::Original => {
+                "CREATE TABLE customers_master (
+                     id INTEGER NOT NULL, tenant_id INTEGER NOT NULL,
+                     email VARCHAR(255), phone VARCHAR(50), firstname VARCHAR(100), lastname VARCHAR(100));"
+            }
+            Schema::OriginalWithLocation => {
+                "CREATE TABLE customers_master (
+                     id INTEGER NOT NULL, tenant_id INTEGER NOT NULL,
+                     email VARCHAR(255), phone VARCHAR(50), firstname VARCHAR(100), lastname VARCHAR(100),
+                     city VARCHAR(100), state VARCHAR(100), zip VARCHAR(20), country VARCHAR(50));"
+            }
+            Schema::Rich => {
+                "CREATE TABLE customers_master (
+                     id BIGINT NOT NULL, tenant_id INTEGER NOT NULL,
+                     email TEXT, phone TEXT, firstname TEXT, lastname TEXT,
+                     city TEXT, state TEXT, zip TEXT, country TEXT,
+                     birth_date DATE, gender TEXT, external_id TEXT,
+                     created_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadReport {
     pub customers: u64,
     pub systems_added: u64,
 }
 
-/// (Re)creates `customers_master`, `cdp_rfm_analysis` and `cdp_clv_analysis` with `count`
-/// customers, and inserts the demo systems (existing rows with those names are kept).
+/// (Re)creates `customers_master` (with the columns of `schema`), `cdp_rfm_analysis` and
+/// `cdp_clv_analysis` with `count` customers, and inserts the demo systems (existing rows with
+/// those names are kept).
 pub async fn load(
     client: &tokio_postgres::Client,
     count: u64,
     seed: u64,
+    schema: Schema,
 ) -> anyhow::Result<LoadReport> {
     refuse_foreign_tables(client).await?;
+    let (id_type, segment_type) = match schema {
+        Schema::Rich => ("BIGINT", "TEXT"),
+        _ => ("INTEGER", "VARCHAR(50)"),
+    };
     client
         .batch_execute(&format!(
             "DROP TABLE IF EXISTS customers_master, cdp_rfm_analysis, cdp_clv_analysis;
-             CREATE TABLE customers_master (
-                 id BIGINT NOT NULL, tenant_id INTEGER NOT NULL,
-                 email TEXT, phone TEXT, firstname TEXT, lastname TEXT,
-                 city TEXT, state TEXT, zip TEXT, country TEXT,
-                 birth_date DATE, gender TEXT, external_id TEXT,
-                 created_at TIMESTAMPTZ NOT NULL DEFAULT now());
-             CREATE TABLE cdp_rfm_analysis (customer_id BIGINT NOT NULL, rfm_segment TEXT NOT NULL,
-                 analyzed_at TIMESTAMPTZ NOT NULL DEFAULT now());
-             CREATE TABLE cdp_clv_analysis (customer_id BIGINT NOT NULL, clv NUMERIC(12,2) NOT NULL);
+             {}
+             CREATE TABLE cdp_rfm_analysis (customer_id {id_type} NOT NULL, rfm_segment {segment_type} NOT NULL);
+             CREATE TABLE cdp_clv_analysis (customer_id {id_type} NOT NULL, clv NUMERIC(12,2) NOT NULL);
              COMMENT ON TABLE customers_master IS '{DEMO_MARK}';
              COMMENT ON TABLE cdp_rfm_analysis IS '{DEMO_MARK}';
-             COMMENT ON TABLE cdp_clv_analysis IS '{DEMO_MARK}';"
+             COMMENT ON TABLE cdp_clv_analysis IS '{DEMO_MARK}';",
+            schema.ddl()
         ))
         .await
         .context("Failed to create the demo tables")?;
 
+    let columns = schema.customer_columns();
     copy_rows(
         client,
-        "COPY customers_master (id, tenant_id, email, phone, firstname, lastname, city, state, zip, country, birth_date, gender, external_id) FROM STDIN",
+        &format!(
+            "COPY customers_master (id, tenant_id, {}) FROM STDIN",
+            columns.join(", ")
+        ),
         count,
         seed,
         |c, line| {
             let _ = write!(line, "{}\t{}", c.id, c.tenant_id);
-            for field in [&c.email, &c.phone, &c.firstname, &c.lastname, &c.city, &c.state, &c.zip, &c.country] {
-                push_field(line, field.as_deref());
+            for column in columns {
+                push_field(line, c.value(column));
             }
-            // An impossible date cannot be stored in a DATE column: it is simply absent here.
-            let date = c.birth_date.as_deref().filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
-            push_field(line, date);
-            push_field(line, c.gender.as_deref());
-            push_field(line, c.external_id.as_deref());
         },
     )
     .await?;
@@ -110,13 +184,15 @@ pub async fn load(
         .await
         .context("Failed to index the demo tables")?;
 
+    // The rich demo knows its country; the original design's INSERT does not say one.
+    let default_country = (schema == Schema::Rich).then_some("AR");
     let mut systems_added = 0;
     for (name, account, tenants) in DEMO_SYSTEMS {
         systems_added += client
             .execute(
                 "INSERT INTO cdp.facebook_configurations (system_name, ad_account_id, tenant_ids, is_active, schedule_hours, default_country)
-                 VALUES ($1, $2, $3, true, 48, 'AR') ON CONFLICT (system_name) DO NOTHING",
-                &[&name, &account, &tenants],
+                 VALUES ($1, $2, $3, true, 48, $4) ON CONFLICT (system_name) DO NOTHING",
+                &[&name, &account, &tenants, &default_country],
             )
             .await
             .context("Failed to insert the demo systems (run `cdp-meta-sync migrate` first)")?;

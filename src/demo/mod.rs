@@ -4,4 +4,4 @@ mod generate;
 mod load;
 
 pub use generate::{DemoCustomer, RFM_SEGMENTS, TENANTS, customer};
-pub use load::{DEMO_SYSTEMS, LoadReport, load};
+pub use load::{DEMO_SYSTEMS, LoadReport, Schema, load};

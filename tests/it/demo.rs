@@ -1,4 +1,4 @@
-use cdp_meta_sync::demo;
+use cdp_meta_sync::demo::{self, Schema};
 
 use crate::support::migrated_database;
 
@@ -24,9 +24,9 @@ async fn the_generator_writes_the_same_rows_for_the_same_count_and_seed() {
         migrated_database()
     );
     let (ca, cb, cc) = (a.client().await, b.client().await, c.client().await);
-    demo::load(&ca, 3_000, 7).await.unwrap();
-    demo::load(&cb, 3_000, 7).await.unwrap();
-    demo::load(&cc, 3_000, 8).await.unwrap();
+    demo::load(&ca, 3_000, 7, Schema::Rich).await.unwrap();
+    demo::load(&cb, 3_000, 7, Schema::Rich).await.unwrap();
+    demo::load(&cc, 3_000, 8, Schema::Rich).await.unwrap();
     let (da, db, dc) = (
         table_digest(&ca).await,
         table_digest(&cb).await,
@@ -46,8 +46,8 @@ async fn the_generator_writes_the_same_rows_for_the_same_count_and_seed() {
 async fn the_demo_systems_are_inserted_once_and_loading_again_keeps_them() {
     let test_db = migrated_database().await;
     let client = test_db.client().await;
-    let first = demo::load(&client, 100, 1).await.unwrap();
-    let second = demo::load(&client, 100, 1).await.unwrap();
+    let first = demo::load(&client, 100, 1, Schema::Rich).await.unwrap();
+    let second = demo::load(&client, 100, 1, Schema::Rich).await.unwrap();
     assert_eq!(first.systems_added, 3);
     assert_eq!(second.systems_added, 0);
     let rows = client
@@ -91,6 +91,6 @@ async fn the_generator_refuses_to_replace_a_table_it_did_not_create() {
         .batch_execute("CREATE TABLE customers_master (id BIGINT)")
         .await
         .unwrap();
-    let error = demo::load(&client, 10, 1).await.unwrap_err();
+    let error = demo::load(&client, 10, 1, Schema::Rich).await.unwrap_err();
     assert!(error.to_string().contains("refusing"), "{error:#}");
 }

@@ -2,6 +2,7 @@
 use std::collections::HashMap;
 
 use cdp_meta_sync::db::Pool;
+use cdp_meta_sync::demo::Schema;
 use cdp_meta_sync::events::{EventPump, NOTIFY_CHANNEL, PumpReport, pending_by_system};
 use cdp_meta_sync::meta::{MAX_EVENTS_PER_CALL, MetaClient};
 use cdp_meta_sync::sandbox::{self, Faults, Sandbox, SandboxOptions};
@@ -204,7 +205,9 @@ async fn flat_and_structured_events_arrive_normalized_and_hashed_with_their_cust
 async fn an_event_without_identity_columns_takes_its_customers_identity() {
     let t = setup().await;
     let client = t.db.client().await;
-    cdp_meta_sync::demo::load(&client, 50, 7).await.unwrap();
+    cdp_meta_sync::demo::load(&client, 50, 7, Schema::Rich)
+        .await
+        .unwrap();
     let customer = client
         .query_one(
             "SELECT id, tenant_id, email FROM customers_master

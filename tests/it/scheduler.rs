@@ -59,6 +59,13 @@ impl Drop for Worker {
     }
 }
 
+/// Runs the worker to its end off the test's runtime, which serves the sandbox meanwhile.
+async fn finished(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
 fn spawn(command: &mut Command) -> Worker {
     Worker(Some(command.spawn().unwrap()))
 }
@@ -387,5 +394,100 @@ async fn an_event_inserted_while_the_worker_runs_is_sent_within_seconds() {
             .as_str()
             .or_else(|| received[0].event["user_data"]["em"][0].as_str()),
         Some("f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79")
+    );
+}
+
+#[tokio::test]
+async fn run_once_exits_1_naming_each_system_that_failed_and_0_when_all_synced() {
+    let w = world(300).await;
+    w.db.client()
+        .await
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET ad_account_id = 'not-an-account'
+              WHERE system_name = 'septimo_system'",
+        )
+        .await
+        .unwrap();
+    let output = finished(worker(&w, &["run", "--once"])).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("kangoo_system: success"), "{stdout}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some("error: 1 of 3 systems did not sync: septimo_system (invalid_config)"),
+        "{stderr}"
+    );
+
+    w.db.client()
+        .await
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET ad_account_id = 'act_881526052911252', next_sync = now()
+              WHERE system_name = 'septimo_system'",
+        )
+        .await
+        .unwrap();
+    let output = finished(worker(&w, &["run", "--once"])).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_killed_listen_connection_is_restarted_and_healthz_is_503_until_it_is_back() {
+    let w = world(10).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _child = spawn(worker(&w, &["run"]).env("PORT", port.to_string()));
+    let health = || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || async { health().await == 200 }).await,
+        "healthy at first"
+    );
+    let killed: i64 =
+        w.db.client()
+            .await
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+              WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(killed, 1, "one LISTEN connection");
+    assert!(
+        eventually(Duration::from_secs(10), || async { health().await == 503 }).await,
+        "503 while the listener is down"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || async { health().await == 200 }).await,
+        "200 again once it reconnected"
+    );
+    // And it listens again: an INSERT is picked up although the poll interval is long.
+    w.db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO cdp.facebook_configurations (system_name, ad_account_id, tenant_ids)
+             VALUES ('after_reconnect', 'act_7', ARRAY[40])",
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            status_of(&w, "after_reconnect").await.0.as_deref() == Some("success")
+        })
+        .await
     );
 }

@@ -2,6 +2,7 @@
 //! sandbox, and the worker's context pointed at both.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use cdp_meta_sync::demo::Schema;
 use cdp_meta_sync::identity::{MatchKey, Normalizer};
 use cdp_meta_sync::meta::MetaClient;
 use cdp_meta_sync::sandbox::{Sandbox, SandboxOptions, spawn};
@@ -39,9 +40,14 @@ pub fn env(sandbox: &Sandbox) -> Vec<(String, String)> {
 }
 
 pub async fn world(customers: u64) -> World {
+    world_with(customers, Schema::Rich).await
+}
+
+/// A world whose CDP has the columns of `schema`.
+pub async fn world_with(customers: u64, schema: Schema) -> World {
     let db = migrated_database().await;
     let client = db.client().await;
-    cdp_meta_sync::demo::load(&client, customers, 42)
+    cdp_meta_sync::demo::load(&client, customers, 42, schema)
         .await
         .unwrap();
     drop(client);
@@ -87,32 +93,50 @@ impl World {
 pub type Row = BTreeMap<String, String>;
 
 /// The audience a system should have, computed here from the demo tables on its own terms:
-/// active segments of the system's tenants, EMAIL/PHONE/FN/LN normalized for Argentina, rows with
-/// neither email nor phone left out, one row per person (email, else phone), the fullest row
+/// active segments of the system's tenants, EMAIL/PHONE/FN/LN normalized with the system's
+/// default country (and each row's own country for phones, when the CDP has that column), rows
+/// with neither email nor phone left out, one row per person (email, else phone), the fullest row
 /// first, then the lowest tenant and customer id.
 pub async fn expected_members(db: &TestDb, system: &str) -> BTreeSet<Row> {
     let client = db.client().await;
+    let has_country: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                             WHERE table_name = 'customers_master' AND column_name = 'country')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let country = if has_country { "c.country" } else { "NULL" };
     let rows = client
         .query(
-            "SELECT c.id, c.tenant_id, c.email, c.phone, c.firstname, c.lastname
-               FROM customers_master c
-               JOIN cdp_rfm_analysis r ON r.customer_id = c.id
-               JOIN cdp.facebook_configurations f ON c.tenant_id = ANY(f.tenant_ids)
-              WHERE f.system_name = $1 AND r.rfm_segment NOT IN ('Lost', 'Hibernating')",
+            &format!(
+                "SELECT c.id::bigint, c.tenant_id, c.email::text, c.phone::text, c.firstname::text,
+                        c.lastname::text, {country}::text, f.default_country::text
+                   FROM customers_master c
+                   JOIN cdp_rfm_analysis r ON r.customer_id = c.id
+                   JOIN cdp.facebook_configurations f ON c.tenant_id = ANY(f.tenant_ids)
+                  WHERE f.system_name = $1 AND r.rfm_segment NOT IN ('Lost', 'Hibernating')"
+            ),
             &[&system],
         )
         .await
         .unwrap();
-    let normalizer = Normalizer::new(Some("AR")).unwrap();
     let keys = [MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln];
     let mut people: HashMap<String, (usize, i32, i64, Row)> = HashMap::new();
     for r in &rows {
         let id: i64 = r.get(0);
         let tenant: i32 = r.get(1);
+        let row_country: Option<&str> = r.get(6);
+        let normalizer = Normalizer::new(r.get(7)).unwrap();
         let mut cells = Row::new();
         for (i, key) in keys.iter().enumerate() {
+            let mut cell = String::new();
             if let Some(raw) = r.get::<_, Option<&str>>(i + 2)
-                && let Ok(cell) = normalizer.cell(*key, raw)
+                && normalizer
+                    .row_cell_into(*key, raw, row_country, &mut cell)
+                    .is_ok()
                 && !cell.is_empty()
             {
                 cells.insert(key.as_str().to_string(), cell);
