@@ -9,6 +9,7 @@ mod migrations;
 mod original_schema;
 mod pipeline;
 mod poison;
+mod resume;
 mod scheduler;
 mod support;
 mod world;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::world::{audience_id, env, expected_members, sandbox_members, world};
 
 /// Polls `check` every 100 ms until it holds or `limit` passes (a bound, not a speed test).
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -27,7 +27,7 @@ where
 }
 
 /// A spawned worker that is killed when the test ends, even when an assertion fails first.
-struct Worker(Option<std::process::Child>);
+pub struct Worker(Option<std::process::Child>);
 
 impl Worker {
     /// Waits for the exit and collects what it printed.
@@ -59,6 +59,25 @@ impl Drop for Worker {
     }
 }
 
+/// Kills the worker at once (SIGKILL), as a crash would.
+pub fn kill_after(child: &mut Worker) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Batches the system's latest run has recorded as accepted.
+pub async fn finished_batches(w: &crate::world::World, system: &str) -> i64 {
+    w.db.client()
+        .await
+        .query_one(
+            "SELECT coalesce(max(batches), 0) FROM cdp.facebook_sync_runs WHERE system_name = $1",
+            &[&system],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Runs the worker to its end off the test's runtime, which serves the sandbox meanwhile.
 async fn finished(mut command: Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || command.output().unwrap())
@@ -66,11 +85,11 @@ async fn finished(mut command: Command) -> std::process::Output {
         .unwrap()
 }
 
-fn spawn(command: &mut Command) -> Worker {
+pub fn spawn(command: &mut Command) -> Worker {
     Worker(Some(command.spawn().unwrap()))
 }
 
-fn worker(w: &crate::world::World, args: &[&str]) -> Command {
+pub fn worker(w: &crate::world::World, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
     command
         .env_clear()

@@ -1,0 +1,112 @@
+//! Same source, same audience, whatever the history: a first sync killed after any batch and then
+//! resumed ends with the ledger and the audience of an uninterrupted run on the same data.
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cdp_meta_sync::demo::Schema;
+use cdp_meta_sync::sandbox::Faults;
+use cdp_meta_sync::sync::Outcome;
+
+use crate::scheduler::{eventually, finished_batches, kill_after, spawn, worker};
+use crate::world::{Row, World, audience_id, sandbox_members, world_with};
+
+const SYSTEM: &str = "kangoo_system";
+
+/// The ledger as `(member key, cells)`, and the sandbox audience's members.
+async fn outcome(w: &World) -> (BTreeSet<(Vec<u8>, Vec<u8>)>, BTreeSet<Row>) {
+    let ledger =
+        w.db.client()
+            .await
+            .query(
+                "SELECT m.member_key, m.cells FROM cdp.facebook_audience_members m
+               JOIN cdp.facebook_configurations f ON f.id = m.configuration_id
+              WHERE f.system_name = $1",
+                &[&SYSTEM],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    let audience = sandbox_members(&w.sandbox, &audience_id(&w.db, SYSTEM).await);
+    (ledger, audience)
+}
+
+#[tokio::test]
+async fn a_first_sync_killed_after_any_batch_and_resumed_ends_as_an_uninterrupted_one() {
+    killed_and_resumed_equals_uninterrupted(Schema::Rich).await;
+}
+
+#[tokio::test]
+async fn on_the_original_schema_a_killed_and_resumed_first_sync_ends_as_an_uninterrupted_one() {
+    killed_and_resumed_equals_uninterrupted(Schema::Original).await;
+}
+
+async fn killed_and_resumed_equals_uninterrupted(schema: Schema) {
+    // 6,000 customers: kangoo's ~2,000 members with cross-tenant twins, in batches of 250.
+    let reference = world_with(6_000, schema).await;
+    reference
+        .db
+        .client()
+        .await
+        .batch_execute("UPDATE cdp.facebook_configurations SET is_active = false WHERE system_name <> 'kangoo_system'")
+        .await
+        .unwrap();
+    assert!(
+        reference
+            .sync_due()
+            .await
+            .iter()
+            .all(|r| r.outcome == Outcome::Success)
+    );
+    let expected = outcome(&reference).await;
+    assert!(expected.0.len() > 1_500, "{} members", expected.0.len());
+    assert_eq!(expected.0.len(), expected.1.len());
+
+    for killed_after in [1u64, 3, 6] {
+        let w = world_with(6_000, schema).await;
+        w.sandbox.set_faults(Faults {
+            stall_after_writes: Some(killed_after),
+            ..Faults::default()
+        });
+        let mut child = spawn(&mut worker(&w, &["sync", "--system", SYSTEM]));
+        let reached = eventually(Duration::from_secs(60), || async {
+            finished_batches(&w, SYSTEM).await == killed_after as i64
+        })
+        .await;
+        kill_after(&mut child);
+        assert!(
+            reached,
+            "{killed_after} batches were accepted before the kill"
+        );
+
+        w.sandbox.set_faults(Faults::default());
+        w.db.client()
+            .await
+            .batch_execute(
+                "UPDATE cdp.facebook_configurations SET lease_expires_at = now() - interval '1 second';
+                 UPDATE cdp.facebook_configurations SET is_active = false WHERE system_name <> 'kangoo_system';",
+            )
+            .await
+            .unwrap();
+        let reports = w.sync_due().await;
+        assert!(
+            reports.iter().all(|r| r.outcome == Outcome::Success),
+            "{reports:?}"
+        );
+        let (ledger, audience) = outcome(&w).await;
+        assert_eq!(
+            ledger.len(),
+            expected.0.len(),
+            "killed after batch {killed_after}: ledger size"
+        );
+        assert!(
+            ledger == expected.0,
+            "killed after batch {killed_after}: ledger rows differ"
+        );
+        assert!(
+            audience == expected.1,
+            "killed after batch {killed_after}: audience differs"
+        );
+    }
+}
