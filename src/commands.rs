@@ -55,6 +55,14 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         .await
         .context("Migration failed")?;
     tracing::info!(applied = ?report.applied, already_applied = report.already_applied, "migrations done");
+    if let Some(rows) = report.adopted_rows {
+        println!(
+            "adopted the original worker's cdp.facebook_configurations in place: {rows} rows kept"
+        );
+        for (system, was, now) in &report.mapped_statuses {
+            println!("  {system}: sync_status '{was}' is now '{now}' (kept in legacy_sync_status)");
+        }
+    }
     println!(
         "migrations: {} applied, {} already applied",
         report.applied.len(),

@@ -47,6 +47,9 @@ struct Args {
     /// After N accepted user-write calls, further ones hang until faults change.
     #[arg(long, value_name = "N")]
     stall_after_writes: Option<u64>,
+    /// Refuse every usersreplace (2650/1870144), as Meta does for an audience it cannot replace.
+    #[arg(long)]
+    refuse_replace: bool,
     /// App secret to verify appsecret_proof against (otherwise only its shape is checked).
     #[arg(long, env = "SANDBOX_APP_SECRET", hide_env_values = true)]
     app_secret: Option<String>,
@@ -114,6 +117,7 @@ async fn run(args: Args) -> ExitCode {
                 estimated_time_to_regain_access: args.regain_minutes,
             }),
             stall_after_writes: args.stall_after_writes,
+            refuse_replace: args.refuse_replace,
         },
         app_secret: args.app_secret,
     };

@@ -7,7 +7,8 @@ use crate::sync::system::SystemRow;
 
 const COLUMNS: &str = "id, system_name, ad_account_id, tenant_ids, custom_audience_id, is_active, schedule_hours,
     sync_mode, match_keys, excluded_segments, default_country, schedule_cron, audience_name,
-    max_removal_share::float8 AS max_removal_share, force_removals, consecutive_failures, next_sync";
+    max_removal_share::float8 AS max_removal_share, force_removals, consecutive_failures, adopt_mode,
+    next_sync";
 
 /// Reads a claimed row. A column that does not decode (a 2-D array, a NULL element where none
 /// is allowed) never panics: it takes its default and is named in `unreadable`, which makes the
@@ -34,6 +35,7 @@ fn system_row(row: &Row) -> SystemRow {
         max_removal_share: read.get("max_removal_share"),
         force_removals: read.get("force_removals"),
         consecutive_failures: read.get("consecutive_failures"),
+        adopt_mode: read.get("adopt_mode"),
         unreadable: Vec::new(),
     };
     SystemRow {

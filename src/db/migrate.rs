@@ -4,6 +4,12 @@
 //! checksum. A session-level advisory lock serializes concurrent `migrate` runs (two replicas
 //! starting together): the second waits, then finds nothing left to do. An applied migration
 //! whose file has changed is an error: add a new migration instead of editing an old one.
+//!
+//! A database the original worker ran on already has `cdp.facebook_configurations` (the original
+//! design's table, with its rows) and no record of migration 0001. Then 0001 is applied by
+//! *adopting* the table: `sql/adopt/original_table.sql` brings it to 0001's shape in place, and
+//! the rest of 0001 (everything after its CREATE TABLE of that table) runs as written, in the same
+//! transaction; 0001 is recorded as applied, with its own checksum, and later migrations follow.
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
@@ -20,7 +26,15 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ledger_sources",
         include_str!("../../sql/0003_ledger_sources.sql"),
     ),
+    (4, "adoption", include_str!("../../sql/0004_adoption.sql")),
 ];
+
+/// Upgrades the original design's table in place (see the module docs).
+const ADOPT_ORIGINAL_TABLE: &str = include_str!("../../sql/adopt/original_table.sql");
+
+/// Columns the worker cannot do without; an existing table without them is not the original
+/// design's, and `migrate` refuses to touch it.
+const ORIGINAL_IDENTITY_COLUMNS: [&str; 4] = ["id", "system_name", "ad_account_id", "tenant_ids"];
 
 /// Arbitrary but fixed key for `pg_advisory_lock`: "cdpmeta" in ASCII.
 const LOCK_KEY: i64 = 0x0063_6470_6d65_7461;
@@ -30,6 +44,11 @@ const LOCK_KEY: i64 = 0x0063_6470_6d65_7461;
 pub struct MigrationReport {
     pub applied: Vec<i32>,
     pub already_applied: usize,
+    /// The original worker's table was upgraded in place (migration 0001 by adoption), with
+    /// this many rows.
+    pub adopted_rows: Option<i64>,
+    /// Adopted rows whose `sync_status` was mapped: `(system_name, old value, new value)`.
+    pub mapped_statuses: Vec<(String, String, String)>,
 }
 
 /// The oldest server the worker runs on: the extraction's source digest uses
@@ -94,6 +113,8 @@ async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Mi
     let mut report = MigrationReport {
         applied: Vec::new(),
         already_applied: 0,
+        adopted_rows: None,
+        mapped_statuses: Vec::new(),
     };
     for &(version, name, sql) in MIGRATIONS {
         let checksum = const_hex::encode(Sha256::digest(sql.as_bytes()));
@@ -108,9 +129,13 @@ async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Mi
             None => {}
         }
         let tx = client.transaction().await?;
-        tx.batch_execute(sql)
-            .await
-            .with_context(|| format!("Failed to apply migration {version:04}_{name}"))?;
+        if version == 1 && original_table_exists(&tx).await? {
+            adopt_original_table(&tx, sql, &mut report).await?;
+        } else {
+            tx.batch_execute(sql)
+                .await
+                .with_context(|| format!("Failed to apply migration {version:04}_{name}"))?;
+        }
         tx.execute(
             "INSERT INTO cdp.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
             &[&version, &name, &checksum],
@@ -123,9 +148,139 @@ async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Mi
     Ok(report)
 }
 
+async fn original_table_exists(tx: &tokio_postgres::Transaction<'_>) -> anyhow::Result<bool> {
+    Ok(tx
+        .query_one(
+            "SELECT to_regclass('cdp.facebook_configurations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("Failed to look for an existing cdp.facebook_configurations")?
+        .get(0))
+}
+
+/// Migration 0001 on a database that already has the original design's table.
+async fn adopt_original_table(
+    tx: &tokio_postgres::Transaction<'_>,
+    initial: &str,
+    report: &mut MigrationReport,
+) -> anyhow::Result<()> {
+    let columns: Vec<String> = tx
+        .query(
+            "SELECT attname::text FROM pg_attribute
+              WHERE attrelid = 'cdp.facebook_configurations'::regclass AND attnum > 0 AND NOT attisdropped",
+            &[],
+        )
+        .await
+        .context("Failed to read the columns of cdp.facebook_configurations")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<&str> = ORIGINAL_IDENTITY_COLUMNS
+        .into_iter()
+        .filter(|c| !columns.iter().any(|have| have == c))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "cdp.facebook_configurations exists but is not the original design's table (no column {}); \
+             rename it or add the columns, then run migrate again",
+            missing.join(", ")
+        );
+    }
+    refuse_rows_the_worker_cannot_hold(tx).await?;
+    let mapped = tx
+        .query(
+            "SELECT system_name::text, sync_status::text FROM cdp.facebook_configurations
+              WHERE sync_status IS NOT NULL
+                AND sync_status NOT IN ('pending', 'success', 'partial', 'failed', 'invalid_config', 'interrupted')
+              ORDER BY system_name",
+            &[],
+        )
+        .await
+        .context("Failed to read the existing statuses")?;
+    tx.batch_execute(ADOPT_ORIGINAL_TABLE)
+        .await
+        .context("Failed to upgrade the original cdp.facebook_configurations in place")?;
+    tx.batch_execute(after_configurations_table(initial)?)
+        .await
+        .context("Failed to apply migration 0001_initial next to the original table")?;
+    for row in mapped {
+        let name: String = row.get(0);
+        let now: String = tx
+            .query_one(
+                "SELECT sync_status::text FROM cdp.facebook_configurations WHERE system_name = $1",
+                &[&name],
+            )
+            .await?
+            .get(0);
+        report.mapped_statuses.push((name, row.get(1), now));
+    }
+    report.adopted_rows = Some(
+        tx.query_one("SELECT count(*) FROM cdp.facebook_configurations", &[])
+            .await?
+            .get(0),
+    );
+    tracing::info!(rows = ?report.adopted_rows, mapped = report.mapped_statuses.len(), "adopted the original cdp.facebook_configurations");
+    Ok(())
+}
+
+/// The constraints the worker relies on (one row per system name; a name, an ad account and
+/// tenants on every row) must hold already: `migrate` names the rows that break them and changes
+/// nothing, rather than guessing which duplicate is the real one.
+async fn refuse_rows_the_worker_cannot_hold(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> anyhow::Result<()> {
+    let rows = tx
+        .query(
+            "SELECT coalesce(system_name::text, '(NULL, id ' || id || ')')
+               FROM cdp.facebook_configurations c
+              WHERE system_name IS NULL OR ad_account_id IS NULL OR tenant_ids IS NULL
+                 OR (SELECT count(*) FROM cdp.facebook_configurations d
+                      WHERE d.system_name = c.system_name) > 1
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .context("Failed to check the existing rows")?;
+    if !rows.is_empty() {
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        bail!(
+            "cdp.facebook_configurations has rows without a system_name, ad_account_id or tenant_ids, \
+             or with a system_name used twice: {}; fix them, then run migrate again",
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Migration 0001 without its CREATE TABLE of `cdp.facebook_configurations`.
+fn after_configurations_table(initial: &str) -> anyhow::Result<&str> {
+    const START: &str = "CREATE TABLE cdp.facebook_configurations (";
+    let start = initial
+        .find(START)
+        .context("0001_initial has no CREATE TABLE cdp.facebook_configurations")?;
+    let end = initial[start..]
+        .find("\n);\n")
+        .context("0001_initial's CREATE TABLE cdp.facebook_configurations does not end")?;
+    Ok(&initial[start + end + "\n);\n".len()..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adopting_runs_everything_of_0001_after_its_configurations_table() {
+        let rest = after_configurations_table(MIGRATIONS[0].2).unwrap();
+        assert!(
+            rest.trim_start()
+                .starts_with("CREATE FUNCTION cdp.touch_updated_at()"),
+            "{}",
+            &rest[..80]
+        );
+        assert!(!rest.contains("CREATE TABLE cdp.facebook_configurations"));
+        assert!(rest.contains("CREATE TABLE cdp.facebook_sync_runs"));
+    }
 
     #[test]
     fn a_server_older_than_postgresql_14_is_refused_by_name() {

@@ -171,6 +171,14 @@ impl MetaError {
         matches!(self, MetaError::Graph(g) if g.code == 190 || g.code == 102)
     }
 
+    /// Meta will not run `usersreplace` on this audience (error 2650 other than the session's own
+    /// busy, sequence, time-out and retry answers): the caller falls back to adding.
+    pub fn refuses_replace(&self) -> bool {
+        const SESSION_SUBCODES: [i64; 5] = [1870145, 1870147, 1870148, 1870158, 1870159];
+        matches!(self, MetaError::Graph(g)
+            if g.code == 2650 && !g.subcode.is_some_and(|s| SESSION_SUBCODES.contains(&s)))
+    }
+
     /// Meta said the caller is over a rate limit (the call may succeed later).
     pub fn is_throttle(&self) -> bool {
         matches!(self, MetaError::Graph(g) if super::retry::is_throttle_code(g.code, g.subcode))

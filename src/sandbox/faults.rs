@@ -22,6 +22,9 @@ pub struct Faults {
     /// faults were set, further user-write calls hang without answering until faults change; then
     /// they answer code 2 (transient) without touching state.
     pub stall_after_writes: Option<u64>,
+    /// `usersreplace` is refused for every audience (2650/1870144), as Meta refuses it for an
+    /// audience it cannot replace; `/users` still works.
+    pub refuse_replace: bool,
 }
 
 /// One error an injected failure answers with.

@@ -590,6 +590,13 @@ fn replace(call: &mut Call<'_>, id: &str) -> Result<Value, GraphError> {
     let session = parse_session(call)?.ok_or_else(|| GraphError::required("session"))?;
     let upload = members::parse_payload(call.params.get("payload"))?;
     call.record.rows = Some(upload.received);
+    if call.state.faults().refuse_replace {
+        return Err(GraphError::new(
+            2650,
+            "(#2650) Failed to update the custom audience: this audience does not support replacing its users",
+        )
+        .with_subcode(1870144));
+    }
     let samples = samples_json(&upload.samples);
     let reply = call.state.apply_replace(id, session, upload)?;
     Ok(users_body("account_id", &audience.account, reply, samples))

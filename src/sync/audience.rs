@@ -15,30 +15,47 @@ pub enum AudienceError {
     Database(#[from] tokio_postgres::Error),
 }
 
+/// The system's audience, and whether this run created it (an audience it did not create may
+/// hold members nobody recorded: see [`crate::sync::system::AdoptMode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ensured {
+    pub id: String,
+    pub created: bool,
+}
+
 pub async fn ensure_audience(
     meta: &MetaClient,
     client: &impl tokio_postgres::GenericClient,
     plan: &SyncPlan,
-) -> Result<String, AudienceError> {
+) -> Result<Ensured, AudienceError> {
     if let Some(id) = &plan.custom_audience_id {
-        return Ok(id.clone());
+        return Ok(Ensured {
+            id: id.clone(),
+            created: false,
+        });
     }
-    let id = match meta
+    let ensured = match meta
         .find_audience_by_name(&plan.ad_account_id, &plan.audience_name)
         .await?
     {
         Some(found) => {
             tracing::info!(system = %plan.system_name, audience_id = %found, "audience found by name");
-            found
+            Ensured {
+                id: found,
+                created: false,
+            }
         }
         None => {
             let created = meta
                 .create_custom_audience(&plan.ad_account_id, &plan.audience_name, DESCRIPTION)
                 .await?;
             tracing::info!(system = %plan.system_name, audience_id = %created, "audience created");
-            created
+            Ensured {
+                id: created,
+                created: true,
+            }
         }
     };
-    store_audience_id(client, plan.id, &id).await?;
-    Ok(id)
+    store_audience_id(client, plan.id, &ensured.id).await?;
+    Ok(ensured)
 }

@@ -19,7 +19,7 @@ use super::guard::{self, Removals};
 use super::source::Catalog;
 use super::stage::{StageError, Stream, stage_members};
 use super::stream::Streamer;
-use super::system::{Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff};
+use super::system::{AdoptMode, Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff};
 use super::upload::{Direction, SessionProgress, Target, Upload, UploadError};
 use crate::configuration::Settings;
 use crate::db::configurations::{Finish, finish, renew_lease};
@@ -309,9 +309,10 @@ async fn execute(
             .into(),
     };
 
-    let audience_id = ensure_audience(&ctx.meta, stage, plan)
+    let audience = ensure_audience(&ctx.meta, stage, plan)
         .await
         .map_err(|e| failed(e.into()))?;
+    let audience_id = audience.id;
     // Ledger rows of another audience (an operator changed custom_audience_id) no longer apply.
     // Every row of a configuration names the same audience (this runs before any upload), so
     // one row tells. `ORDER BY member_key` reads that row from the primary key: a plain `LIMIT 1`
@@ -347,11 +348,23 @@ async fn execute(
     let expected = runs::last_extracted(stage, plan.id)
         .await
         .map_err(|e| failed(e.into()))?;
+    let ledger_empty = diff::ledger_is_empty(stage, plan.id)
+        .await
+        .map_err(failed)?;
+    // An audience this worker did not fill (the original worker's, one found by name, one an
+    // operator set) holds members nobody recorded: its first run replaces them with the source
+    // set, unless the row says to keep them (adopt_mode = 'append').
+    let adopting = ledger_empty
+        && !audience.created
+        && plan.mode != SyncMode::Replace
+        && plan.adopt == AdoptMode::Replace;
+    let mode = if adopting {
+        SyncMode::Replace
+    } else {
+        plan.mode
+    };
     // A first sync sends new members while it extracts (see stream.rs).
-    let first_sync = plan.mode != SyncMode::Replace
-        && diff::ledger_is_empty(stage, plan.id)
-            .await
-            .map_err(failed)?;
+    let first_sync = mode != SyncMode::Replace && ledger_empty;
     let (stream_tx, stream_rx) = mpsc::channel(1);
     let stream = first_sync.then(|| Stream {
         tx: stream_tx,
@@ -400,15 +413,15 @@ async fn execute(
     };
     let staged_ms = started.elapsed().as_millis() as u64;
     // On a first sync the ledger holds exactly the streamed members; else it is counted.
-    let audience = first_sync.then_some(streamed.rows);
+    let known_audience = first_sync.then_some(streamed.rows);
     if first_sync && streamed.rows > 0 {
         diff::analyze_ledger(stage).await.map_err(failed)?;
     }
-    let mut planned: DiffReport = diff::diff(stage, plan.id, &keys, plan.mode, &staged, audience)
+    let mut planned: DiffReport = diff::diff(stage, plan.id, &keys, mode, &staged, known_audience)
         .await
         .map_err(failed)?;
     let mut held = None;
-    if plan.mode == SyncMode::Replace {
+    if mode == SyncMode::Replace {
         planned.to_add = diff::plan_replace(stage, plan.id).await.map_err(failed)?;
         planned.to_remove = 0;
     }
@@ -467,7 +480,7 @@ async fn execute(
         session_total: total,
         progress: SessionProgress::default(),
         batch_rows: ctx.settings.worker.upload_batch_rows,
-        upsert: plan.mode == SyncMode::Append,
+        upsert: mode == SyncMode::Append,
     };
     let removed = upload(planned.to_remove, remove_session)
         .run(Direction::Remove)
@@ -475,39 +488,59 @@ async fn execute(
         .map_err(as_outcome)?;
     let mut interrupted = removed.interrupted;
     let mut added = Default::default();
+    let mut refused = None;
     if !interrupted {
-        let direction = if plan.mode == SyncMode::Replace {
+        let direction = if mode == SyncMode::Replace {
             Direction::Replace
         } else {
             Direction::Add
         };
         // The add session goes on after the batches streamed while extracting.
-        added = Upload {
+        let sent = Upload {
             first_batch_seq: streamed.batches + 1,
             session_total: streamed.rows + planned.to_add,
             progress: streamed.progress,
             ..upload(planned.to_add, add_session)
         }
         .run(direction)
-        .await
-        .map_err(as_outcome)?;
+        .await;
+        added = match sent {
+            // Meta will not replace this audience: when adopting it, add the source set instead
+            // (what was there stays) and say so.
+            Err(UploadError::Meta(e)) if adopting && e.refuses_replace() => {
+                tracing::warn!(system = %plan.system_name, error = %e, "usersreplace refused; adding instead");
+                refused = Some(format!(
+                    "usersreplace was refused for audience {audience_id} ({e}); the source set was \
+                     added, and members the audience held before were not removed"
+                ));
+                upload(planned.to_add, new_session_id())
+                    .run(Direction::Add)
+                    .await
+                    .map_err(as_outcome)?
+            }
+            other => other.map_err(as_outcome)?,
+        };
         interrupted = added.interrupted;
     }
     let members = diff::count_members(stage, plan.id).await.map_err(failed)?;
     let _ = diff::drop_plan(stage).await;
     let outcome = if interrupted {
         Outcome::Interrupted
-    } else if held.is_some() {
+    } else if held.is_some() || refused.is_some() {
         Outcome::Partial
     } else {
         Outcome::Success
     };
+    let note = [held.map(|(why, _)| why), refused]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
     Ok(Done {
         outcome,
         added: streamed.rows + added.rows,
         removed: removed.rows,
         members,
-        held: held.map(|(why, _)| why),
+        held: (!note.is_empty()).then(|| note.join("; ")),
     })
 }
 

@@ -26,6 +26,7 @@ pub struct SystemRow {
     pub max_removal_share: Option<f64>,
     pub force_removals: bool,
     pub consecutive_failures: i32,
+    pub adopt_mode: String,
     /// Columns that could not be read as their type (a 2-D array…), each a sentence: the row
     /// is then `invalid_config`, not a crash.
     pub unreadable: Vec<String>,
@@ -51,6 +52,16 @@ impl SyncMode {
     }
 }
 
+/// What the first run does with an audience the worker did not fill (`custom_audience_id` set,
+/// or found by name, while the ledger is empty): its content is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdoptMode {
+    /// Rebuild it to exactly the source set with `usersreplace` (the default).
+    Replace,
+    /// Keep what is there and only add.
+    Append,
+}
+
 /// When a system is due again after a successful run.
 #[derive(Debug, Clone)]
 pub enum Schedule {
@@ -68,6 +79,7 @@ pub struct SyncPlan {
     pub custom_audience_id: Option<String>,
     pub audience_name: String,
     pub mode: SyncMode,
+    pub adopt: AdoptMode,
     pub match_keys: Vec<MatchKey>,
     pub excluded_segments: Vec<String>,
     pub normalizer: Normalizer,
@@ -114,6 +126,16 @@ impl SystemRow {
             other => {
                 problems.push(format!(
                     "sync_mode '{other}' is not one of mirror, append, replace"
+                ));
+                None
+            }
+        };
+        let adopt = match self.adopt_mode.as_str() {
+            "replace" => Some(AdoptMode::Replace),
+            "append" => Some(AdoptMode::Append),
+            other => {
+                problems.push(format!(
+                    "adopt_mode '{other}' is not one of replace, append"
                 ));
                 None
             }
@@ -179,8 +201,8 @@ impl SystemRow {
                 "max_removal_share must be between 0 and 1 (is {share})"
             ));
         }
-        match (mode, normalizer, schedule, problems.is_empty()) {
-            (Some(mode), Some(normalizer), Some(schedule), true) => Ok(SyncPlan {
+        match (mode, adopt, normalizer, schedule, problems.is_empty()) {
+            (Some(mode), Some(adopt), Some(normalizer), Some(schedule), true) => Ok(SyncPlan {
                 id: self.id,
                 system_name: self.system_name.clone(),
                 ad_account_id: self.ad_account_id.clone(),
@@ -192,6 +214,7 @@ impl SystemRow {
                     .filter(|n| !n.trim().is_empty())
                     .unwrap_or_else(|| format!("CDP - {}", self.system_name)),
                 mode,
+                adopt,
                 match_keys,
                 excluded_segments: self.excluded_segments.iter().flatten().cloned().collect(),
                 normalizer,
@@ -261,6 +284,7 @@ mod tests {
             max_removal_share: None,
             force_removals: false,
             consecutive_failures: 0,
+            adopt_mode: "replace".into(),
             unreadable: Vec::new(),
         }
     }

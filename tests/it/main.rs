@@ -12,4 +12,5 @@ mod poison;
 mod resume;
 mod scheduler;
 mod support;
+mod takeover;
 mod world;
