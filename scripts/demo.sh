@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
 # Quick start, part one: the whole worker on a fresh machine, against the local Meta sandbox.
 #   Postgres up → build → migrate → demo data → meta-sandbox → run --once → status + audience sizes
-# Usage: scripts/demo.sh [CUSTOMERS]   (default 50000)
+# Usage: scripts/demo.sh [--minimal-schema | --location-schema] [CUSTOMERS]   (default 50000)
+#   --minimal-schema   customers_master with only the original design's six columns, the systems
+#                      inserted with the original INSERT (no default_country)
+#   --location-schema  the same plus city, state, zip, country
 set -euo pipefail
 cd "$(dirname "$0")/.."
-customers="${1:-50000}"
+schema=rich
+customers=50000
+for arg in "$@"; do
+    case "$arg" in
+        --minimal-schema) schema=original ;;
+        --location-schema) schema=original-location ;;
+        ''|*[!0-9]*) echo "demo.sh: unknown argument '$arg' (expected --minimal-schema, --location-schema or a number)" >&2; exit 2 ;;
+        *) customers="$arg" ;;
+    esac
+done
 source scripts/postgres.sh
 ensure_postgres
 ensure_tools curl:curl time:/usr/bin/time python3:python3
@@ -26,8 +38,10 @@ for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null &&
 
 export META_GRAPH_URL="http://127.0.0.1:$port" FACEBOOK_ACCESS_TOKEN="sandbox-token"
 "$bin/cdp-meta-sync" migrate
-"$bin/cdp-meta-sync" demo-data --customers "$customers"
-/usr/bin/time -f "run --once: %e s wall, %M KB peak RSS" "$bin/cdp-meta-sync" run --once
+"$bin/cdp-meta-sync" demo-data --customers "$customers" --schema "$schema"
+# run --once exits 1 when a system failed: show the status anyway, then pass the code on.
+outcome=0
+/usr/bin/time -f "run --once: %e s wall, %M KB peak RSS" "$bin/cdp-meta-sync" run --once || outcome=$?
 echo
 "$bin/cdp-meta-sync" status
 echo
@@ -38,3 +52,4 @@ for a in json.load(sys.stdin):
     name, ident, count, account = a["name"], a["id"], a["member_count"], a["ad_account_id"]
     print(f"  {name:<32} id {ident:<18} {count:>8} members  (ad account {account})")
 '
+exit "$outcome"
