@@ -38,17 +38,6 @@ pub enum Schema {
 impl Schema {
     /// The customer columns besides `id, tenant_id`, in COPY order.
     fn customer_columns(self) -> &'static [&'static str] {
-        const ORIGINAL: [&str; 4] = ["email", "phone", "firstname", "lastname"];
-        const LOCATION: [&str; 8] = [
-            "email",
-            "phone",
-            "firstname",
-            "lastname",
-            "city",
-            "state",
-            "zip",
-            "country",
-        ];
         const RICH: [&str; 11] = [
             "email",
             "phone",
@@ -63,8 +52,8 @@ impl Schema {
             "external_id",
         ];
         match self {
-            Schema::Original => &ORIGINAL,
-            Schema::OriginalWithLocation => &LOCATION,
+            Schema::Original => &RICH[..4],
+            Schema::OriginalWithLocation => &RICH[..8],
             Schema::Rich => &RICH,
         }
     }

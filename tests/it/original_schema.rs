@@ -152,3 +152,64 @@ async fn events_with_only_a_customer_id_are_enriched_from_the_columns_the_cdp_ha
         assert!(user_data.get(absent).is_none(), "{absent}: {user_data}");
     }
 }
+
+/// The acceptance run at scale (ignored by default; `ORIGINAL_SCHEMA_CUSTOMERS=200000 cargo test
+/// --release --test it -- --ignored at_scale`): the three systems on the original columns, each
+/// audience equal to the expected set, and events with only a customer id sent.
+#[tokio::test]
+#[ignore]
+async fn at_scale_the_original_schema_syncs_every_system_and_sends_events() {
+    let customers: u64 = std::env::var("ORIGINAL_SCHEMA_CUSTOMERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
+    let w = world_with(customers, Schema::Original).await;
+    let client = w.db.client().await;
+    client
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET pixel_id = '9001' WHERE system_name = 'kangoo_system';
+             INSERT INTO cdp.conversion_events (tenant_id, event_name, event_time, action_source, event_id, customer_id)
+             SELECT tenant_id, 'Subscribe', now(), 'system_generated', 'sub-' || id, id
+               FROM customers_master WHERE tenant_id IN (20, 25) AND email LIKE '%_@_%._%' ORDER BY id LIMIT 5000;",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let reports = w.sync_due().await;
+    let synced = started.elapsed();
+    assert!(
+        reports.iter().all(|r| r.outcome == Outcome::Success),
+        "{reports:?}"
+    );
+    for system in SYSTEMS {
+        let expected = crate::world::expected_members(&w.db, system).await;
+        let audience = crate::world::audience_id(&w.db, system).await;
+        let got = crate::world::sandbox_members(&w.sandbox, &audience);
+        println!(
+            "{system}: {} members, {} expected",
+            got.len(),
+            expected.len()
+        );
+        assert_eq!(got, expected, "{system}");
+    }
+    let pump = EventPump::new(w.ctx.pool.clone(), w.ctx.meta.clone(), "worker-a".into());
+    let report = pump.run_once(&CancellationToken::new()).await.unwrap();
+    println!(
+        "{customers} customers: synced in {:.2} s; events {report:?}",
+        synced.as_secs_f64()
+    );
+    let rejected: Vec<String> = client
+        .query(
+            "SELECT e.last_error || ' / ' || coalesce(c.email, '-') || ' / ' || coalesce(c.phone, '-')
+               FROM cdp.conversion_events e JOIN customers_master c ON c.id = e.customer_id
+              WHERE e.status <> 'sent'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!((report.sent, report.rejected), (5_000, 0), "{rejected:?}");
+    assert_eq!(w.sandbox.events("9001").len(), 5_000);
+}
