@@ -397,7 +397,7 @@ impl Settings {
         if !well_formed {
             return Err(ConfigError::new(
                 "META_API_VERSION",
-                format!("'{v}' is not accepted; expected a Graph API version such as v26.0"),
+                format!("'{v}' is not accepted; expected a Graph API version such as v27.0"),
             ));
         }
         Ok(())
@@ -450,7 +450,7 @@ mod tests {
     #[test]
     fn the_embedded_defaults_load_without_any_environment() {
         let s = Settings::from_env(&HashMap::new()).unwrap();
-        assert_eq!(s.meta.api_version, "v26.0");
+        assert_eq!(s.meta.api_version, "v27.0");
         assert_eq!(s.meta.graph_url, "https://graph.facebook.com");
         assert_eq!(s.worker.run_mode, RunMode::Scheduler);
         assert!(s.meta.access_token.is_none());

@@ -97,17 +97,39 @@ fn body(req: &Request) -> Value {
 }
 
 /// Every request carries the token (and proof) in its JSON body and nowhere in its URL.
+/// The token travels in the Authorization header of every request and in the body of writes,
+/// never in a URL; `appsecret_proof` goes with it (a read's query, a write's body); no request uses
+/// a method override.
 async fn assert_token_only_in_bodies(server: &MockServer) {
     let proof = appsecret_proof(APP_SECRET, TOKEN);
     let requests = server.received_requests().await.unwrap();
     assert!(!requests.is_empty());
     for req in requests {
         let url = req.url.as_str();
-        assert!(!url.contains(TOKEN) && !url.contains(&proof), "{url}");
-        assert!(!url.contains("access_token"), "{url}");
+        assert!(!url.contains(TOKEN), "{url}");
+        assert!(
+            !url.contains("access_token") && !url.contains("method="),
+            "{url}"
+        );
+        assert_eq!(
+            req.headers.get("authorization").unwrap(),
+            format!("Bearer {TOKEN}").as_str()
+        );
+        if req.method.as_str() == "GET" {
+            assert!(req.body.is_empty(), "{url}");
+            assert!(
+                req.url
+                    .query_pairs()
+                    .any(|(k, v)| k == "appsecret_proof" && v == proof),
+                "{url}"
+            );
+            continue;
+        }
+        assert!(!url.contains(&proof), "{url}");
         let b = body(&req);
         assert_eq!(b["access_token"], TOKEN);
         assert_eq!(b["appsecret_proof"], proof.as_str());
+        assert_eq!(b.get("method"), None);
         assert_eq!(
             req.headers.get("content-type").unwrap(),
             "application/json",
@@ -158,15 +180,14 @@ async fn create_custom_audience_posts_the_documented_fields_and_returns_the_id()
 }
 
 #[tokio::test]
-async fn get_audience_reads_via_post_with_method_get_and_parses_statuses() {
+async fn get_audience_is_a_real_get_with_the_token_in_a_header_and_parses_statuses() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    Mock::given(method("GET"))
         .and(path("/v26.0/238"))
         .and(query_param(
             "fields",
             "id,name,operation_status,delivery_status,approximate_count_lower_bound,approximate_count_upper_bound",
         ))
-        .and(body_partial_json(json!({"method": "GET"})))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "238",
             "name": "cdp x", "operation_status": {"code": 200, "description": "Normal"},
             "delivery_status": {"code": 200, "description": "This audience is ready"},
@@ -195,7 +216,7 @@ async fn find_audience_by_name_pages_with_cursors_and_never_follows_next_urls() 
         server.uri()
     );
     // Page 2 (cursor c1): the exact name, after a near miss.
-    Mock::given(method("POST"))
+    Mock::given(method("GET"))
         .and(path("/v26.0/act_123/customaudiences"))
         .and(query_param("after", "c1"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -205,10 +226,9 @@ async fn find_audience_by_name_pages_with_cursors_and_never_follows_next_urls() 
         .mount(&server)
         .await;
     // Page 1: no match.
-    Mock::given(method("POST"))
+    Mock::given(method("GET"))
         .and(path("/v26.0/act_123/customaudiences"))
         .and(query_param("fields", "id,name"))
-        .and(body_partial_json(json!({"method": "GET"})))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "data": [{"id": "5", "name": "other"}, {"id": "6", "name": "CDP SISTEMA"}],
             "paging": {"cursors": {"before": "c0", "after": "c1"}, "next": leaky_next}})))
@@ -231,7 +251,7 @@ async fn find_audience_by_name_pages_with_cursors_and_never_follows_next_urls() 
 #[tokio::test]
 async fn find_audience_by_name_answers_none_after_the_last_page() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    Mock::given(method("GET"))
         .and(path("/v26.0/act_123/customaudiences"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "data": [{"id": "5", "name": "other"}],
@@ -943,7 +963,11 @@ async fn the_token_is_absent_from_urls_logs_and_error_strings() {
     assert!(errors[0].contains("[redacted]"), "{}", errors[0]);
     for req in server.received_requests().await.unwrap() {
         assert!(!req.url.as_str().contains(TOKEN), "{}", req.url);
-        assert!(!req.url.as_str().contains(&proof), "{}", req.url);
+        // A GET has no body: Meta takes appsecret_proof (worthless without the token) as a
+        // query parameter there; writes carry it in their body.
+        if req.method.as_str() != "GET" {
+            assert!(!req.url.as_str().contains(&proof), "{}", req.url);
+        }
     }
     // Payload cells never reach the logs either.
     assert!(!logs.contains("f1904cf1a9d73a55"), "{logs}");

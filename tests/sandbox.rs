@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-const V: &str = "v26.0";
+const V: &str = "v27.0";
 const TOKEN: &str = "EAAB-test-token-never-logged";
 
 fn sha(s: &str) -> String {
@@ -88,7 +88,10 @@ impl App {
         }
     }
 
-    /// POST a JSON body, with the token unless the body already says otherwise.
+    /// POST a JSON body, with the token unless the body already says otherwise. A body with
+    /// `"method": "GET"` or `"DELETE"` is sent as that real method (method override is refused
+    /// since Graph API v27.0): a GET with its parameters in the query string, a DELETE with the
+    /// JSON body.
     async fn post(&self, path: &str, mut body: Value) -> Reply {
         if body.get("access_token").is_none() {
             body["access_token"] = json!(TOKEN);
@@ -96,6 +99,35 @@ impl App {
         if body["access_token"].is_null() {
             body.as_object_mut().unwrap().remove("access_token");
         }
+        let method = body
+            .as_object_mut()
+            .unwrap()
+            .remove("method")
+            .and_then(|m| m.as_str().map(str::to_string));
+        match method.as_deref() {
+            Some("GET") => {
+                let query: Vec<(String, String)> = body
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Value::String(s) => (k.clone(), s.clone()),
+                        other => (k.clone(), other.to_string()),
+                    })
+                    .collect();
+                let url = reqwest::Url::parse_with_params(&self.url(path), &query).unwrap();
+                self.send(self.http.get(url)).await
+            }
+            Some("DELETE") => {
+                self.send(self.http.delete(self.url(path)).json(&body))
+                    .await
+            }
+            _ => self.send(self.http.post(self.url(path)).json(&body)).await,
+        }
+    }
+
+    /// POST exactly this body (a method override included).
+    async fn post_raw(&self, path: &str, body: Value) -> Reply {
         self.send(self.http.post(self.url(path)).json(&body)).await
     }
 
@@ -1248,4 +1280,70 @@ async fn the_request_log_records_calls_without_tokens_or_cells() {
     for text in [serde_json::to_string(&log).unwrap(), http_log] {
         assert!(!text.contains(TOKEN) && !text.contains(&cell) && !text.contains("raw@x.com"));
     }
+}
+
+#[tokio::test]
+async fn a_method_override_is_refused_as_meta_refuses_it_for_apps_new_since_v27() {
+    let app = app().await;
+    let id = app.create("act_1").await;
+    let r = app
+        .post_raw(
+            &id,
+            json!({"method": "GET", "fields": "id", "access_token": TOKEN}),
+        )
+        .await;
+    r.assert_error(400, 100);
+    assert!(r.message().contains("method override"), "{}", r.body);
+    let record = app.sb.requests().pop().unwrap();
+    assert_eq!(
+        (record.http_method.as_str(), record.method.as_str()),
+        ("POST", "GET")
+    );
+
+    let old_app = app_with(SandboxOptions {
+        allow_method_override: true,
+        ..SandboxOptions::default()
+    })
+    .await;
+    let id = old_app.create("act_1").await;
+    let r = old_app
+        .post_raw(
+            &id,
+            json!({"method": "GET", "fields": "id", "access_token": TOKEN}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_read_takes_the_token_from_a_bearer_header() {
+    let app = app().await;
+    let id = app.create("act_1").await;
+    let url = app.url_with(&id, &[("fields", "id,name")]);
+    let r = app.send(app.http.get(url.clone()).bearer_auth(TOKEN)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["id"], json!(id));
+    let r = app.send(app.http.get(url)).await;
+    assert_eq!(r.code(), Some(2500), "no token: {}", r.body);
+}
+
+#[tokio::test]
+async fn versions_v25_to_v27_are_served_an_expired_one_gets_metas_error() {
+    let app = app().await;
+    for version in ["v25.0", "v26.0", "v27.0"] {
+        let url = format!("{}/{version}/act_1/customaudiences", app.sb.base_url());
+        let r = app
+            .send(
+                app.http
+                    .post(url)
+                    .json(&json!({"access_token": TOKEN, "name": "x",
+                "subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{version}: {}", r.body);
+    }
+    let url = format!("{}/v24.0/act_1/customaudiences", app.sb.base_url());
+    let r = app.send(app.http.get(url).bearer_auth(TOKEN)).await;
+    r.assert_error(400, 2635);
+    assert!(r.message().contains("v27.0"), "{}", r.body);
 }

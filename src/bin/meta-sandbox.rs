@@ -50,6 +50,10 @@ struct Args {
     /// Refuse every usersreplace (2650/1870144), as Meta does for an audience it cannot replace.
     #[arg(long)]
     refuse_replace: bool,
+    /// Accept HTTP method override (POST with method=GET|DELETE), as Meta does for apps that used
+    /// it before Graph API v27.0 (refused by default, as for new apps).
+    #[arg(long)]
+    allow_method_override: bool,
     /// App secret to verify appsecret_proof against (otherwise only its shape is checked).
     #[arg(long, env = "SANDBOX_APP_SECRET", hide_env_values = true)]
     app_secret: Option<String>,
@@ -120,6 +124,7 @@ async fn run(args: Args) -> ExitCode {
             refuse_replace: args.refuse_replace,
         },
         app_secret: args.app_secret,
+        allow_method_override: args.allow_method_override,
     };
     let listener = match TcpListener::bind((args.host.as_str(), args.port)).await {
         Ok(l) => l,

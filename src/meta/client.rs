@@ -1,12 +1,16 @@
 //! The Graph API client: one reqwest client, one retry policy, one rate budget per ad account.
 //!
 //! # Where the token goes
-//! Every request body is JSON and carries `access_token` (and `appsecret_proof` when
-//! `FACEBOOK_APP_SECRET` is set). No URL ever holds the token: URLs end up in proxy logs, traces
-//! and error messages. Reads therefore use Graph's documented method override — `POST` with
-//! `"method":"GET"` in the body, non-secret parameters (`fields`, `limit`, `after`) in the query
-//! string — and removals are an HTTP `DELETE` with a JSON body. Meta's paging `next` URLs carry
-//! the token, so they are never followed; the next page is requested from `cursors.after`.
+//! No URL ever holds the token: URLs end up in proxy logs, traces and error messages. Every
+//! request carries it in an `Authorization: Bearer …` header (marked sensitive, so it is never
+//! printed); writes (`POST`, and `DELETE /{audience}/users`) also carry it, with `appsecret_proof`
+//! when `FACEBOOK_APP_SECRET` is set, in their JSON body, as Meta's SDKs send parameters. Reads are
+//! real `GET`s: since Graph API v27.0 new apps may not use HTTP method override (`POST` with
+//! `method=GET`), so their parameters (`fields`, `limit`, `after`, and `appsecret_proof`, which
+//! Meta takes only as a parameter and which is worthless without the token) go in the query
+//! string. A removal is an HTTP `DELETE` whose payload (up to 10,000 rows, far too long for a URL)
+//! is the JSON body, the token in both header and body. Meta's paging `next` URLs carry the
+//! token, so they are never followed; the next page is requested from `cursors.after`.
 //!
 //! # One call
 //! wait for the rate budget of the ad account (or pixel) → send → read usage headers into the
@@ -20,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use backon::{Retryable, TokioSleeper};
 use bytes::Bytes;
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -149,26 +153,27 @@ impl MetaClient {
             subtype: "CUSTOM",
             customer_file_source: "USER_PROVIDED_ONLY",
         };
-        let body = self.body(None, &params, 512)?;
-        let created: Created = self.call(ad_account_id, Method::POST, url, body).await?;
+        let body = self.body(&params, 512)?;
+        let created: Created = self
+            .call(ad_account_id, Method::POST, url, Some(body))
+            .await?;
         tracing::info!(audience_id = %created.id, "created custom audience");
         Ok(created.id)
     }
 
-    /// `GET /{audience_id}?fields=…` (as POST with `method=GET`).
+    /// `GET /{audience_id}?fields=…`.
     #[tracing::instrument(name = "meta.get_audience", skip_all, fields(ad_account_id = %ad_account_id, audience_id = %audience_id))]
     pub async fn get_audience(
         &self,
         ad_account_id: &str,
         audience_id: &str,
     ) -> Result<AudienceInfo, MetaError> {
-        let url = self.url(&[audience_id], &[("fields", AUDIENCE_FIELDS)]);
-        let body = self.body(Some("GET"), &NoParams {}, 256)?;
-        self.call(ad_account_id, Method::POST, url, body).await
+        let url = self.read_url(&[audience_id], &[("fields", AUDIENCE_FIELDS)]);
+        self.call(ad_account_id, Method::GET, url, None).await
     }
 
     /// The id of the audience named exactly `name` in the ad account, searching every page of
-    /// `GET /act_{id}/customaudiences?fields=id,name` (as POST with `method=GET`).
+    /// `GET /act_{id}/customaudiences?fields=id,name`.
     #[tracing::instrument(name = "meta.find_audience_by_name", skip_all, fields(ad_account_id = %ad_account_id))]
     pub async fn find_audience_by_name(
         &self,
@@ -176,18 +181,14 @@ impl MetaClient {
         name: &str,
     ) -> Result<Option<String>, MetaError> {
         let act = ad_account_path(ad_account_id);
-        // The body is the same for every page; only the cursor in the query changes.
-        let body = self.body(Some("GET"), &NoParams {}, 256)?;
         let mut after: Option<String> = None;
         for page_no in 1..=MAX_LIST_PAGES {
             let mut query = vec![("fields", "id,name"), ("limit", LIST_PAGE_SIZE)];
             if let Some(cursor) = &after {
                 query.push(("after", cursor));
             }
-            let url = self.url(&[&act, "customaudiences"], &query);
-            let page: AudiencePage = self
-                .call(ad_account_id, Method::POST, url, body.clone())
-                .await?;
+            let url = self.read_url(&[&act, "customaudiences"], &query);
+            let page: AudiencePage = self.call(ad_account_id, Method::GET, url, None).await?;
             if let Some(hit) = page.data.iter().find(|a| a.name == name) {
                 tracing::debug!(audience_id = %hit.id, pages = page_no, "found audience by name");
                 return Ok(Some(hit.id.clone()));
@@ -272,8 +273,8 @@ impl MetaClient {
             });
         }
         let url = self.url(&[pixel_id, "events"], &[]);
-        let body = self.body(None, request, 512 + events * 1024)?;
-        let response: EventsResponse = self.call(pixel_id, Method::POST, url, body).await?;
+        let body = self.body(request, 512 + events * 1024)?;
+        let response: EventsResponse = self.call(pixel_id, Method::POST, url, Some(body)).await?;
         tracing::info!(
             events_received = response.events_received,
             fbtrace_id = response.fbtrace_id.as_deref(),
@@ -308,8 +309,8 @@ impl MetaClient {
         };
         // A SHA-256 cell is 64 hex characters plus quotes and a comma.
         let size_hint = 512 + rows * (2 + upload.schema.len() * 67);
-        let body = self.body(None, &params, size_hint)?;
-        let response: UsersResponse = self.call(ad_account_id, method, url, body).await?;
+        let body = self.body(&params, size_hint)?;
+        let response: UsersResponse = self.call(ad_account_id, method, url, Some(body)).await?;
         tracing::info!(
             num_received = response.num_received,
             num_invalid_entries = response.num_invalid_entries,
@@ -332,16 +333,21 @@ impl MetaClient {
         url
     }
 
-    /// The JSON body: the token (and proof), an optional method override, then the parameters.
-    /// Serialized once per call; every attempt sends the same bytes.
-    fn body<P: Serialize>(
-        &self,
-        method: Option<&'static str>,
-        params: &P,
-        size_hint: usize,
-    ) -> Result<Bytes, MetaError> {
+    /// A read's URL: the parameters, and `appsecret_proof` when there is an app secret (Meta takes
+    /// it only as a parameter; a GET has no body). Never the token.
+    fn read_url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.url(segments, query);
+        if let Some(proof) = &self.inner.appsecret_proof {
+            url.query_pairs_mut()
+                .append_pair("appsecret_proof", proof.expose_secret());
+        }
+        url
+    }
+
+    /// A write's JSON body: the token (and proof), then the parameters. Serialized once per call;
+    /// every attempt sends the same bytes.
+    fn body<P: Serialize>(&self, params: &P, size_hint: usize) -> Result<Bytes, MetaError> {
         let envelope = Envelope {
-            method,
             access_token: self.inner.access_token.expose_secret(),
             appsecret_proof: self
                 .inner
@@ -356,13 +362,13 @@ impl MetaClient {
         Ok(Bytes::from(buf))
     }
 
-    /// One logical call: rate budget, attempts, retries.
+    /// One logical call: rate budget, attempts, retries. `body`: a write's JSON body.
     async fn call<T: DeserializeOwned>(
         &self,
         throttle_id: &str,
         method: Method,
         url: Url,
-        body: Bytes,
+        body: Option<Bytes>,
     ) -> Result<T, MetaError> {
         let inner = &*self.inner;
         let key = throttle::key(throttle_id);
@@ -370,7 +376,7 @@ impl MetaClient {
         // The elapsed budget starts after the budget wait: that wait is Meta's, not a retry.
         let started = Instant::now();
         let failures = AtomicU32::new(0);
-        (|| self.attempt::<T>(key, &method, &url, &body))
+        (|| self.attempt::<T>(key, &method, &url, body.as_ref()))
             .retry(inner.retry.backoff())
             .sleep(TokioSleeper)
             .when(|e: &MetaError| e.retry_class() == RetryClass::Retry)
@@ -409,19 +415,21 @@ impl MetaClient {
         key: &str,
         method: &Method,
         url: &Url,
-        body: &Bytes,
+        body: Option<&Bytes>,
     ) -> Result<T, MetaError> {
         let inner = &*self.inner;
         // Another call for the same key may have been told to wait since this call began.
         inner.throttle.wait_turn(key).await;
-        let response = inner
+        let mut request = inner
             .http
             .request(method.clone(), url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .map_err(MetaError::from_transport)?;
+            .header(AUTHORIZATION, self.authorization()?);
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let response = request.send().await.map_err(MetaError::from_transport)?;
         let status = response.status();
         inner
             .throttle
@@ -463,6 +471,17 @@ impl MetaClient {
         T::deserialize(value).map_err(|e| MetaError::Decode(e.to_string()))
     }
 
+    /// `Bearer {token}`, marked sensitive so that no debug output shows it.
+    fn authorization(&self) -> Result<HeaderValue, MetaError> {
+        let mut value = HeaderValue::from_str(&format!(
+            "Bearer {}",
+            self.inner.access_token.expose_secret()
+        ))
+        .map_err(|_| MetaError::Decode("the access token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
     fn secrets(&self) -> [&str; 2] {
         [
             self.inner.access_token.expose_secret(),
@@ -476,17 +495,12 @@ impl MetaClient {
 
 #[derive(Serialize)]
 struct Envelope<'a, P> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<&'static str>,
     access_token: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     appsecret_proof: Option<&'a str>,
     #[serde(flatten)]
     params: &'a P,
 }
-
-#[derive(Serialize)]
-struct NoParams {}
 
 /// `act_{number}` whether the caller passed `act_123` or `123`.
 fn ad_account_path(ad_account_id: &str) -> String {
@@ -520,7 +534,7 @@ mod tests {
     pub(crate) fn settings(graph_url: &str) -> MetaSettings {
         MetaSettings {
             graph_url: graph_url.to_string(),
-            api_version: "v26.0".to_string(),
+            api_version: "v27.0".to_string(),
             access_token: None,
             app_secret: Some(SecretString::from("app-secret-xyz".to_string())),
             request_timeout_secs: 5,
@@ -558,23 +572,39 @@ mod tests {
         let url = c.url(&["act_1", "customaudiences"], &[("fields", "id,name")]);
         assert_eq!(
             url.as_str(),
-            "http://127.0.0.1:9/v26.0/act_1/customaudiences?fields=id%2Cname"
+            "http://127.0.0.1:9/v27.0/act_1/customaudiences?fields=id%2Cname"
         );
         let odd = c.url(&["1/../2?x"], &[]);
-        assert_eq!(odd.path(), "/v26.0/1%2F..%2F2%3Fx");
+        assert_eq!(odd.path(), "/v27.0/1%2F..%2F2%3Fx");
     }
 
     #[test]
-    fn the_body_carries_token_proof_and_method_override() {
+    fn a_write_body_carries_token_and_proof_and_never_a_method_override() {
         let c = client();
-        let body = c.body(Some("GET"), &NoParams {}, 0).unwrap();
+        let body = c.body(&serde_json::json!({"name": "x"}), 0).unwrap();
         let v: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["method"], "GET");
+        assert_eq!(v.get("method"), None);
         assert_eq!(v["access_token"], "EAAtoken-unit-test");
+        assert_eq!(v["name"], "x");
         assert_eq!(
             v["appsecret_proof"],
             appsecret_proof("app-secret-xyz", "EAAtoken-unit-test")
         );
+    }
+
+    #[test]
+    fn a_read_url_has_the_proof_but_not_the_token_and_the_header_is_sensitive() {
+        let c = client();
+        let url = c.read_url(&["238"], &[("fields", "id")]);
+        assert!(!url.as_str().contains("EAAtoken-unit-test"), "{url}");
+        assert!(url.as_str().contains(&format!(
+            "appsecret_proof={}",
+            appsecret_proof("app-secret-xyz", "EAAtoken-unit-test")
+        )));
+        let header = c.authorization().unwrap();
+        assert!(header.is_sensitive());
+        assert_eq!(header.to_str().unwrap(), "Bearer EAAtoken-unit-test");
+        assert!(!format!("{header:?}").contains("EAAtoken"));
     }
 
     #[test]

@@ -103,6 +103,25 @@ impl GraphError {
         .with_subcode(463)
     }
 
+    /// Method override on a POST (`method=GET|DELETE`), which apps created since Graph API v27.0
+    /// may not use.
+    pub fn method_override_unsupported() -> Self {
+        GraphError::new(
+            100,
+            "(#100) HTTP method override is not available to this app: send a real GET or DELETE",
+        )
+    }
+
+    /// `2635`: the version asked for is past its end of life.
+    pub fn expired_version(latest: &str) -> Self {
+        GraphError::new(
+            2635,
+            format!(
+                "(#2635) You are calling a deprecated version of the Ads API. Please update to the latest version: {latest}."
+            ),
+        )
+    }
+
     /// `100/33`: object missing, not visible to the token, or the edge/method is not supported.
     pub fn unsupported(method: &str, object_id: &str) -> Self {
         let verb = method.to_ascii_lowercase();

@@ -106,6 +106,37 @@ struct Call<'a> {
     usage_key: UsageKey,
 }
 
+/// The versions the sandbox serves, as Meta's Marketing API did in late 2026: v25.0 to v27.0.
+const OLDEST_VERSION: u32 = 25;
+const LATEST_VERSION: &str = "v27.0";
+const LATEST_MAJOR: u32 = 27;
+
+enum Version {
+    Served,
+    /// Older than the oldest served: Meta's "deprecated version" error.
+    Expired,
+    /// Not a version, or one not released yet.
+    Unknown,
+}
+
+fn served_version(s: &str) -> Version {
+    if !is_version(s) {
+        return Version::Unknown;
+    }
+    let major: u32 = s[1..]
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < OLDEST_VERSION {
+        Version::Expired
+    } else if major > LATEST_MAJOR {
+        Version::Unknown
+    } else {
+        Version::Served
+    }
+}
+
 fn is_version(s: &str) -> bool {
     let Some(rest) = s.strip_prefix('v') else {
         return false;
@@ -154,15 +185,16 @@ pub async fn handle(
     let empty = Params::default();
     let params = parsed.as_ref().unwrap_or(&empty);
 
-    // Graph's documented method override: POST with method=GET|DELETE.
-    let method = match (
+    // Graph's method override (POST with method=GET|DELETE): gone for apps new since v27.0.
+    let override_to = match (
         &http_method,
         params.text("method").map(|m| m.to_ascii_uppercase()),
     ) {
-        (&Method::POST, Some(m)) if m == "GET" => Method::GET,
-        (&Method::POST, Some(m)) if m == "DELETE" => Method::DELETE,
-        _ => http_method.clone(),
+        (&Method::POST, Some(m)) if m == "GET" => Some(Method::GET),
+        (&Method::POST, Some(m)) if m == "DELETE" => Some(Method::DELETE),
+        _ => None,
     };
+    let method = override_to.clone().unwrap_or_else(|| http_method.clone());
     let op = route(&method, &segments);
     let object_id = segments.get(1).map(|s| s.to_string());
 
@@ -181,6 +213,7 @@ pub async fn handle(
             method: method.to_string(),
             http_method: http_method.to_string(),
             path: path.clone(),
+            query: uri.query().map(str::to_string),
             operation: op.name().to_string(),
             object_id: object_id.clone(),
             fbtrace_id: ticket.fbtrace_id.clone(),
@@ -201,7 +234,9 @@ pub async fn handle(
         call.usage_key = UsageKey::Account(a.account);
     }
 
-    let outcome = match parsed.as_ref().err() {
+    let refused_override = (override_to.is_some() && !state.options().allow_method_override)
+        .then(GraphError::method_override_unsupported);
+    let outcome = match parsed.as_ref().err().or(refused_override.as_ref()) {
         Some(e) => Err(e.clone()),
         None => match preflight(&call, &ticket) {
             Err(e) => Err(e),
@@ -257,9 +292,17 @@ fn preflight(call: &Call<'_>, ticket: &super::state::CallTicket) -> Result<(), G
     if ticket.token_error {
         return Err(GraphError::token_expired());
     }
+    // As a parameter, or in the Authorization header (`Bearer` or `OAuth`), as Graph accepts it.
     let token = call
         .params
         .text("access_token")
+        .or_else(|| {
+            let header = call.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+            let (scheme, token) = header.split_once(' ')?;
+            (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth"))
+                .then(|| token.trim().to_string())
+        })
+        .filter(|t| !t.is_empty())
         .ok_or_else(GraphError::missing_token)?;
     if let Some(proof) = call.params.text("appsecret_proof") {
         let well_formed = proof.len() == 64 && proof.bytes().all(|b| b.is_ascii_hexdigit());
@@ -278,8 +321,12 @@ fn preflight(call: &Call<'_>, ticket: &super::state::CallTicket) -> Result<(), G
             ));
         }
     }
-    if !is_version(call.version) {
-        return Err(GraphError::unknown_path(&format!("/{}", call.version)));
+    match served_version(call.version) {
+        Version::Served => {}
+        Version::Expired => return Err(GraphError::expired_version(LATEST_VERSION)),
+        Version::Unknown => {
+            return Err(GraphError::unknown_path(&format!("/{}", call.version)));
+        }
     }
     match &ticket.injected {
         Some(e) => Err(e.clone()),

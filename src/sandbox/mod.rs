@@ -66,6 +66,9 @@ pub struct SandboxOptions {
     pub seed: u64,
     pub faults: Faults,
     pub app_secret: Option<String>,
+    /// Accept HTTP method override (`POST` with `method=GET|DELETE`), as Meta still does for apps
+    /// that used it before Graph API v27.0; off, as for every new app since 2026-11-04.
+    pub allow_method_override: bool,
 }
 
 /// The Graph routes, the `/_sandbox` inspection and control routes, and `/healthz`.

@@ -146,6 +146,8 @@ pub struct RequestRecord {
     pub http_method: String,
     /// Path without the query string.
     pub path: String,
+    /// The query string as sent (to check that no secret travels in a URL).
+    pub query: Option<String>,
     pub status: u16,
     /// `create_audience`, `list_audiences`, `read_audience`, `delete_audience`, `add_users`,
     /// `remove_users`, `replace_users`, `send_events` or `unknown`.

@@ -65,7 +65,8 @@ async fn the_three_demo_systems_sync_and_each_audience_equals_the_expected_hashe
 }
 
 #[tokio::test]
-async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_sent() {
+async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_sent_by_real_methods_without_the_token_in_any_url()
+ {
     let w = world(3_000).await;
     w.sync_due().await;
     let client = w.db.client().await;
@@ -122,6 +123,29 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
         expected.len(),
         "the ledger agrees with the audience"
     );
+    // Reads (the first sync's search by name), adds, removals: real methods, no secret in a URL.
+    let requests = w.sandbox.requests();
+    for operation in [
+        "list_audiences",
+        "create_audience",
+        "add_users",
+        "remove_users",
+    ] {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.operation == operation && r.status == 200),
+            "{operation}"
+        );
+    }
+    for r in &requests {
+        assert_eq!(r.method, r.http_method, "no method override: {r:?}");
+        let query = r.query.as_deref().unwrap_or("");
+        assert!(
+            !query.contains(crate::world::TOKEN) && !query.contains("access_token"),
+            "{r:?}"
+        );
+    }
 }
 
 #[tokio::test]
