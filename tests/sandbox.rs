@@ -1268,6 +1268,7 @@ async fn the_request_log_records_calls_without_tokens_or_cells() {
     assert_eq!(write.batch_seq, Some(1));
     assert_eq!(write.status, 200);
     assert!(!log[2].path.contains('?'));
+    assert_eq!(log[2].query.as_deref(), Some("access_token=%5Bredacted%5D"));
     let http_log = app
         .http
         .get(format!("{}/_sandbox/requests", app.sb.base_url()))
@@ -1346,4 +1347,138 @@ async fn versions_v25_to_v27_are_served_an_expired_one_gets_metas_error() {
     let r = app.send(app.http.get(url).bearer_auth(TOKEN)).await;
     r.assert_error(400, 2635);
     assert!(r.message().contains("v27.0"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn events_sent_as_json_encoded_strings_are_accepted_like_objects() {
+    let app = app().await;
+    let as_strings: Vec<Value> = (0..3).map(|i| json!(event(i).to_string())).collect();
+    let r = app.events("1234", json!(as_strings)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["events_received"], 3);
+    let mixed = json!([event(7), event(8).to_string()]);
+    assert_eq!(app.events("1234", mixed).await.body["events_received"], 2);
+    let r = app.events("1234", json!(["not json"])).await;
+    r.assert_error(400, 100);
+    assert_eq!(app.sb.events("1234").len(), 5);
+}
+
+#[tokio::test]
+async fn a_post_with_fields_answers_the_created_audiences_fields_read_after_write() {
+    let app = app().await;
+    let r = app
+        .post(
+            "act_1/customaudiences",
+            json!({"name": "CDP", "subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY",
+                   "fields": "id,name,subtype,operation_status"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["id"].is_string());
+    assert_eq!(r.body["name"], "CDP");
+    assert_eq!(r.body["subtype"], "CUSTOM");
+    assert_eq!(r.body["operation_status"]["code"], 200);
+}
+
+#[tokio::test]
+async fn documented_audience_fields_answer_null_or_a_default_and_unknown_ones_are_refused() {
+    let app = app().await;
+    let id = app.create("act_1").await;
+    let r = app
+        .post(
+            &id,
+            json!({"method": "GET", "fields": "time_content_updated,sharing_status,is_value_based,lookalike_spec"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["time_content_updated"].is_i64());
+    assert!(r.body["sharing_status"].is_null());
+    assert_eq!(r.body["is_value_based"], false);
+    assert!(r.body.as_object().unwrap().contains_key("lookalike_spec"));
+    let r = app
+        .post(&id, json!({"method": "GET", "fields": "id,shoe_size"}))
+        .await;
+    r.assert_error(400, 100);
+    assert!(r.message().contains("nonexisting field (shoe_size)"));
+}
+
+#[tokio::test]
+async fn sessions_list_each_upload_session_with_its_counts_and_stage() {
+    let app = app().await;
+    let id = app.create("act_1").await;
+    app.users(
+        &id,
+        email_fn(&[[&sha("a@x.com"), ""]]),
+        session(5, 1, false),
+    )
+    .await;
+    app.users(&id, email_fn(&[[&sha("b@x.com"), ""]]), session(5, 2, true))
+        .await;
+    app.replace(&id, &[[&sha("c@x.com"), ""]], 1, 6, false)
+        .await;
+    let r = app
+        .send(
+            app.http
+                .get(app.url_with(&format!("{id}/sessions"), &[]))
+                .bearer_auth(TOKEN),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let data = r.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["session_id"], "6");
+    assert_eq!(data[0]["stage"], "in_progress");
+    assert_eq!(data[0]["end_time"], "0");
+    assert_eq!(data[1]["session_id"], "5");
+    assert_eq!(data[1]["num_received"], "2");
+    assert_eq!(data[1]["num_invalid_entries"], "0");
+    assert_eq!(data[1]["stage"], "completed");
+    for key in ["start_time", "end_time"] {
+        assert!(data[1][key].as_str().unwrap().parse::<i64>().unwrap() > 0);
+    }
+}
+
+#[tokio::test]
+async fn a_second_replace_session_is_busy_until_the_first_ends_or_times_out() {
+    let app = app_with(SandboxOptions {
+        replace_window_secs: Some(1),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let id = app.create("act_1").await;
+    let first = app
+        .replace(&id, &[[&sha("a@x.com"), ""]], 1, 10, false)
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let busy = app
+        .replace(&id, &[[&sha("b@x.com"), ""]], 1, 11, false)
+        .await;
+    busy.assert_error(400, 2650);
+    assert_eq!(busy.subcode(), Some(1870145));
+    assert!(app.member_set(&id).is_empty(), "nothing replaced yet");
+
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // The first session timed out: the audience holds what it received; the second may start.
+    let second = app
+        .replace(&id, &[[&sha("b@x.com"), ""]], 1, 11, true)
+        .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(
+        app.member_set(&id),
+        BTreeSet::from([member(&sha("b@x.com"), None)])
+    );
+    let sessions = app
+        .send(
+            app.http
+                .get(app.url_with(&format!("{id}/sessions"), &[]))
+                .bearer_auth(TOKEN),
+        )
+        .await;
+    let stages: Vec<&str> = sessions.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["completed", "timed_out"]);
 }

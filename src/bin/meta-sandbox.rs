@@ -54,6 +54,9 @@ struct Args {
     /// it before Graph API v27.0 (refused by default, as for new apps).
     #[arg(long)]
     allow_method_override: bool,
+    /// Seconds a replace session stays open before it times out (Meta: 5400, 90 minutes).
+    #[arg(long, value_name = "SECS")]
+    replace_window_secs: Option<u64>,
     /// App secret to verify appsecret_proof against (otherwise only its shape is checked).
     #[arg(long, env = "SANDBOX_APP_SECRET", hide_env_values = true)]
     app_secret: Option<String>,
@@ -125,6 +128,7 @@ async fn run(args: Args) -> ExitCode {
         },
         app_secret: args.app_secret,
         allow_method_override: args.allow_method_override,
+        replace_window_secs: args.replace_window_secs,
     };
     let listener = match TcpListener::bind((args.host.as_str(), args.port)).await {
         Ok(l) => l,

@@ -31,6 +31,15 @@ pub fn validate(data: Option<Value>, now: i64) -> Result<Vec<Value>, GraphError>
     let Value::Array(events) = data else {
         return Err(GraphError::invalid("Param data must be an array"));
     };
+    // Meta's reference types `data` as a list of JSON-encoded strings (its SDKs send that);
+    // objects are accepted too.
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|e| match e {
+            Value::String(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            other => other,
+        })
+        .collect();
     if events.is_empty() {
         return Err(GraphError::invalid("Param data must be a non-empty array"));
     }

@@ -18,23 +18,51 @@ use super::state::{
     AudienceView, Direction, RequestRecord, SandboxState, SessionParams, UsersReply,
 };
 
-/// Fields a custom audience answers on `GET /{audience_id}` and in lists.
-const AUDIENCE_FIELDS: [&str; 15] = [
+/// Fields a custom audience answers on `GET /{audience_id}` and in lists: the CustomAudience
+/// reference's list (as in Meta's SDK, `customaudience.py`). Those the sandbox has no value for are
+/// answered as `null`; any other name is Meta's "nonexisting field" error.
+const AUDIENCE_FIELDS: [&str; 41] = [
     "id",
     "account_id",
-    "name",
-    "description",
-    "subtype",
-    "customer_file_source",
-    "operation_status",
-    "delivery_status",
     "approximate_count_lower_bound",
     "approximate_count_upper_bound",
+    "customer_file_source",
     "data_source",
+    "data_source_types",
+    "datafile_custom_audience_uploading_status",
+    "delete_time",
+    "delivery_status",
+    "description",
+    "excluded_custom_audiences",
+    "external_event_source",
+    "fields_violating_integrity_policy",
+    "household_audience",
+    "included_custom_audiences",
+    "is_household",
+    "is_snapshot",
+    "is_value_based",
+    "lookalike_audience_ids",
+    "lookalike_spec",
+    "name",
+    "operation_status",
+    "opt_out_link",
+    "original_audience_name",
+    "owner_business",
+    "page_deletion_marked_delete_time",
+    "permission_for_actions",
+    "pixel_id",
+    "regulated_audience_spec",
+    "retention_days",
+    "rev_share_policy_id",
+    "rule",
+    "rule_aggregation",
+    "rule_v2",
+    "seed_audience",
+    "sharing_status",
+    "subtype",
+    "time_content_updated",
     "time_created",
     "time_updated",
-    "is_value_based",
-    "retention_days",
 ];
 /// Fields answered on `GET /{audience_id}` when the call names none.
 const DEFAULT_READ_FIELDS: [&str; 8] = [
@@ -62,6 +90,7 @@ enum Op {
     CreateAudience,
     ListAudiences,
     ReadAudience,
+    ReadSessions,
     DeleteAudience,
     AddUsers,
     RemoveUsers,
@@ -80,6 +109,7 @@ impl Op {
             Op::AddUsers => "add_users",
             Op::RemoveUsers => "remove_users",
             Op::ReplaceUsers => "replace_users",
+            Op::ReadSessions => "read_sessions",
             Op::SendEvents => "send_events",
             Op::Unknown => "unknown",
         }
@@ -104,6 +134,24 @@ struct Call<'a> {
     version: &'a str,
     record: RequestRecord,
     usage_key: UsageKey,
+}
+
+/// The query string with the values of `access_token` and `appsecret_proof` replaced, so the log
+/// shows that a client put them in a URL without keeping them.
+fn redact_query(query: &str) -> String {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| {
+            let v = if k == "access_token" || k == "appsecret_proof" {
+                "[redacted]".into()
+            } else {
+                v
+            };
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair(&k, &v)
+                .finish()
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// The versions the sandbox serves, as Meta's Marketing API did in late 2026: v25.0 to v27.0.
@@ -158,6 +206,7 @@ fn route(method: &Method, segments: &[&str]) -> Op {
         ("POST", [_, act, "customaudiences"]) if act.starts_with("act_") => Op::CreateAudience,
         ("GET", [_, act, "customaudiences"]) if act.starts_with("act_") => Op::ListAudiences,
         ("GET", [_, _]) => Op::ReadAudience,
+        ("GET", [_, _, "sessions"]) => Op::ReadSessions,
         ("DELETE", [_, _]) => Op::DeleteAudience,
         ("POST", [_, _, "users"]) => Op::AddUsers,
         ("DELETE", [_, _, "users"]) => Op::RemoveUsers,
@@ -213,7 +262,7 @@ pub async fn handle(
             method: method.to_string(),
             http_method: http_method.to_string(),
             path: path.clone(),
-            query: uri.query().map(str::to_string),
+            query: uri.query().map(redact_query),
             operation: op.name().to_string(),
             object_id: object_id.clone(),
             fbtrace_id: ticket.fbtrace_id.clone(),
@@ -340,6 +389,7 @@ fn run(call: &mut Call<'_>, op: Op, segments: &[&str]) -> Result<Value, GraphErr
         Op::CreateAudience => create_audience(call, object),
         Op::ListAudiences => list_audiences(call, object),
         Op::ReadAudience => read_audience(call, object),
+        Op::ReadSessions => read_sessions(call, object),
         Op::DeleteAudience => {
             if call.state.delete_audience(object) {
                 Ok(json!({ "success": true }))
@@ -393,11 +443,19 @@ fn create_audience(call: &mut Call<'_>, act: &str) -> Result<Value, GraphError> 
             CUSTOMER_FILE_SOURCES.join(", ")
         )));
     }
+    // Read-after-write: `fields` on a POST asks for the created object's fields back.
+    let fields = match p.text("fields") {
+        Some(_) => Some(requested_fields(call, &["id"])?),
+        None => None,
+    };
     let id = call
         .state
         .create_audience(account, &name, p.text("description"), &source)?;
     call.record.object_id = Some(id.clone());
-    Ok(json!({ "id": id }))
+    match (fields, call.state.audience(&id)) {
+        (Some(fields), Some(view)) => Ok(audience_json(&view, &fields)),
+        _ => Ok(json!({ "id": id })),
+    }
 }
 
 fn requested_fields(call: &Call<'_>, default: &[&str]) -> Result<Vec<String>, GraphError> {
@@ -471,10 +529,11 @@ fn audience_json(a: &AudienceView, fields: &[String]) -> Value {
                 },
             }),
             "time_created" => json!(a.time_created),
-            "time_updated" => json!(a.time_updated),
-            "is_value_based" => json!(false),
+            "time_updated" | "time_content_updated" => json!(a.time_updated),
+            "is_value_based" | "is_household" | "is_snapshot" => json!(false),
             "retention_days" => json!(0),
-            _ => continue,
+            "fields_violating_integrity_policy" | "lookalike_audience_ids" => json!([]),
+            _ => Value::Null,
         };
         out.insert(f.clone(), v);
     }
@@ -488,6 +547,29 @@ fn read_audience(call: &mut Call<'_>, id: &str) -> Result<Value, GraphError> {
         .ok_or_else(|| GraphError::unsupported("GET", id))?;
     let fields = requested_fields(call, &DEFAULT_READ_FIELDS)?;
     Ok(audience_json(&audience, &fields))
+}
+
+/// `GET /{audience_id}/sessions`: the audience's upload sessions, newest first, numbers as
+/// numeric strings as Meta sends them.
+fn read_sessions(call: &mut Call<'_>, id: &str) -> Result<Value, GraphError> {
+    let sessions = call
+        .state
+        .sessions(id)
+        .ok_or_else(|| GraphError::unsupported("GET", id))?;
+    let data: Vec<Value> = sessions
+        .iter()
+        .map(|s| {
+            json!({
+                "session_id": s.session_id.to_string(),
+                "start_time": s.start_time.to_string(),
+                "end_time": s.end_time.map_or_else(|| "0".to_string(), |t| t.to_string()),
+                "num_received": s.num_received.to_string(),
+                "num_invalid_entries": s.num_invalid_entries.to_string(),
+                "stage": s.stage,
+            })
+        })
+        .collect();
+    Ok(json!({ "data": data }))
 }
 
 fn list_audiences(call: &mut Call<'_>, act: &str) -> Result<Value, GraphError> {

@@ -69,6 +69,8 @@ pub struct SandboxOptions {
     /// Accept HTTP method override (`POST` with `method=GET|DELETE`), as Meta still does for apps
     /// that used it before Graph API v27.0; off, as for every new app since 2026-11-04.
     pub allow_method_override: bool,
+    /// How long a replace session stays open before it times out (default: Meta's 90 minutes).
+    pub replace_window_secs: Option<u64>,
 }
 
 /// The Graph routes, the `/_sandbox` inspection and control routes, and `/healthz`.

@@ -67,8 +67,84 @@ struct Audience {
     sessions: HashMap<(u64, Direction), UserSession>,
     replace: Option<ReplaceSession>,
     finished_replaces: HashSet<u64>,
+    /// Every upload session, oldest first, as `GET /{audience_id}/sessions` lists them.
+    history: Vec<SessionLog>,
     time_created: i64,
     time_updated: i64,
+}
+
+/// One upload session as `GET /{audience_id}/sessions` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionLog {
+    pub session_id: u64,
+    /// `add`, `remove` or `replace`.
+    pub kind: &'static str,
+    pub start_time: i64,
+    /// Set when the session ended (its last batch, or the replace window closed).
+    pub end_time: Option<i64>,
+    pub num_received: usize,
+    pub num_invalid_entries: usize,
+    /// `in_progress`, `completed` or `timed_out`.
+    pub stage: &'static str,
+}
+
+impl Audience {
+    /// Records a batch of a session: a new one, or more of a known one.
+    fn log_session(
+        &mut self,
+        session_id: u64,
+        kind: &'static str,
+        received: usize,
+        invalid: usize,
+        finished: bool,
+    ) {
+        let now = now_secs();
+        let log = match self
+            .history
+            .iter_mut()
+            .rev()
+            .find(|l| l.session_id == session_id && l.kind == kind)
+        {
+            Some(log) => log,
+            None => {
+                self.history.push(SessionLog {
+                    session_id,
+                    kind,
+                    start_time: now,
+                    end_time: None,
+                    num_received: 0,
+                    num_invalid_entries: 0,
+                    stage: "in_progress",
+                });
+                self.history.last_mut().expect("just pushed")
+            }
+        };
+        log.num_received = received;
+        log.num_invalid_entries = invalid;
+        if finished && log.end_time.is_none() {
+            log.end_time = Some(now);
+            log.stage = "completed";
+        }
+    }
+
+    /// Ends an open replace session whose window has closed: the audience becomes what was
+    /// uploaded before then (Meta's rule).
+    fn time_out_replace(&mut self) {
+        if let Some(mut replace) = self.replace.take() {
+            self.members = std::mem::take(&mut replace.pending);
+            self.finished_replaces.insert(replace.session_id);
+            if let Some(log) = self
+                .history
+                .iter_mut()
+                .rev()
+                .find(|l| l.session_id == replace.session_id && l.kind == "replace")
+            {
+                log.end_time = Some(now_secs());
+                log.stage = "timed_out";
+            }
+            self.time_updated = now_secs();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -406,6 +482,7 @@ impl SandboxState {
                 sessions: HashMap::new(),
                 replace: None,
                 finished_replaces: HashSet::new(),
+                history: Vec::new(),
                 time_created: now,
                 time_updated: now,
             },
@@ -462,9 +539,17 @@ impl SandboxState {
             Some(_) => None,
             None => Some(self.next_session_id(inner)),
         };
+        let window = self.replace_window();
         let audience = inner
             .audience_mut(audience_id)
             .ok_or_else(|| GraphError::unsupported(method, audience_id))?;
+        if audience
+            .replace
+            .as_ref()
+            .is_some_and(|r| r.started.elapsed() > window)
+        {
+            audience.time_out_replace();
+        }
         if audience.replace.is_some() {
             return Err(GraphError::update_failed(
                 Some(1870145),
@@ -517,6 +602,12 @@ impl SandboxState {
                     }
                 };
                 let finished = state.is_some_and(|st| st.finished) || s.last_batch_flag;
+                let kind = if direction == Direction::Add {
+                    "add"
+                } else {
+                    "remove"
+                };
+                audience.log_session(s.session_id, kind, received, invalid, finished);
                 audience.sessions.insert(
                     key,
                     UserSession {
@@ -594,7 +685,28 @@ impl SandboxState {
                 ),
             ));
         }
+        let window = self.replace_window();
+        // Another session's window closing frees the audience (its own late batch is answered
+        // with the time-out below).
+        if audience.replace.as_ref().is_some_and(|r| {
+            now.duration_since(r.started) > window
+                && (s.batch_seq == 1 || r.session_id != s.session_id)
+        }) {
+            audience.time_out_replace();
+        }
         if s.batch_seq == 1 {
+            // One replace at a time: a new session waits until the open one ends or times out.
+            if let Some(open) = audience.replace.as_ref()
+                && open.session_id != s.session_id
+            {
+                return Err(GraphError::update_failed(
+                    Some(1870145),
+                    &format!(
+                        "Audience update in progress: replace session {} is still open; retry when it has finished or timed out",
+                        open.session_id
+                    ),
+                ));
+            }
             audience.replace = Some(ReplaceSession {
                 session_id: s.session_id,
                 started: now,
@@ -615,13 +727,8 @@ impl SandboxState {
                 ));
             }
         };
-        if now.duration_since(replace.started) > REPLACE_WINDOW {
-            // Meta: the audience becomes what was uploaded before the window closed.
-            let pending = std::mem::take(&mut replace.pending);
-            audience.members = pending;
-            audience.replace = None;
-            audience.finished_replaces.insert(s.session_id);
-            audience.time_updated = now_secs();
+        if now.duration_since(replace.started) > window {
+            audience.time_out_replace();
             return Err(GraphError::update_failed(
                 Some(1870158),
                 &format!(
@@ -638,16 +745,48 @@ impl SandboxState {
             num_received: replace.num_received,
             num_invalid: replace.num_invalid,
         };
+        let (received, invalid) = (replace.num_received, replace.num_invalid);
         if s.last_batch_flag {
             let pending = std::mem::take(&mut replace.pending);
             audience.members = pending;
             audience.replace = None;
             audience.finished_replaces.insert(s.session_id);
         }
+        audience.log_session(
+            s.session_id,
+            "replace",
+            received,
+            invalid,
+            s.last_batch_flag,
+        );
         audience.shape.get_or_insert(upload.shape);
         audience.time_updated = now_secs();
         inner.writes_since_faults += 1;
         Ok(reply)
+    }
+
+    /// How long a replace session stays open (Meta: 90 minutes; settable for tests).
+    fn replace_window(&self) -> Duration {
+        self.shared
+            .options
+            .replace_window_secs
+            .map_or(REPLACE_WINDOW, Duration::from_secs)
+    }
+
+    /// The audience's upload sessions, newest first (`GET /{audience_id}/sessions`); an open
+    /// replace session past its window is timed out first.
+    pub fn sessions(&self, audience_id: &str) -> Option<Vec<SessionLog>> {
+        let window = self.replace_window();
+        let mut inner = self.lock();
+        let audience = inner.audience_mut(audience_id)?;
+        if audience
+            .replace
+            .as_ref()
+            .is_some_and(|r| r.started.elapsed() > window)
+        {
+            audience.time_out_replace();
+        }
+        Some(audience.history.iter().rev().cloned().collect())
     }
 
     // ---- events ----
