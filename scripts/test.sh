@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: Postgres up, then format, lint and every test target.
+# The test command: Postgres up, then format, lint, every test target, and the sandbox's contract
+# with Meta's official Python SDK (scripts/sdk-contract.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/postgres.sh
@@ -9,3 +10,4 @@ echo "test.sh: Postgres at 127.0.0.1:$PGPORT" >&2
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+bash scripts/sdk-contract.sh
