@@ -27,7 +27,7 @@ async fn start() -> Sandbox {
 fn settings(sb: &Sandbox) -> MetaSettings {
     MetaSettings {
         graph_url: sb.base_url(),
-        api_version: "v26.0".to_string(),
+        api_version: "v27.0".to_string(),
         access_token: None,
         app_secret: Some(SecretString::from(APP_SECRET.to_string())),
         request_timeout_secs: 10,
@@ -158,7 +158,7 @@ async fn an_audience_is_created_found_read_filled_trimmed_and_replaced() {
     assert_eq!(members.len(), 1);
     assert_eq!(members[0]["EMAIL"], hash(9));
 
-    // Reads went as POST with the method override; nothing failed.
+    // Reads went as real GETs (no method override, refused since v27.0); nothing failed.
     let requests = sb.requests();
     let ops: Vec<&str> = requests.iter().map(|r| r.operation.as_str()).collect();
     assert_eq!(
@@ -177,7 +177,7 @@ async fn an_audience_is_created_found_read_filled_trimmed_and_replaced() {
     for r in &requests {
         assert_eq!(r.status, 200, "{r:?}");
         if r.operation.starts_with("list") || r.operation.starts_with("read") {
-            assert_eq!((r.http_method.as_str(), r.method.as_str()), ("POST", "GET"));
+            assert_eq!((r.http_method.as_str(), r.method.as_str()), ("GET", "GET"));
         }
     }
     assert_eq!(requests[6].http_method, "DELETE");

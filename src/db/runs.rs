@@ -82,19 +82,45 @@ pub async fn record_plan(
     Ok(())
 }
 
+/// Records the run's upload sessions and the mode it really runs in (an adopted audience's first
+/// run replaces whatever the row's mode).
 pub async fn record_sessions(
     client: &impl GenericClient,
     run_id: i64,
+    sync_mode: &str,
     add_session: i64,
     remove_session: i64,
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE cdp.facebook_sync_runs SET add_session_id = $2, remove_session_id = $3 WHERE id = $1",
-            &[&run_id, &add_session, &remove_session],
+            "UPDATE cdp.facebook_sync_runs
+                SET sync_mode = $2, add_session_id = $3, remove_session_id = $4 WHERE id = $1",
+            &[&run_id, &sync_mode, &add_session, &remove_session],
         )
         .await?;
     Ok(())
+}
+
+/// The replace session of the configuration's previous run when that run stopped part way (it
+/// had batches accepted, and neither succeeded nor was refused): `(session id, batches)`. Meta
+/// may still hold the session open for its 90 minutes.
+pub async fn unfinished_replace(
+    client: &impl GenericClient,
+    configuration_id: i32,
+    before_run: i64,
+) -> Result<Option<(i64, i64)>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT add_session_id, batches FROM cdp.facebook_sync_runs
+              WHERE id = (SELECT max(id) FROM cdp.facebook_sync_runs
+                           WHERE configuration_id = $1 AND id < $2)
+                AND sync_mode = 'replace' AND outcome IN ('running', 'interrupted', 'failed')
+                AND batches > 0 AND add_session_id IS NOT NULL
+                AND started_at > now() - interval '90 minutes'",
+            &[&configuration_id, &before_run],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 /// Closes the run with its outcome and (for failures) a readable error.

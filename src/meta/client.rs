@@ -35,8 +35,8 @@ use super::auth::appsecret_proof;
 use super::error::{GraphError, MetaError};
 use super::model::{
     AUDIENCE_FIELDS, AudienceInfo, AudiencePage, CreateAudience, Created, EventsRequest,
-    EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL, Payload, UserRows, UsersParams,
-    UsersResponse, UsersUpload,
+    EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL, Payload, SessionInfo, SessionPage,
+    UserRows, UsersParams, UsersResponse, UsersUpload,
 };
 use super::retry::{RetryClass, RetryPolicy};
 use super::throttle::{self, Throttle};
@@ -170,6 +170,19 @@ impl MetaClient {
     ) -> Result<AudienceInfo, MetaError> {
         let url = self.read_url(&[audience_id], &[("fields", AUDIENCE_FIELDS)]);
         self.call(ad_account_id, Method::GET, url, None).await
+    }
+
+    /// `GET /{audience_id}/sessions`: the audience's upload sessions, newest first (one page:
+    /// the sessions a resume needs are the latest).
+    #[tracing::instrument(name = "meta.get_sessions", skip_all, fields(ad_account_id = %ad_account_id, audience_id = %audience_id))]
+    pub async fn get_sessions(
+        &self,
+        ad_account_id: &str,
+        audience_id: &str,
+    ) -> Result<Vec<SessionInfo>, MetaError> {
+        let url = self.read_url(&[audience_id, "sessions"], &[("limit", "50")]);
+        let page: SessionPage = self.call(ad_account_id, Method::GET, url, None).await?;
+        Ok(page.data)
     }
 
     /// The id of the audience named exactly `name` in the ad account, searching every page of

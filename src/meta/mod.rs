@@ -20,7 +20,7 @@ pub use client::{MetaClient, http_client};
 pub use error::{GraphError, MetaError};
 pub use model::{
     AudienceInfo, EventsRequest, EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL,
-    StatusInfo, UploadSession, UserRows, UsersResponse, UsersUpload,
+    SessionInfo, StatusInfo, UploadSession, UserRows, UsersResponse, UsersUpload,
 };
 pub use retry::{RetryClass, classify_graph, classify_http_status, is_throttle_code};
 pub use throttle::{NEAR_LIMIT_PAUSE, NEAR_LIMIT_PCT};

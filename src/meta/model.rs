@@ -134,6 +134,36 @@ pub struct AudienceInfo {
     pub approximate_count_upper_bound: Option<i64>,
 }
 
+/// One upload session of an audience, as `GET /{audience_id}/sessions` lists it (Meta sends the
+/// numbers as numeric strings).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SessionInfo {
+    #[serde(deserialize_with = "lenient_id")]
+    pub session_id: String,
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub start_time: Option<i64>,
+    /// 0 or absent while the session is open.
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub end_time: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub num_received: Option<i64>,
+    #[serde(default)]
+    pub stage: Option<String>,
+}
+
+impl SessionInfo {
+    /// Whether Meta still takes batches for it.
+    pub fn is_open(&self) -> bool {
+        self.end_time.unwrap_or(0) == 0
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct SessionPage {
+    #[serde(default)]
+    pub data: Vec<SessionInfo>,
+}
+
 /// The fields requested by `get_audience`.
 pub(crate) const AUDIENCE_FIELDS: &str = "id,name,operation_status,delivery_status,approximate_count_lower_bound,approximate_count_upper_bound";
 

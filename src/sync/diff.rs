@@ -36,6 +36,9 @@ pub struct DiffReport {
     pub duplicates: i64,
     /// Ledger members given a new source without a change on Meta's side.
     pub refreshed: i64,
+    /// Ledger members with no candidate left: what a replace drops (the removal guard's measure
+    /// in replace mode).
+    pub leaving: i64,
 }
 
 /// The ranking of rows of one member: the fullest row, then the lowest tenant and customer id.
@@ -207,6 +210,7 @@ pub async fn diff(
         to_remove,
         duplicates,
         refreshed,
+        leaving,
     })
 }
 

@@ -334,11 +334,6 @@ async fn execute(
         .map(|k| k.as_str())
         .collect::<Vec<_>>()
         .join(",");
-    let add_session = new_session_id();
-    let remove_session = new_session_id();
-    runs::record_sessions(stage, run_id, add_session, remove_session)
-        .await
-        .map_err(|e| failed(e.into()))?;
     let as_outcome = |e: UploadError| match e {
         UploadError::Meta(m) => Outcome::Failed(m.to_string()),
         UploadError::Other(o) => failed(o),
@@ -365,6 +360,20 @@ async fn execute(
     };
     // A first sync sends new members while it extracts (see stream.rs).
     let first_sync = mode != SyncMode::Replace && ledger_empty;
+    // A replace the previous run left open at Meta goes on in the same session (a new one would
+    // be refused as busy until the old one timed out, leaving the audience a partial upload).
+    let resumed = match mode {
+        SyncMode::Replace => open_replace_session(ctx, plan, &audience_id, stage, run_id).await,
+        _ => None,
+    };
+    let (add_session, first_batch_seq) = match resumed {
+        Some((session, batches)) => (session, batches as u32 + 1),
+        None => (new_session_id(), 1),
+    };
+    let remove_session = new_session_id();
+    runs::record_sessions(stage, run_id, mode.as_str(), add_session, remove_session)
+        .await
+        .map_err(|e| failed(e.into()))?;
     let (stream_tx, stream_rx) = mpsc::channel(1);
     let stream = first_sync.then(|| Stream {
         tx: stream_tx,
@@ -421,22 +430,27 @@ async fn execute(
         .await
         .map_err(failed)?;
     let mut held = None;
-    if mode == SyncMode::Replace {
-        planned.to_add = diff::plan_replace(stage, plan.id).await.map_err(failed)?;
-        planned.to_remove = 0;
-    }
+    // A replace drops the members that left the source: the guard weighs those.
+    let mut replacing = mode == SyncMode::Replace;
+    let dropping = if replacing {
+        planned.leaving
+    } else {
+        planned.to_remove
+    };
     let max_share = plan
         .max_removal_share
         .unwrap_or(ctx.settings.worker.removal_guard_share);
-    if let Removals::Held(why) = guard::decide(
-        planned.audience,
-        planned.to_remove,
-        max_share,
-        plan.force_removals,
-    ) {
-        tracing::warn!(system = %plan.system_name, to_remove = planned.to_remove, audience = planned.audience, "removals held");
+    if let Removals::Held(why) =
+        guard::decide(planned.audience, dropping, max_share, plan.force_removals)
+    {
+        tracing::warn!(system = %plan.system_name, to_remove = dropping, audience = planned.audience, "removals held");
+        // Held: only newcomers are added; a replace would have dropped the rest.
         planned.to_add = diff::hold_removals(stage).await.map_err(failed)?;
-        held = Some((why, planned.to_remove));
+        held = Some((why, dropping));
+        planned.to_remove = 0;
+        replacing = false;
+    } else if replacing {
+        planned.to_add = diff::plan_replace(stage, plan.id).await.map_err(failed)?;
         planned.to_remove = 0;
     }
 
@@ -490,14 +504,15 @@ async fn execute(
     let mut added = Default::default();
     let mut refused = None;
     if !interrupted {
-        let direction = if mode == SyncMode::Replace {
+        let direction = if replacing {
             Direction::Replace
         } else {
             Direction::Add
         };
-        // The add session goes on after the batches streamed while extracting.
+        // The add session goes on after the batches streamed while extracting (or, resuming a
+        // replace, after the batches its first run sent).
         let sent = Upload {
-            first_batch_seq: streamed.batches + 1,
+            first_batch_seq: first_batch_seq + streamed.batches,
             session_total: streamed.rows + planned.to_add,
             progress: streamed.progress,
             ..upload(planned.to_add, add_session)
@@ -542,6 +557,36 @@ async fn execute(
         members,
         held: (!note.is_empty()).then(|| note.join("; ")),
     })
+}
+
+/// The previous run's replace session, with the batches it sent, when Meta still holds it open
+/// (see [`runs::unfinished_replace`]). Any failure to tell means a new session.
+async fn open_replace_session(
+    ctx: &SyncContext,
+    plan: &SyncPlan,
+    audience_id: &str,
+    stage: &tokio_postgres::Client,
+    run_id: i64,
+) -> Option<(i64, i64)> {
+    let (session, batches) = runs::unfinished_replace(stage, plan.id, run_id)
+        .await
+        .ok()??;
+    let sessions = match ctx
+        .meta
+        .get_sessions(&plan.ad_account_id, audience_id)
+        .await
+    {
+        Ok(sessions) => sessions,
+        Err(e) => {
+            tracing::warn!(system = %plan.system_name, error = %e, "could not read the audience's sessions; starting a new replace");
+            return None;
+        }
+    };
+    let open = sessions
+        .iter()
+        .any(|s| s.session_id == session.to_string() && s.is_open());
+    tracing::info!(system = %plan.system_name, session, batches, open, "the previous run left a replace session");
+    open.then_some((session, batches))
 }
 
 /// A positive 63-bit session id, unique within the ad account for all practical purposes.

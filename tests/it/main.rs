@@ -9,6 +9,7 @@ mod migrations;
 mod original_schema;
 mod pipeline;
 mod poison;
+mod replace;
 mod resume;
 mod scheduler;
 mod support;
