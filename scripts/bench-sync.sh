@@ -4,15 +4,23 @@
 # Prints rows/s (customers extracted per second of wall time), the worker's peak RSS, and where the
 # CPU went: the worker, the sandbox, and everything else (Postgres, plus a little background).
 # Usage: scripts/bench-sync.sh [N ...]   (default: 100000 1000000)
+#   BENCH_SCHEMA=original|original-location|rich (default rich): the demo CDP's columns
+#   BENCH_BIN_DIR=DIR: use the cdp-meta-sync and meta-sandbox in DIR (another version, for an A/B
+#   run in alternation) instead of building this checkout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("${@:-100000 1000000}")
 [ $# -eq 0 ] && sizes=(100000 1000000)
+schema="${BENCH_SCHEMA:-rich}"
 source scripts/postgres.sh
 ensure_postgres
 ensure_tools curl:curl time:/usr/bin/time python3:python3
-cargo build --release --locked --bin cdp-meta-sync --bin meta-sandbox >&2
-bin="${CARGO_TARGET_DIR:-target}/release"
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+    bin="$BENCH_BIN_DIR"
+else
+    cargo build --release --locked --bin cdp-meta-sync --bin meta-sandbox >&2
+    bin="${CARGO_TARGET_DIR:-target}/release"
+fi
 export LOG_FORMAT=json RUST_LOG=warn FACEBOOK_ACCESS_TOKEN=bench-token
 psql_admin() { su postgres -c "psql -p $PGPORT -qAt $*"; }
 
@@ -41,7 +49,11 @@ for n in "${sizes[@]}"; do
     for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
     export META_GRAPH_URL="http://127.0.0.1:$port"
     "$bin/cdp-meta-sync" migrate >/dev/null
-    "$bin/cdp-meta-sync" demo-data --customers "$n" >/dev/null
+    if [ "$schema" = rich ]; then
+        "$bin/cdp-meta-sync" demo-data --customers "$n" >/dev/null
+    else
+        "$bin/cdp-meta-sync" demo-data --customers "$n" --schema "$schema" >/dev/null
+    fi
     sql() { psql "$DATABASE_URL" -qAt -c "$1"; }
 
     for phase in full churn_1pct; do
