@@ -98,8 +98,15 @@ impl CodeInfo {
                         .iter()
                         .map(|p| format!("(?:{p})"))
                         .collect();
+                    // The numbers are short: a small lazy-DFA cache is enough, and every thread
+                    // that matches keeps one.
                     (!alternatives.is_empty())
-                        .then(|| regex::Regex::new(&format!("^(?:{})$", alternatives.join("|"))).ok())
+                        .then(|| {
+                            regex::RegexBuilder::new(&format!("^(?:{})$", alternatives.join("|")))
+                                .dfa_size_limit(1 << 18)
+                                .build()
+                                .ok()
+                        })
                         .flatten()
                 })
                 .as_ref()
