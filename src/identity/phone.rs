@@ -114,8 +114,11 @@ impl CodeInfo {
     }
 }
 
-/// The number-type patterns of one region, as libphonenumber's `number_type` tries them.
-fn type_patterns(meta: &phonenumber::Metadata) -> Vec<String> {
+/// The number-type descriptors of one region (fixed line, mobile, toll free…), in the order
+/// libphonenumber's `number_type` tries them.
+fn type_descriptors(
+    meta: &phonenumber::Metadata,
+) -> impl Iterator<Item = &phonenumber::metadata::Descriptor> {
     let d = meta.descriptors();
     [
         d.fixed_line(),
@@ -131,8 +134,13 @@ fn type_patterns(meta: &phonenumber::Metadata) -> Vec<String> {
     ]
     .into_iter()
     .flatten()
-    .map(|desc| desc.national_number().as_str().split_whitespace().collect())
-    .collect()
+}
+
+/// The number-type patterns of one region.
+fn type_patterns(meta: &phonenumber::Metadata) -> Vec<String> {
+    type_descriptors(meta)
+        .map(|desc| desc.national_number().as_str().split_whitespace().collect())
+        .collect()
 }
 
 /// What the parser may strip from the front of a national number of one region: its national
@@ -307,23 +315,8 @@ fn code_table() -> &'static [Option<CodeInfo>] {
 /// metadata builder computes this union into the general descriptor; this crate's copy of the
 /// metadata leaves that empty, so we take the union ourselves.
 fn possible_lengths(meta: &phonenumber::Metadata) -> Vec<u16> {
-    let d = meta.descriptors();
-    let mut lengths: Vec<u16> = d.general().possible_length().to_vec();
-    for desc in [
-        d.fixed_line(),
-        d.mobile(),
-        d.toll_free(),
-        d.premium_rate(),
-        d.shared_cost(),
-        d.personal_number(),
-        d.voip(),
-        d.pager(),
-        d.uan(),
-        d.voicemail(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    let mut lengths: Vec<u16> = meta.descriptors().general().possible_length().to_vec();
+    for desc in type_descriptors(meta) {
         lengths.extend_from_slice(desc.possible_length());
     }
     lengths.sort_unstable();
