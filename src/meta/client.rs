@@ -5,9 +5,10 @@
 //! request carries it in an `Authorization: Bearer …` header (marked sensitive, so it is never
 //! printed); writes (`POST`, and `DELETE /{audience}/users`) also carry it, with `appsecret_proof`
 //! when `FACEBOOK_APP_SECRET` is set, in their JSON body, as Meta's SDKs send parameters. Reads are
-//! real `GET`s: since Graph API v27.0 new apps may not use HTTP method override (`POST` with
-//! `method=GET`), so their parameters (`fields`, `limit`, `after`, and `appsecret_proof`, which
-//! Meta takes only as a parameter and which is worthless without the token) go in the query
+//! real `GET`s: since Graph API v27.0 new apps may not use HTTP method override (a `POST` whose
+//! `method` parameter names the verb), so their parameters (`fields`, `limit`, `after`, and
+//! `appsecret_proof`, which Meta takes only as a parameter and which is worthless without the
+//! token) go in the query
 //! string. A removal is an HTTP `DELETE` whose payload (up to 10,000 rows, far too long for a URL)
 //! is the JSON body, the token in both header and body. Meta's paging `next` URLs carry the
 //! token, so they are never followed; the next page is requested from `cursors.after`.
