@@ -495,13 +495,8 @@ fn fast(origin: Origin, digits: &str, region: Option<&Region>) -> Option<(u16, u
             if digits.len() <= 2 || digits.starts_with('0') {
                 return None;
             }
-            // The parser takes the shortest prefix that is a known country code.
-            let table = code_table();
-            let (code, len) = (1..=3).find_map(|len| {
-                let code: u16 = digits[..len].parse().ok()?;
-                table[usize::from(code)].as_ref().map(|_| (code, len))
-            })?;
-            let info = table[usize::from(code)].as_ref()?;
+            let (code, len) = country_code_prefix(digits)?;
+            let info = code_table()[usize::from(code)].as_ref()?;
             let national = &digits[len..];
             if national.len() < 2 {
                 return None;
@@ -592,6 +587,12 @@ fn leading_code(digits: &str) -> Option<(u16, usize)> {
     if !(4..=15).contains(&digits.len()) || digits.starts_with('0') {
         return None;
     }
+    country_code_prefix(digits)
+}
+
+/// The shortest prefix of `digits` that is a known country code, as the parser reads it: the
+/// code and its length in digits.
+fn country_code_prefix(digits: &str) -> Option<(u16, usize)> {
     let table = code_table();
     (1..=3).find_map(|len| {
         let code: u16 = digits.get(..len)?.parse().ok()?;
