@@ -188,33 +188,25 @@ async fn adopt_original_table(
         );
     }
     refuse_rows_the_worker_cannot_hold(tx).await?;
-    let mapped = tx
-        .query(
-            "SELECT system_name::text, sync_status::text FROM cdp.facebook_configurations
-              WHERE sync_status IS NOT NULL
-                AND sync_status NOT IN ('pending', 'success', 'partial', 'failed', 'invalid_config', 'interrupted')
-              ORDER BY system_name",
-            &[],
-        )
-        .await
-        .context("Failed to read the existing statuses")?;
     tx.batch_execute(ADOPT_ORIGINAL_TABLE)
         .await
         .context("Failed to upgrade the original cdp.facebook_configurations in place")?;
     tx.batch_execute(after_configurations_table(initial)?)
         .await
         .context("Failed to apply migration 0001_initial next to the original table")?;
-    for row in mapped {
-        let name: String = row.get(0);
-        let now: String = tx
-            .query_one(
-                "SELECT sync_status::text FROM cdp.facebook_configurations WHERE system_name = $1",
-                &[&name],
-            )
-            .await?
-            .get(0);
-        report.mapped_statuses.push((name, row.get(1), now));
-    }
+    // The adoption keeps a mapped status's old value in legacy_sync_status, and only then.
+    report.mapped_statuses = tx
+        .query(
+            "SELECT system_name::text, legacy_sync_status::text, sync_status::text
+               FROM cdp.facebook_configurations WHERE legacy_sync_status IS NOT NULL
+              ORDER BY system_name",
+            &[],
+        )
+        .await
+        .context("Failed to read the mapped statuses")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     report.adopted_rows = Some(
         tx.query_one("SELECT count(*) FROM cdp.facebook_configurations", &[])
             .await?
