@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use futures_util::SinkExt;
 
 use super::generate::{DemoCustomer, customer};
+use crate::sync::source::IDENTITY_COLUMN_NAMES;
 
 /// The original design's three systems: (system_name, ad_account_id, tenant_ids).
 pub const DEMO_SYSTEMS: [(&str, &str, &[i32]); 3] = [
@@ -38,23 +39,12 @@ pub enum Schema {
 impl Schema {
     /// The customer columns besides `id, tenant_id`, in COPY order.
     fn customer_columns(self) -> &'static [&'static str] {
-        const RICH: [&str; 11] = [
-            "email",
-            "phone",
-            "firstname",
-            "lastname",
-            "city",
-            "state",
-            "zip",
-            "country",
-            "birth_date",
-            "gender",
-            "external_id",
-        ];
+        // The identity columns the worker reads, as the CDP names them.
+        let rich = &IDENTITY_COLUMN_NAMES;
         match self {
-            Schema::Original => &RICH[..4],
-            Schema::OriginalWithLocation => &RICH[..8],
-            Schema::Rich => &RICH,
+            Schema::Original => &rich[..4],
+            Schema::OriginalWithLocation => &rich[..8],
+            Schema::Rich => rich,
         }
     }
 

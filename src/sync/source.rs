@@ -61,7 +61,9 @@ impl SourceColumn {
     }
 }
 
-/// Every column the default extraction reads when the CDP has it, in output order.
+/// Every column the default extraction reads when the CDP has it, in output order. The first
+/// [`IDENTITY_COLUMNS`] are `customers_master`'s identity values, in
+/// [`crate::events::payload::Identity`] order.
 pub const OPTIONAL_COLUMNS: [SourceColumn; 13] = [
     SourceColumn::new("email", CUSTOMERS, "email", Accepts::Text),
     SourceColumn::new("phone", CUSTOMERS, "phone", Accepts::TextOrNumber),
@@ -82,6 +84,20 @@ pub const OPTIONAL_COLUMNS: [SourceColumn; 13] = [
     SourceColumn::new("madid", CUSTOMERS, "madid", Accepts::TextOrUuid),
     SourceColumn::new("lookalike_value", CLV, "clv", Accepts::TextOrNumber),
 ];
+
+/// How many of [`OPTIONAL_COLUMNS`] are a person's identity values (all but MADID and CLV).
+pub const IDENTITY_COLUMNS: usize = 11;
+
+/// The `customers_master` names of the identity columns, in order (what the demo creates).
+pub const IDENTITY_COLUMN_NAMES: [&str; IDENTITY_COLUMNS] = {
+    let mut names = [""; IDENTITY_COLUMNS];
+    let mut i = 0;
+    while i < IDENTITY_COLUMNS {
+        names[i] = OPTIONAL_COLUMNS[i].column;
+        i += 1;
+    }
+    names
+};
 
 /// Columns without which there is no extraction at all.
 const REQUIRED_COLUMNS: [(&str, &str); 4] = [
@@ -236,30 +252,11 @@ WHERE c.tenant_id = ANY($1)
     pub fn customer_identity(&self) -> Option<String> {
         self.column(CUSTOMERS, "id")?;
         self.column(CUSTOMERS, "tenant_id")?;
-        let outputs = [
-            "email",
-            "phone",
-            "first_name",
-            "last_name",
-            "city",
-            "state",
-            "zip",
-            "country",
-            "birth_date",
-            "gender",
-            "external_id",
-        ];
-        let list: Vec<String> = outputs
+        let list: Vec<String> = OPTIONAL_COLUMNS[..IDENTITY_COLUMNS]
             .iter()
-            .map(|output| {
-                let source = OPTIONAL_COLUMNS
-                    .iter()
-                    .find(|s| s.output == *output)
-                    .expect("every identity value has a source column");
-                match self.usable(source) {
-                    Ok(()) => format!("c.{}::text", source.column),
-                    Err(_) => "NULL::text".to_string(),
-                }
+            .map(|source| match self.usable(source) {
+                Ok(()) => format!("c.{}::text", source.column),
+                Err(_) => "NULL::text".to_string(),
             })
             .collect();
         Some(list.join(", "))
