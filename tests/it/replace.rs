@@ -1,11 +1,8 @@
 //! Replace mode under faults: a replace killed mid-session goes on in Meta's open session, and the
 //! removal guard weighs what a replace would drop.
-use std::time::Duration;
-
-use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
 
-use crate::scheduler::{eventually, finished_batches, kill_after, spawn, worker};
+use crate::scheduler::sync_killed_after_batches;
 use crate::world::{World, audience_id, expected_members, make_due, sandbox_members, world};
 
 const SYSTEM: &str = "kangoo_system";
@@ -40,16 +37,7 @@ async fn a_replace_killed_mid_session_goes_on_in_metas_open_session_and_ends_wit
     let w = world(3_000).await;
     only_kangoo_in_replace_mode(&w).await;
     // Batch 1 of the replace is accepted, then the sandbox stops answering: the worker is killed.
-    w.sandbox.set_faults(Faults {
-        stall_after_writes: Some(1),
-        ..Faults::default()
-    });
-    let mut child = spawn(&mut worker(&w, &["sync", "--system", SYSTEM]));
-    let reached = eventually(Duration::from_secs(60), || async {
-        finished_batches(&w, SYSTEM).await == 1
-    })
-    .await;
-    kill_after(&mut child);
+    let reached = sync_killed_after_batches(&w, SYSTEM, 1).await;
     assert!(reached, "one replace batch was accepted before the kill");
     let first_session = w
         .sandbox
@@ -59,15 +47,7 @@ async fn a_replace_killed_mid_session_goes_on_in_metas_open_session_and_ends_wit
         .and_then(|r| r.session_id.clone())
         .expect("a replace session was started");
 
-    w.sandbox.set_faults(Faults::default());
     let before = w.sandbox.requests().len();
-    w.db.client()
-        .await
-        .batch_execute(
-            "UPDATE cdp.facebook_configurations SET lease_expires_at = now() - interval '1 second'",
-        )
-        .await
-        .unwrap();
     let reports = w.sync_due().await;
     assert!(
         reports.iter().all(|r| r.outcome == Outcome::Success),

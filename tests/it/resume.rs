@@ -1,13 +1,11 @@
 //! Same source, same audience, whatever the history: a first sync killed after any batch and then
 //! resumed ends with the ledger and the audience of an uninterrupted run on the same data.
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use cdp_meta_sync::demo::Schema;
-use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
 
-use crate::scheduler::{eventually, finished_batches, kill_after, spawn, worker};
+use crate::scheduler::sync_killed_after_batches;
 use crate::world::{Row, World, audience_id, sandbox_members, world_with};
 
 const SYSTEM: &str = "kangoo_system";
@@ -65,27 +63,15 @@ async fn killed_and_resumed_equals_uninterrupted(schema: Schema) {
 
     for killed_after in [1u64, 3, 6] {
         let w = world_with(6_000, schema).await;
-        w.sandbox.set_faults(Faults {
-            stall_after_writes: Some(killed_after),
-            ..Faults::default()
-        });
-        let mut child = spawn(&mut worker(&w, &["sync", "--system", SYSTEM]));
-        let reached = eventually(Duration::from_secs(60), || async {
-            finished_batches(&w, SYSTEM).await == killed_after as i64
-        })
-        .await;
-        kill_after(&mut child);
+        let reached = sync_killed_after_batches(&w, SYSTEM, killed_after).await;
         assert!(
             reached,
             "{killed_after} batches were accepted before the kill"
         );
-
-        w.sandbox.set_faults(Faults::default());
         w.db.client()
             .await
             .batch_execute(
-                "UPDATE cdp.facebook_configurations SET lease_expires_at = now() - interval '1 second';
-                 UPDATE cdp.facebook_configurations SET is_active = false WHERE system_name <> 'kangoo_system';",
+                "UPDATE cdp.facebook_configurations SET is_active = false WHERE system_name <> 'kangoo_system'",
             )
             .await
             .unwrap();

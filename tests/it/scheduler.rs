@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::world::{audience_id, env, expected_members, sandbox_members, world};
 
 /// Polls `check` every 100 ms until it holds or `limit` passes (a bound, not a speed test).
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -27,7 +27,7 @@ where
 }
 
 /// A spawned worker that is killed when the test ends, even when an assertion fails first.
-pub struct Worker(Option<std::process::Child>);
+struct Worker(Option<std::process::Child>);
 
 impl Worker {
     /// Waits for the exit and collects what it printed.
@@ -59,14 +59,41 @@ impl Drop for Worker {
     }
 }
 
-/// Kills the worker at once (SIGKILL), as a crash would.
-pub fn kill_after(child: &mut Worker) {
+/// Crashes a `sync --system` run after `batches` accepted batches: the sandbox stops answering
+/// writes after them, the worker process is killed (SIGKILL) once they are recorded, then faults
+/// are cleared and the dead worker's lease is let run out, so the next run can take over.
+/// Returns whether the batches were recorded before the kill.
+pub async fn sync_killed_after_batches(
+    w: &crate::world::World,
+    system: &str,
+    batches: u64,
+) -> bool {
+    w.sandbox.set_faults(Faults {
+        stall_after_writes: Some(batches),
+        ..Faults::default()
+    });
+    let mut child = spawn(&mut worker(w, &["sync", "--system", system]));
+    let reached = eventually(Duration::from_secs(60), || async {
+        finished_batches(w, system).await == batches as i64
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
+    w.sandbox.set_faults(Faults::default());
+    w.db.client()
+        .await
+        .execute(
+            "UPDATE cdp.facebook_configurations SET lease_expires_at = now() - interval '1 second'
+              WHERE system_name = $1",
+            &[&system],
+        )
+        .await
+        .unwrap();
+    reached
 }
 
 /// Batches the system's latest run has recorded as accepted.
-pub async fn finished_batches(w: &crate::world::World, system: &str) -> i64 {
+async fn finished_batches(w: &crate::world::World, system: &str) -> i64 {
     w.db.client()
         .await
         .query_one(
@@ -85,11 +112,11 @@ async fn finished(mut command: Command) -> std::process::Output {
         .unwrap()
 }
 
-pub fn spawn(command: &mut Command) -> Worker {
+fn spawn(command: &mut Command) -> Worker {
     Worker(Some(command.spawn().unwrap()))
 }
 
-pub fn worker(w: &crate::world::World, args: &[&str]) -> Command {
+fn worker(w: &crate::world::World, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
     command
         .env_clear()
@@ -167,40 +194,11 @@ async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_o
  {
     let w = world(3_000).await;
     // After 2 accepted uploads the sandbox stops answering writes: the worker hangs on batch 3.
-    w.sandbox.set_faults(Faults {
-        stall_after_writes: Some(2),
-        ..Faults::default()
-    });
-    let mut child = spawn(&mut worker(&w, &["sync", "--system", "kangoo_system"]));
-    let committed = eventually(Duration::from_secs(60), || async {
-        let batches: i64 = w
-            .db
-            .client()
-            .await
-            .query_one(
-                "SELECT coalesce(max(batches), 0) FROM cdp.facebook_sync_runs WHERE system_name = 'kangoo_system'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        batches == 2
-    })
-    .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let committed = sync_killed_after_batches(&w, "kangoo_system", 2).await;
     assert!(committed, "two batches were accepted and recorded");
     let stalled_audience = audience_id(&w.db, "kangoo_system").await;
 
-    // The dead worker's lease runs out; the next run takes over.
-    w.sandbox.set_faults(Faults::default());
-    w.db.client()
-        .await
-        .batch_execute(
-            "UPDATE cdp.facebook_configurations SET lease_expires_at = now() - interval '1 second' WHERE system_name = 'kangoo_system'",
-        )
-        .await
-        .unwrap();
+    // The dead worker's lease has run out; the next run takes over.
     let report = w.sync_due().await;
     assert!(
         report.iter().all(|r| r.outcome == Outcome::Success),
