@@ -6,7 +6,8 @@ use cdp_meta_sync::sync::{Outcome, Trigger};
 use tokio_util::sync::CancellationToken;
 
 use crate::world::{
-    SYSTEMS, TOKEN, audience_id, context, expected_members, make_due, sandbox_members, world,
+    SYSTEMS, TOKEN, audience_id, context, expected_members, ledger_size, make_due, sandbox_members,
+    world,
 };
 
 #[tokio::test]
@@ -109,17 +110,9 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
             .iter()
             .any(|r| r.operation == "remove_users" && r.status == 200)
     );
-    let ledger: i64 = client
-        .query_one(
-            "SELECT count(*) FROM cdp.facebook_audience_members m JOIN cdp.facebook_configurations c ON c.id = m.configuration_id
-              WHERE c.system_name = 'kangoo_system'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ledger = ledger_size(&w.db, "kangoo_system").await;
     assert_eq!(
-        ledger as usize,
+        ledger,
         expected.len(),
         "the ledger agrees with the audience"
     );

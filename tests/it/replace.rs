@@ -3,7 +3,9 @@
 use cdp_meta_sync::sync::Outcome;
 
 use crate::scheduler::sync_killed_after_batches;
-use crate::world::{World, audience_id, expected_members, make_due, sandbox_members, world};
+use crate::world::{
+    World, audience_id, expected_members, ledger_size, make_due, sandbox_members, world,
+};
 
 const SYSTEM: &str = "kangoo_system";
 
@@ -16,20 +18,6 @@ async fn only_kangoo_in_replace_mode(w: &World) {
         )
         .await
         .unwrap();
-}
-
-async fn ledger_size(w: &World) -> usize {
-    w.db.client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM cdp.facebook_audience_members m
-               JOIN cdp.facebook_configurations f ON f.id = m.configuration_id
-              WHERE f.system_name = $1",
-            &[&SYSTEM],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0) as usize
 }
 
 #[tokio::test]
@@ -59,7 +47,7 @@ async fn a_replace_killed_mid_session_goes_on_in_metas_open_session_and_ends_wit
         sandbox_members(&w.sandbox, &audience_id(&w.db, SYSTEM).await),
         expected
     );
-    assert_eq!(ledger_size(&w).await, expected.len());
+    assert_eq!(ledger_size(&w.db, SYSTEM).await, expected.len());
     // (The stalled call of the killed worker is answered, and logged, once faults change: it
     // never reached the session.)
     let resumed: Vec<_> = w.sandbox.requests()[before..]
@@ -133,5 +121,5 @@ async fn the_removal_guard_holds_a_replace_that_would_drop_too_much_of_the_audie
     let after = sandbox_members(&w.sandbox, &audience);
     assert!(after.is_superset(&before), "nobody was dropped");
     assert_eq!(after.len(), before.len() + 1, "the newcomer was added");
-    assert_eq!(ledger_size(&w).await, after.len());
+    assert_eq!(ledger_size(&w.db, SYSTEM).await, after.len());
 }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{TestDb, empty_database, migrated_database};
-use crate::world::{Row, context, expected_members, sandbox_members};
+use crate::world::{Row, context, expected_members, ledger_size, sandbox_members};
 
 /// The original design's DDL, as written there.
 const ORIGINAL_DDL: &str = "
@@ -277,20 +277,8 @@ async fn migrate_upgrades_the_original_table_in_place_and_the_first_sync_rebuild
             expected,
             "{name}: the audience is exactly the source set"
         );
-        let ledger: i64 =
-            t.db.client()
-                .await
-                .query_one(
-                    "SELECT count(*) FROM cdp.facebook_audience_members m
-                   JOIN cdp.facebook_configurations f ON f.id = m.configuration_id
-                  WHERE f.system_name = $1",
-                    &[name],
-                )
-                .await
-                .unwrap()
-                .get(0);
         assert_eq!(
-            ledger as usize,
+            ledger_size(&t.db, name).await,
             expected.len(),
             "{name}: the ledger records it"
         );

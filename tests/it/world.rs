@@ -174,6 +174,21 @@ pub async fn audience_id(db: &TestDb, system: &str) -> String {
         .expect("audience id stored")
 }
 
+/// Members in a system's ledger.
+pub async fn ledger_size(db: &TestDb, system: &str) -> usize {
+    db.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_audience_members m
+               JOIN cdp.facebook_configurations f ON f.id = m.configuration_id
+              WHERE f.system_name = $1",
+            &[&system],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0) as usize
+}
+
 pub fn sandbox_members(sandbox: &Sandbox, audience_id: &str) -> BTreeSet<Row> {
     sandbox.members(audience_id).into_iter().collect()
 }
