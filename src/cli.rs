@@ -117,7 +117,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Err(e) => match e.downcast_ref::<ConfigError>() {
             Some(config) => config_error(config),
             None => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", crate::db::describe(&e));
                 ExitCode::FAILURE
             }
         },

@@ -111,7 +111,7 @@ pub async fn run_scheduler(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "claiming due systems failed; will retry")
+                    tracing::warn!(error = %crate::db::describe(&e), "claiming due systems failed; will retry")
                 }
             }
         }
@@ -204,7 +204,7 @@ pub async fn listen(
 ) {
     while !shutdown.is_cancelled() {
         if let Err(e) = listen_once(&settings, &channels, &health, &shutdown).await {
-            tracing::warn!(error = %format!("{e:#}"), "LISTEN connection lost; reconnecting");
+            tracing::warn!(error = %crate::db::describe(&e), "LISTEN connection lost; reconnecting");
         }
         health.listener.store(false, Ordering::Relaxed);
         tokio::select! {
@@ -300,7 +300,9 @@ pub async fn run_event_pump(
                 "events delivered"
             ),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "event pump failed; will retry"),
+            Err(e) => {
+                tracing::warn!(error = %crate::db::describe(&e), "event pump failed; will retry")
+            }
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Postgres: the connection pool, migrations, and one module of queries per table we own.
 pub mod configurations;
+pub mod error;
 pub mod migrate;
 pub mod pool;
 pub mod runs;
 
+pub use error::{describe, error_text};
 pub use pool::{Pool, connect_pool, connect_single, tls_connector};
