@@ -45,6 +45,14 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     pub pool_size: usize,
     pub connect_timeout_secs: u64,
+    /// Longest a statement may run. The longest the worker sends is the COPY that stages a
+    /// system's customers, which lasts as long as the extraction (about 80 s for 10 M).
+    pub statement_timeout_secs: u64,
+    /// Longest a statement waits for a lock (an operator's open transaction on the configuration
+    /// table, a `LOCK TABLE`): the run fails and is retried, instead of hanging.
+    pub lock_timeout_secs: u64,
+    /// A session left idle inside a transaction this long is ended by the server.
+    pub idle_in_transaction_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +174,24 @@ impl Settings {
             "DATABASE_CONNECT_TIMEOUT_SECS",
             "a whole number of seconds",
             &mut self.database.connect_timeout_secs,
+        )?;
+        set_parsed(
+            &get,
+            "DATABASE_STATEMENT_TIMEOUT_SECS",
+            "a whole number of seconds",
+            &mut self.database.statement_timeout_secs,
+        )?;
+        set_parsed(
+            &get,
+            "DATABASE_LOCK_TIMEOUT_SECS",
+            "a whole number of seconds",
+            &mut self.database.lock_timeout_secs,
+        )?;
+        set_parsed(
+            &get,
+            "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECS",
+            "a whole number of seconds",
+            &mut self.database.idle_in_transaction_timeout_secs,
         )?;
 
         if let Some(v) = get("META_GRAPH_URL") {

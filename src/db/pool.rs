@@ -74,11 +74,17 @@ pub fn pg_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::
     // Commits do not wait for the WAL flush: everything the worker writes is safe to lose in a
     // server crash (a lost ledger commit only makes the next run send that batch again, which
     // Meta takes as a no-op), and each upload batch no longer waits for a disk flush.
+    // Timeouts: no statement runs, waits for a lock, or holds a transaction idle without end
+    // (0 turns one off).
     if config.get_options().is_none() {
-        config.options(
+        config.options(format!(
             "-c client_min_messages=warning -c temp_buffers=128MB -c work_mem=64MB -c random_page_cost=1.1 \
-             -c synchronous_commit=off -c jit=off",
-        );
+             -c synchronous_commit=off -c jit=off -c statement_timeout={}s -c lock_timeout={}s \
+             -c idle_in_transaction_session_timeout={}s",
+            settings.statement_timeout_secs,
+            settings.lock_timeout_secs,
+            settings.idle_in_transaction_timeout_secs,
+        ));
     }
     if config.get_application_name().is_none() {
         config.application_name("cdp-meta-sync");
