@@ -3,7 +3,7 @@
 //! * EXTERN_ID / external_id: "use exactly the same format everywhere". We only trim: case and
 //!   inner characters are the CRM's identity and must not change. Values with control
 //!   characters (tabs, newlines) are rejected: they are broken data and would corrupt
-//!   tab-separated tooling output.
+//!   tab-separated tooling output. So are values over 1 KB.
 //! * MADID: a mobile advertising id (Apple IDFA, Google GAID — both UUIDs), lowercase, with
 //!   hyphens (Meta: "all lowercase, keep hyphens", never hashed). A 32-hex-digit UUID without
 //!   hyphens is given its hyphens back; the all-zero id (ad tracking limited) and any other
@@ -15,8 +15,15 @@
 
 use super::Rejection;
 
+/// The longest EXTERN_ID taken, in bytes. Meta names no limit; CRM ids are short, and a value of
+/// kilobytes is a field holding something else (a note, a JSON blob).
+pub const MAX_EXTERN_ID_BYTES: usize = 1024;
+
 /// `s` is already trimmed and non-empty.
 pub(super) fn extern_id_into(s: &str, out: &mut String) -> Result<(), Rejection> {
+    if s.len() > MAX_EXTERN_ID_BYTES {
+        return Err(Rejection::Invalid("longer than 1 KB"));
+    }
     if s.chars().any(char::is_control) {
         return Err(Rejection::Invalid("contains control characters"));
     }

@@ -25,7 +25,13 @@ pub fn push_cell(packed: &mut Vec<u8>, cell: &str) {
             return;
         }
     }
-    let bytes = &cell.as_bytes()[..cell.len().min(u16::MAX as usize)];
+    // The normalizer refuses longer values; were one to come through, it is cut where a
+    // character starts, so the packed row still decodes.
+    let mut end = cell.len().min(u16::MAX as usize);
+    while !cell.is_char_boundary(end) {
+        end -= 1;
+    }
+    let bytes = &cell.as_bytes()[..end];
     packed.push(TEXT);
     packed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     packed.extend_from_slice(bytes);
@@ -187,6 +193,21 @@ mod tests {
             serde_json::to_string(&[hash, "", "CRM-\"1\""]).unwrap()
         );
         assert!(serde_json::to_string(&PackedRow(&packed[..20])).is_err());
+    }
+
+    #[test]
+    fn a_cell_over_64_kb_of_multibyte_text_is_cut_where_a_character_starts() {
+        let long = "é".repeat(40_000); // 80,000 bytes
+        let mut packed = Vec::new();
+        push_cell(&mut packed, &long);
+        push_cell(&mut packed, "next");
+        let decoded: Vec<_> = cells(&packed).collect::<Result<_, _>>().expect("decodes");
+        let Cell::Text(cut) = decoded[0] else {
+            panic!("a text cell")
+        };
+        assert!(cut.len() <= u16::MAX as usize && long.starts_with(cut));
+        assert_eq!(cut.len(), 65_534, "the last whole character before 64 KB");
+        assert_eq!(decoded[1], Cell::Text("next"));
     }
 
     #[test]

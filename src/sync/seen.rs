@@ -7,6 +7,10 @@ use fastbloom::BloomFilter;
 /// of sending it at once, so memory matters more.
 const FALSE_POSITIVES: f64 = 0.02;
 
+/// The first filter's capacity at most: 16 M keys, about 16 MB. The planner's estimate for a query
+/// it cannot see through (or a stale statistic) may say billions; the series grows past it anyway.
+pub const MAX_FIRST_CAPACITY: usize = 1 << 24;
+
 pub struct Seen {
     /// Each full filter is followed by one twice its size.
     filters: Vec<BloomFilter>,
@@ -15,9 +19,10 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Sized for `expected` keys; more are fine.
+    /// Sized for `expected` keys (at most [`MAX_FIRST_CAPACITY`]: an estimate can be wildly off);
+    /// more are fine.
     pub fn new(expected: usize) -> Self {
-        let capacity = expected.max(1 << 16);
+        let capacity = expected.clamp(1 << 16, MAX_FIRST_CAPACITY);
         Seen {
             filters: vec![BloomFilter::with_false_pos(FALSE_POSITIVES).expected_items(capacity)],
             capacity,
@@ -58,6 +63,14 @@ mod tests {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         })
+    }
+
+    #[test]
+    fn an_absurd_estimate_does_not_size_the_first_filter_past_the_cap() {
+        let capped = Seen::new(usize::MAX / 2);
+        assert_eq!(capped.capacity, MAX_FIRST_CAPACITY);
+        let bytes = capped.filters[0].as_slice().len() * 8;
+        assert!(bytes <= 32 << 20, "first filter takes {bytes} bytes");
     }
 
     #[test]

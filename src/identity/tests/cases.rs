@@ -848,6 +848,25 @@ fn external_ids_are_sent_as_they_are_trimmed_and_unhashed() {
 }
 
 #[test]
+fn an_external_id_over_1_kb_is_refused_and_one_of_1_kb_is_kept() {
+    let at_limit = "é".repeat(512); // 1,024 bytes
+    let over = "é".repeat(35_000); // 70,000 bytes, past the 64 KB a packed cell holds
+    for raw in [&at_limit, &over] {
+        let (id, event) = (
+            plain().normalize(MatchKey::ExternId, raw),
+            plain().normalize_user_data(UserDataKey::ExternalId, raw),
+        );
+        if raw.len() <= 1024 {
+            assert_eq!(id.as_deref(), Ok(raw.as_str()));
+            assert_eq!(event.as_deref(), Ok(raw.as_str()));
+        } else {
+            assert_eq!(id, Err(Rejection::Invalid("longer than 1 KB")));
+            assert_eq!(event, Err(Rejection::Invalid("longer than 1 KB")));
+        }
+    }
+}
+
+#[test]
 fn madids_are_lowercase_hyphenated_uuids() {
     check(
         &plain(),
