@@ -107,6 +107,10 @@ async fn run_once(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the event pump, the listener and the HTTP server get to stop once the syncs have
+/// (within `SHUTDOWN_GRACE_SECS`): a send in flight is bounded by Meta's timeout, not by this.
+const SHUTDOWN_REST: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
     let port = settings.worker.port;
     let interval = std::time::Duration::from_secs(settings.worker.poll_interval_secs);
@@ -180,9 +184,22 @@ async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
     };
     scheduler::run_scheduler(ctx, health, wake, shutdown.clone()).await?;
     shutdown.cancel();
-    let _ = events.await;
-    let _ = listen.await;
-    let _ = http.await;
+    // The syncs had the grace period; the rest stopped with them, or is given a moment more.
+    let (events_abort, listen_abort, http_abort) = (
+        events.abort_handle(),
+        listen.abort_handle(),
+        http.abort_handle(),
+    );
+    let stopped = tokio::time::timeout(SHUTDOWN_REST, async {
+        let _ = tokio::join!(events, listen, http);
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::warn!("the event pump or the HTTP server did not stop in time; abandoning them");
+        for task in [events_abort, listen_abort, http_abort] {
+            task.abort();
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

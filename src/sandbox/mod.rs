@@ -145,6 +145,11 @@ impl Sandbox {
         self.state.events(Some(pixel_id))
     }
 
+    /// User-write calls held by `Faults::stall_after_writes` right now.
+    pub fn stalled_calls(&self) -> usize {
+        self.state.stalled_calls()
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         self.state.set_faults(faults);
     }

@@ -377,6 +377,11 @@ impl SandboxState {
         self.shared.faults_changed.send_modify(|g| *g += 1);
     }
 
+    /// User-write calls held by `stall_after_writes` right now (each holds a receiver).
+    pub fn stalled_calls(&self) -> usize {
+        self.shared.faults_changed.receiver_count()
+    }
+
     /// Releases every stalled call (used on shutdown so graceful exit does not wait forever).
     pub fn release_stalls(&self) {
         self.shared.faults_changed.send_modify(|g| *g += 1);

@@ -7,6 +7,7 @@ pub mod diff;
 pub mod digest;
 pub mod extract;
 pub mod guard;
+pub mod lease;
 pub mod member;
 pub mod run;
 pub mod seen;

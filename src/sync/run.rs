@@ -8,21 +8,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::audience::ensure_audience;
 use super::diff::{self, DiffReport};
 use super::guard::{self, Removals};
+use super::lease::{Lease, LeaseLost, is_lease_lost};
 use super::source::Catalog;
 use super::stage::{StageError, Stream, stage_members};
 use super::stream::Streamer;
 use super::system::{AdoptMode, Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff};
 use super::upload::{Direction, SessionProgress, Target, Upload, UploadError};
 use crate::configuration::Settings;
-use crate::db::configurations::{Finish, finish, renew_lease};
+use crate::db::configurations::{Finish, finish};
 use crate::db::{self, Pool, runs};
 use crate::meta::MetaClient;
 
@@ -92,31 +97,79 @@ pub struct RunReport {
 }
 
 /// Syncs one claimed system. Never returns an error: every failure ends as an outcome written
-/// to the configuration row and the run row (unless the database itself is gone).
+/// to the configuration row and the run row (unless the database stays out of reach; then the
+/// lease runs out and the system is claimed again).
+///
+/// The outcome is written on a fresh connection, so a run whose own connection died (killed,
+/// timed out, the server restarted) still leaves `failed` and its backoff, not `running`. A panic
+/// inside the run ends as `failed` too.
 pub async fn sync_system(
     ctx: &SyncContext,
     row: SystemRow,
     trigger: Trigger,
     cancel: CancellationToken,
 ) -> RunReport {
-    let lease_lost = CancellationToken::new();
-    let run_cancel = cancel.child_token();
-    let renewal = tokio::spawn(keep_lease(
-        ctx.clone(),
+    let lease = Lease::claimed(
+        ctx.pool.clone(),
         row.id,
-        lease_lost.clone(),
-        run_cancel.clone(),
-    ));
-    let report = run_inner(ctx, &row, trigger, &run_cancel).await;
-    renewal.abort();
-    let report = if lease_lost.is_cancelled() {
-        RunReport {
-            outcome: Outcome::Failed("lease lost to another worker".into()),
-            ..report
-        }
-    } else {
-        report
+        ctx.worker_id.clone(),
+        Duration::from_secs(ctx.settings.worker.lease_secs),
+    );
+    let run_cancel = cancel.child_token();
+    let plan = row.validate();
+    let mut report = RunReport {
+        system_name: row.system_name.clone(),
+        run_id: None,
+        outcome: Outcome::Success,
+        added: 0,
+        removed: 0,
+        members: 0,
     };
+    let mut held = None;
+    match open_run(ctx, &row, trigger).await {
+        Err(e) => report.outcome = Outcome::Failed(format!("Failed to open the run: {e}")),
+        Ok(run_id) => {
+            report.run_id = Some(run_id);
+            let renewing = CancellationToken::new();
+            let work = async {
+                let done = match &plan {
+                    Err(problems) => Err(Outcome::InvalidConfig(problems.join("; "))),
+                    Ok(plan) => {
+                        AssertUnwindSafe(run_plan(ctx, plan, run_id, &lease, &run_cancel))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                tracing::error!(system = %row.system_name, run_id, "the sync panicked");
+                                Err(Outcome::Failed(
+                                    "the sync stopped on an internal error (a panic; the worker's log has \
+                                     where)"
+                                        .into(),
+                                ))
+                            })
+                    }
+                };
+                renewing.cancel();
+                done
+            };
+            let (done, ()) = tokio::join!(work, lease.keep(&renewing, &run_cancel));
+            match done {
+                Ok(done) => {
+                    report.added = done.added;
+                    report.removed = done.removed;
+                    report.members = done.members;
+                    report.outcome = done.outcome;
+                    held = done.held;
+                }
+                Err(outcome) => report.outcome = outcome,
+            }
+        }
+    }
+    if lease.is_lost() {
+        report.outcome = Outcome::Failed(LeaseLost.to_string());
+    }
+    let schedule = plan.as_ref().ok().map(|p| &p.schedule);
+    record_outcome(ctx, &row, schedule, &report, held).await;
+
     let outcome = report.outcome.as_str();
     metrics::counter!("cdp_sync_runs_total", "outcome" => outcome).increment(1);
     metrics::counter!("cdp_sync_rows_added_total", "system" => row.system_name.clone())
@@ -143,50 +196,9 @@ pub async fn sync_system(
     report
 }
 
-/// Renews the lease every third of its length; if it is lost, cancels the run.
-async fn keep_lease(ctx: SyncContext, id: i32, lost: CancellationToken, run: CancellationToken) {
-    let lease = ctx.settings.worker.lease_secs as i64;
-    let mut tick = tokio::time::interval(Duration::from_secs((lease / 3).max(1) as u64));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Ok(client) = ctx.pool.get().await else {
-            continue;
-        };
-        match renew_lease(&**client, id, &ctx.worker_id, lease).await {
-            Ok(true) => {}
-            Ok(false) => {
-                lost.cancel();
-                run.cancel();
-                return;
-            }
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
-        }
-    }
-}
-
-async fn run_inner(
-    ctx: &SyncContext,
-    row: &SystemRow,
-    trigger: Trigger,
-    cancel: &CancellationToken,
-) -> RunReport {
-    let mut report = RunReport {
-        system_name: row.system_name.clone(),
-        run_id: None,
-        outcome: Outcome::Success,
-        added: 0,
-        removed: 0,
-        members: 0,
-    };
-    let client = match ctx.pool.get().await {
-        Ok(c) => c,
-        Err(e) => {
-            report.outcome = Outcome::Failed(format!("database unavailable: {e}"));
-            return report;
-        }
-    };
-    let run_id = match runs::open(
+async fn open_run(ctx: &SyncContext, row: &SystemRow, trigger: Trigger) -> anyhow::Result<i64> {
+    let client = ctx.pool.get().await.context("database unavailable")?;
+    let id = runs::open(
         &**client,
         row.id,
         &row.system_name,
@@ -195,52 +207,82 @@ async fn run_inner(
         &row.sync_mode,
     )
     .await
-    {
-        Ok(id) => id,
-        Err(e) => {
-            report.outcome = Outcome::Failed(format!("Failed to open the run: {e}"));
-            let _ = write_finish(&client, ctx, row, None, &report.outcome, 0, None).await;
-            return report;
-        }
-    };
-    report.run_id = Some(run_id);
+    .map_err(|e| anyhow::anyhow!(db::error_text(&e)))?;
+    Ok(id)
+}
 
-    let plan = row.validate();
-    let result = match &plan {
-        Err(problems) => Err(Outcome::InvalidConfig(problems.join("; "))),
-        Ok(plan) => execute(ctx, &client, plan, run_id, cancel).await,
-    };
-    // The connection goes back to the pool: whatever the run left in its session goes.
+/// Runs a valid plan on a connection of its own (its session holds the staging and plan tables),
+/// which goes back to the pool clean, or is closed when it cannot be cleaned.
+async fn run_plan(
+    ctx: &SyncContext,
+    plan: &SyncPlan,
+    run_id: i64,
+    lease: &Lease,
+    cancel: &CancellationToken,
+) -> Result<Done, Outcome> {
+    let client = ctx
+        .pool
+        .get()
+        .await
+        .map_err(|e| Outcome::Failed(format!("database unavailable: {e}")))?;
+    let result = execute(ctx, &client, plan, run_id, lease, cancel).await;
+    // A failed statement may have left a transaction open, which ROLLBACK ends (outside one it
+    // only warns); whatever the run left in its session goes.
     if let Err(e) = client
-        .batch_execute("RESET enable_seqscan; RESET default_statistics_target; DISCARD TEMP")
+        .batch_execute(
+            "ROLLBACK; RESET enable_seqscan; RESET default_statistics_target; DISCARD TEMP",
+        )
         .await
     {
-        tracing::warn!(error = %e, "Failed to reset the staging session");
+        tracing::warn!(error = %db::error_text(&e), "Failed to reset the staging session; closing it");
+        drop(deadpool_postgres::Object::take(client));
     }
-    let (outcome, members, held) = match result {
-        Ok(done) => {
-            report.added = done.added;
-            report.removed = done.removed;
-            (done.outcome, done.members, done.held)
-        }
-        Err(outcome) => (outcome, 0, None),
-    };
-    report.members = members;
-    report.outcome = outcome;
+    result
+}
+
+/// Closes the run row and writes the outcome to the configuration row (releasing the lease), on
+/// a fresh connection, trying again for a few seconds while the database is out of reach.
+async fn record_outcome(
+    ctx: &SyncContext,
+    row: &SystemRow,
+    schedule: Option<&Schedule>,
+    report: &RunReport,
+    held: Option<String>,
+) {
     let error = match &report.outcome {
         Outcome::Failed(e) | Outcome::InvalidConfig(e) => Some(e.clone()),
         _ => held.clone(),
     };
-    if let Err(e) = runs::close(&**client, run_id, report.outcome.as_str(), error.as_deref()).await
+    let write = || async {
+        let client = ctx.pool.get().await.context("database unavailable")?;
+        if let Some(run_id) = report.run_id {
+            runs::close(&**client, run_id, report.outcome.as_str(), error.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("closing the run row: {}", db::error_text(&e)))?;
+        }
+        write_finish(
+            &client,
+            ctx,
+            row,
+            schedule,
+            &report.outcome,
+            report.members,
+            held.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("writing the sync status: {}", db::error_text(&e)))
+    };
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(4))
+        .with_max_times(6);
+    if let Err(e) = write
+        .retry(policy)
+        .notify(|e, after| tracing::warn!(error = %db::describe(e), ?after, "Failed to record the outcome; retrying"))
+        .await
     {
-        tracing::error!(error = %e, "Failed to close the run row");
+        tracing::error!(system = %row.system_name, error = %db::describe(&e), "Failed to record the outcome; the lease will run out");
     }
-    let schedule = plan.as_ref().ok().map(|p| &p.schedule);
-    if let Err(e) = write_finish(&client, ctx, row, schedule, &report.outcome, members, held).await
-    {
-        tracing::error!(error = %e, "Failed to write the sync status");
-    }
-    report
 }
 
 async fn write_finish(
@@ -292,9 +334,10 @@ async fn execute(
     stage: &tokio_postgres::Client,
     plan: &SyncPlan,
     run_id: i64,
+    lease: &Lease,
     cancel: &CancellationToken,
 ) -> Result<Done, Outcome> {
-    let failed = |e: anyhow::Error| Outcome::Failed(format!("{e:#}"));
+    let failed = |e: anyhow::Error| Outcome::Failed(db::describe(&e));
     // Staging and the diff live in session tables on `stage`; the extraction streams on another.
     let extract = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
     // Before any audience exists: a CDP without the columns the keys need is a configuration
@@ -309,10 +352,24 @@ async fn execute(
             .into(),
     };
 
+    lease
+        .ensure()
+        .await
+        .map_err(|e| Outcome::Failed(e.to_string()))?;
     let audience = ensure_audience(&ctx.meta, stage, plan)
         .await
         .map_err(|e| failed(e.into()))?;
     let audience_id = audience.id;
+    // One audience, one configuration: two would remove each other's members.
+    if let Some(other) = audience_owner(stage, plan.id, &audience_id)
+        .await
+        .map_err(failed)?
+    {
+        return Err(Outcome::InvalidConfig(format!(
+            "audience {audience_id} is the audience of system '{other}' already; give this system an \
+             audience of its own (custom_audience_id, or a different audience name)"
+        )));
+    }
     // Ledger rows of another audience (an operator changed custom_audience_id) no longer apply.
     // Every row of a configuration names the same audience (this runs before any upload), so
     // one row tells. `ORDER BY member_key` reads that row from the primary key: a plain `LIMIT 1`
@@ -336,6 +393,8 @@ async fn execute(
         .join(",");
     let as_outcome = |e: UploadError| match e {
         UploadError::Meta(m) => Outcome::Failed(m.to_string()),
+        UploadError::LeaseLost => Outcome::Failed(LeaseLost.to_string()),
+        UploadError::Other(o) if is_lease_lost(&o) => Outcome::Failed(LeaseLost.to_string()),
         UploadError::Other(o) => failed(o),
     };
 
@@ -388,6 +447,7 @@ async fn execute(
         match_keys: &keys,
         run_id,
         session_id: add_session,
+        lease,
         cancel,
     };
     let streamer = Streamer {
@@ -395,7 +455,15 @@ async fn execute(
         target,
     };
     let (staging, (streamed, stream_error)) = tokio::join!(
-        stage_members(&extract, stage, &sql, plan, expected as usize, stream),
+        stage_members(
+            &extract,
+            stage,
+            &sql,
+            plan,
+            expected as usize,
+            stream,
+            cancel
+        ),
         streamer.run(stream_rx),
     );
     drop(extract);
@@ -407,6 +475,16 @@ async fn execute(
         Err(_) if streamed.interrupted => {
             let members = diff::count_members(stage, plan.id).await.map_err(failed)?;
             let _ = diff::drop_plan(stage).await;
+            return Ok(Done {
+                outcome: Outcome::Interrupted,
+                added: streamed.rows,
+                removed: 0,
+                members,
+                held: None,
+            });
+        }
+        Err(StageError::Interrupted) => {
+            let members = diff::count_members(stage, plan.id).await.map_err(failed)?;
             return Ok(Done {
                 outcome: Outcome::Interrupted,
                 added: streamed.rows,
@@ -557,6 +635,35 @@ async fn execute(
         members,
         held: (!note.is_empty()).then(|| note.join("; ")),
     })
+}
+
+/// The active configuration other than `configuration_id` that `audience_id` belongs to, if any.
+/// Of several configurations naming one audience, it belongs to the one whose ledger holds it,
+/// else to the oldest (lowest id).
+async fn audience_owner(
+    client: &tokio_postgres::Client,
+    configuration_id: i32,
+    audience_id: &str,
+) -> anyhow::Result<Option<String>> {
+    // A ledger holds one audience: its first row in key order tells which (see `execute`).
+    let row = client
+        .query_opt(
+            "WITH named AS (
+                 SELECT c.id, c.system_name,
+                        (SELECT m.audience_id FROM cdp.facebook_audience_members m
+                          WHERE m.configuration_id = c.id ORDER BY m.member_key LIMIT 1) = $2 AS holds
+                   FROM cdp.facebook_configurations c
+                  WHERE (c.custom_audience_id = $2 AND coalesce(c.is_active, false)) OR c.id = $1)
+             SELECT id, system_name FROM named
+              ORDER BY coalesce(holds, false) DESC, id
+              LIMIT 1",
+            &[&configuration_id, &audience_id],
+        )
+        .await
+        .context("Failed to check which system the audience belongs to")?;
+    Ok(row
+        .filter(|r| r.get::<_, i32>(0) != configuration_id)
+        .map(|r| r.get(1)))
 }
 
 /// The previous run's replace session, with the batches it sent, when Meta still holds it open

@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_postgres::types::{ToSql, Type};
+use tokio_util::sync::CancellationToken;
 
 use super::copy::{self, Tuple};
 use super::digest;
@@ -67,6 +68,9 @@ pub enum StageError {
     /// The extraction query does not fit the system's match keys: a configuration problem.
     #[error("{}", .0.join("; "))]
     Columns(Vec<String>),
+    /// The run was cancelled (shutdown, or the lease was lost) while extracting.
+    #[error("interrupted")]
+    Interrupted,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -80,6 +84,7 @@ pub async fn stage_members(
     plan: &SyncPlan,
     expected: usize,
     stream: Option<Stream>,
+    cancel: &CancellationToken,
 ) -> Result<StageReport, StageError> {
     // The operator's query on its own first, so a column problem is reported in its own terms.
     let statement = extract
@@ -166,7 +171,18 @@ pub async fn stage_members(
         batch_rows: s.batch_rows.clamp(1, crate::meta::MAX_USERS_PER_CALL),
         filling: StreamBatch::default(),
     });
-    while let Some(done) = hashed.next().await {
+    loop {
+        let done = tokio::select! {
+            done = hashed.next() => done,
+            _ = cancel.cancelled() => {
+                // Dropping the stream would leave the server sending every remaining row.
+                if let Err(e) = extract.cancel_token().cancel_query(crate::db::tls_connector()?).await {
+                    tracing::warn!(error = %e, "could not cancel the extraction query");
+                }
+                return Err(StageError::Interrupted);
+            }
+        };
+        let Some(done) = done else { break };
         let chunk = done?;
         report.add(&chunk.report);
         let mut encoded =

@@ -95,6 +95,9 @@ impl Streamer<'_> {
                 done.interrupted = true;
                 return (done, None);
             }
+            if self.target.lease.ensure().await.is_err() {
+                return (done, Some(UploadError::LeaseLost));
+            }
             let upload = UsersUpload {
                 schema: &schema,
                 rows: &batch.cells,
@@ -135,8 +138,8 @@ impl Streamer<'_> {
     }
 
     /// Copies an accepted batch into the ledger (in key order, which the index takes fastest)
-    /// and counts it in the run row, in one transaction that holds the configuration row as a
-    /// foreign key would.
+    /// and counts it in the run row, in one transaction fenced on the lease (which also holds the
+    /// configuration row as a foreign key would).
     async fn commit(&self, batch: &StreamBatch, received: i64, invalid: i64) -> anyhow::Result<()> {
         let mut client = self
             .pool
@@ -147,12 +150,15 @@ impl Streamer<'_> {
             .transaction()
             .await
             .context("Failed to start a ledger transaction")?;
-        tx.query_one(
-            "SELECT id FROM cdp.facebook_configurations WHERE id = $1 FOR KEY SHARE",
-            &[&self.target.configuration_id],
+        tx.execute(
+            "SELECT cdp.hold_lease($1, $2)",
+            &[
+                &self.target.configuration_id,
+                &self.target.lease.worker_id(),
+            ],
         )
         .await
-        .context("The configuration is gone")?;
+        .context("Failed to hold the lease for the ledger")?;
         let sink = tx
             .copy_in(
                 "COPY cdp.facebook_audience_members

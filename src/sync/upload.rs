@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cells::PackedRows;
+use super::lease::Lease;
 use crate::meta::{
     MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UserRows, UsersResponse, UsersUpload,
 };
@@ -48,6 +49,8 @@ pub struct Target<'a> {
     pub match_keys: &'a str,
     pub run_id: i64,
     pub session_id: i64,
+    /// Checked before every call to Meta; every ledger write is fenced on it.
+    pub lease: &'a Lease,
     pub cancel: &'a CancellationToken,
 }
 
@@ -109,6 +112,8 @@ pub struct UploadTotals {
 pub enum UploadError {
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error("lease lost to another worker")]
+    LeaseLost,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -235,6 +240,9 @@ impl Upload<'_> {
                 totals.interrupted = true;
                 break;
             }
+            if self.target.lease.ensure().await.is_err() {
+                return (totals, Some(UploadError::LeaseLost));
+            }
             let seq = self.first_batch_seq + totals.batches as u32;
             let rows = batch.rows.row_count() as i64;
             let last = totals.rows + rows >= self.total;
@@ -357,7 +365,7 @@ impl Upload<'_> {
                         &format!(
                             // The configuration row is locked once for the batch, as a foreign key would
                             // for each row (see sql/0003_ledger_sources.sql).
-                            "WITH cfg AS (SELECT id FROM cdp.facebook_configurations WHERE id = $6 FOR KEY SHARE),
+                            "WITH cfg AS (SELECT $6::int AS id WHERE cdp.hold_lease($6, $9)),
                                   ins AS (
                                  INSERT INTO cdp.facebook_audience_members
                                         (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
@@ -369,7 +377,8 @@ impl Upload<'_> {
                                   ORDER BY a.member_key
                                  {upsert}
                                  RETURNING 1)
-                             {progress}, added = added + (SELECT count(*) FROM ins) WHERE id = $1"
+                             {progress}, added = added + (SELECT count(*) FROM ins)
+                              WHERE id = $1 AND EXISTS (SELECT 1 FROM cfg)"
                         ),
                         &[
                             &self.target.run_id,
@@ -380,6 +389,7 @@ impl Upload<'_> {
                             &self.target.configuration_id,
                             &self.target.audience_id,
                             &self.target.match_keys,
+                            &self.target.lease.worker_id(),
                         ],
                     )
                     .await?;
@@ -388,14 +398,16 @@ impl Upload<'_> {
                 self.stage
                     .execute(
                         &format!(
-                            "WITH del AS (
+                            "WITH cfg AS (SELECT $6::int AS id WHERE cdp.hold_lease($6, $8)),
+                                  del AS (
                                  DELETE FROM cdp.facebook_audience_members m
-                                  USING sync_removes r
+                                  USING sync_removes r, cfg
                                   WHERE r.match_keys = $7 AND r.seq BETWEEN $2 AND $3
-                                    AND m.configuration_id = $6
+                                    AND m.configuration_id = cfg.id
                                     AND m.member_key = r.member_key AND m.cells = r.cells
                                  RETURNING 1)
-                             {progress}, removed = removed + (SELECT count(*) FROM del) WHERE id = $1"
+                             {progress}, removed = removed + (SELECT count(*) FROM del)
+                              WHERE id = $1 AND EXISTS (SELECT 1 FROM cfg)"
                         ),
                         &[
                             &self.target.run_id,
@@ -405,6 +417,7 @@ impl Upload<'_> {
                             &a.invalid,
                             &self.target.configuration_id,
                             &a.schema,
+                            &self.target.lease.worker_id(),
                         ],
                     )
                     .await?;
@@ -414,36 +427,52 @@ impl Upload<'_> {
     }
 
     /// After the last replace batch the audience is exactly the uploaded set: so is the ledger.
+    /// One transaction, fenced on the lease; on any error it is rolled back, so the pooled
+    /// connection is never left in an aborted transaction.
     async fn replace_ledger(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.target.audience_id.chars().all(|c| c.is_ascii_digit())
-                && self
-                    .target
-                    .match_keys
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c == '_' || c == ','),
-            "unexpected audience id or match keys"
-        );
+        let t = &self.target;
         self.stage
-            .batch_execute(&format!(
-                "BEGIN;
-                 SELECT 1 FROM cdp.facebook_configurations WHERE id = {cfg} FOR KEY SHARE;
-                 DELETE FROM cdp.facebook_audience_members WHERE configuration_id = {cfg};
-                 INSERT INTO cdp.facebook_audience_members
-                        (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
-                         source_tenant_id, source_customer_id, source_digest, filled, invalid_keys)
-                 SELECT {cfg}, '{aud}', member_key, '{keys}', cells, {run}, tenant_id, customer_id, digest,
-                        filled, invalid_keys
-                   FROM sync_stage WHERE upload;
-                 UPDATE cdp.facebook_sync_runs SET added = (SELECT count(*) FROM sync_stage WHERE upload) WHERE id = {run};
-                 COMMIT;",
-                cfg = self.target.configuration_id,
-                aud = self.target.audience_id,
-                keys = self.target.match_keys,
-                run = self.target.run_id,
-            ))
+            .batch_execute("BEGIN")
             .await
-            .context("Failed to replace the ledger")?;
+            .context("Failed to start the ledger replacement")?;
+        let replaced = async {
+            self.stage
+                .execute(
+                    "SELECT cdp.hold_lease($1, $2)",
+                    &[&t.configuration_id, &t.lease.worker_id()],
+                )
+                .await?;
+            self.stage
+                .execute(
+                    "DELETE FROM cdp.facebook_audience_members WHERE configuration_id = $1",
+                    &[&t.configuration_id],
+                )
+                .await?;
+            let added = self
+                .stage
+                .execute(
+                    "INSERT INTO cdp.facebook_audience_members
+                            (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
+                             source_tenant_id, source_customer_id, source_digest, filled, invalid_keys)
+                     SELECT $1, $2, member_key, $3, cells, $4, tenant_id, customer_id, digest,
+                            filled, invalid_keys
+                       FROM sync_stage WHERE upload",
+                    &[&t.configuration_id, &t.audience_id, &t.match_keys, &t.run_id],
+                )
+                .await?;
+            self.stage
+                .execute(
+                    "UPDATE cdp.facebook_sync_runs SET added = $2 WHERE id = $1",
+                    &[&t.run_id, &(added as i64)],
+                )
+                .await?;
+            self.stage.batch_execute("COMMIT").await
+        }
+        .await;
+        if replaced.is_err() {
+            let _ = self.stage.batch_execute("ROLLBACK").await;
+        }
+        replaced.context("Failed to replace the ledger")?;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@ mod demo;
 mod digest;
 mod events_import;
 mod events_pump;
+mod faults;
 mod incremental;
 mod migrations;
 mod original_schema;

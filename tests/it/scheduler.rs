@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::world::{audience_id, env, expected_members, sandbox_members, world};
 
 /// Polls `check` every 100 ms until it holds or `limit` passes (a bound, not a speed test).
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -27,11 +27,11 @@ where
 }
 
 /// A spawned worker that is killed when the test ends, even when an assertion fails first.
-struct Worker(Option<std::process::Child>);
+pub struct Worker(Option<std::process::Child>);
 
 impl Worker {
     /// Waits for the exit and collects what it printed.
-    fn output(mut self) -> std::process::Output {
+    pub fn output(mut self) -> std::process::Output {
         let child = self.0.take().expect("a running worker");
         child.wait_with_output().unwrap()
     }
@@ -93,7 +93,7 @@ pub async fn sync_killed_after_batches(
 }
 
 /// Batches the system's latest run has recorded as accepted.
-async fn finished_batches(w: &crate::world::World, system: &str) -> i64 {
+pub async fn finished_batches(w: &crate::world::World, system: &str) -> i64 {
     w.db.client()
         .await
         .query_one(
@@ -106,17 +106,17 @@ async fn finished_batches(w: &crate::world::World, system: &str) -> i64 {
 }
 
 /// Runs the worker to its end off the test's runtime, which serves the sandbox meanwhile.
-async fn finished(mut command: Command) -> std::process::Output {
+pub async fn finished(mut command: Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap()
 }
 
-fn spawn(command: &mut Command) -> Worker {
+pub fn spawn(command: &mut Command) -> Worker {
     Worker(Some(command.spawn().unwrap()))
 }
 
-fn worker(w: &crate::world::World, args: &[&str]) -> Command {
+pub fn worker(w: &crate::world::World, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
     command
         .env_clear()
@@ -130,7 +130,7 @@ fn worker(w: &crate::world::World, args: &[&str]) -> Command {
     command
 }
 
-async fn status_of(w: &crate::world::World, system: &str) -> (Option<String>, Option<String>) {
+pub async fn status_of(w: &crate::world::World, system: &str) -> (Option<String>, Option<String>) {
     let row = w
         .db
         .client()

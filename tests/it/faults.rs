@@ -1,0 +1,315 @@
+//! Crashes between Meta's "accepted" and the ledger's commit: for a streamed first sync, an add, a
+//! remove and the last batch of a replace, the run's database connection is killed
+//! (`pg_terminate_backend`) or the worker process is (SIGKILL) while the commit of a batch Meta
+//! has accepted waits. The next run must leave the ledger equal to the audience, with no system
+//! stuck `running` and no duplicate-key failure.
+//!
+//! The crash lands exactly there: the sandbox holds the chosen write (`stall_after_writes`), the
+//! test takes a SHARE lock on the ledger table, then lets the write through; Meta accepts it and
+//! the ledger write queues behind the lock, where the test finds it in `pg_locks`.
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cdp_meta_sync::sandbox::Faults;
+use cdp_meta_sync::sync::Outcome;
+use cdp_meta_sync::sync::cells::cells;
+
+use crate::scheduler::{eventually, spawn, status_of, worker};
+use crate::world::{Row, World, audience_id, expected_members, make_due, sandbox_members, world};
+
+pub const SYSTEM: &str = "kangoo_system";
+
+/// Only kangoo is synced.
+pub async fn only_kangoo(w: &World) {
+    w.db.client()
+        .await
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET is_active = (system_name = 'kangoo_system')",
+        )
+        .await
+        .unwrap();
+}
+
+/// The system's ledger, decoded to rows as the sandbox reports its members.
+pub async fn ledger_rows(w: &World, system: &str) -> BTreeSet<Row> {
+    let rows =
+        w.db.client()
+            .await
+            .query(
+                "SELECT m.match_keys, m.cells FROM cdp.facebook_audience_members m
+                   JOIN cdp.facebook_configurations f ON f.id = m.configuration_id
+                  WHERE f.system_name = $1",
+                &[&system],
+            )
+            .await
+            .unwrap();
+    rows.iter()
+        .map(|r| {
+            let keys: &str = r.get(0);
+            let packed: &[u8] = r.get(1);
+            keys.split(',')
+                .zip(cells(packed))
+                .filter_map(|(key, cell)| {
+                    let value = cell.expect("a ledger row decodes").with_str(str::to_string);
+                    (!value.is_empty()).then(|| (key.to_string(), value))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The ledger, the sandbox's audience and the source agree.
+pub async fn assert_ledger_is_the_audience(w: &World, what: &str) {
+    let audience = sandbox_members(&w.sandbox, &audience_id(&w.db, SYSTEM).await);
+    assert_eq!(
+        ledger_rows(w, SYSTEM).await,
+        audience,
+        "{what}: ledger vs audience"
+    );
+    assert_eq!(
+        audience,
+        expected_members(&w.db, SYSTEM).await,
+        "{what}: audience vs source"
+    );
+}
+
+/// User-write calls the sandbox accepted so far.
+fn accepted_writes(w: &World) -> usize {
+    w.sandbox
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.status == 200
+                && matches!(
+                    r.operation.as_str(),
+                    "add_users" | "remove_users" | "replace_users"
+                )
+        })
+        .count()
+}
+
+/// The backend waiting for a lock on the ledger table, if any.
+async fn blocked_ledger_writer(w: &World) -> Option<i32> {
+    w.db.client()
+        .await
+        .query_opt(
+            "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE NOT l.granted AND l.relation = 'cdp.facebook_audience_members'::regclass
+                AND a.datname = current_database()
+              LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A batch sent while extracting, on a first sync.
+    Streamed,
+    /// A batch of additions after the diff.
+    Add,
+    /// A batch of removals.
+    Remove,
+    /// The last batch of a replace, whose commit rewrites the whole ledger.
+    LastReplace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crash {
+    /// `pg_terminate_backend` on the connection writing the ledger.
+    Connection,
+    /// SIGKILL to the worker process.
+    Process,
+}
+
+/// Sets the world up so the next run's first writes are of `phase`; returns how many writes of
+/// that run go through before the one to crash at.
+async fn prepare(w: &World, phase: Phase) -> u64 {
+    only_kangoo(w).await;
+    let client = w.db.client().await;
+    match phase {
+        Phase::Streamed => 0,
+        Phase::LastReplace => {
+            client
+                .batch_execute(
+                    "UPDATE cdp.facebook_configurations SET sync_mode = 'replace' WHERE system_name = 'kangoo_system'",
+                )
+                .await
+                .unwrap();
+            let members = expected_members(&w.db, SYSTEM).await.len() as u64;
+            members.div_ceil(250) - 1
+        }
+        Phase::Add | Phase::Remove => {
+            assert!(
+                w.sync_due()
+                    .await
+                    .iter()
+                    .all(|r| r.outcome == Outcome::Success)
+            );
+            let change = if phase == Phase::Add {
+                "UPDATE cdp_rfm_analysis SET rfm_segment = 'Champions'
+                  WHERE rfm_segment IN ('Lost', 'Hibernating')"
+            } else {
+                "UPDATE cdp.facebook_configurations SET max_removal_share = 1;
+                 UPDATE cdp_rfm_analysis SET rfm_segment = 'Lost'
+                  WHERE customer_id IN (SELECT id FROM customers_master ORDER BY id LIMIT 1500)"
+            };
+            client.batch_execute(change).await.unwrap();
+            make_due(&w.db).await;
+            0
+        }
+    }
+}
+
+async fn crash_after_accepted(phase: Phase, crash: Crash) {
+    let w = world(3_000).await;
+    let pass = prepare(&w, phase).await;
+    w.sandbox.set_faults(Faults {
+        stall_after_writes: Some(pass),
+        ..Faults::default()
+    });
+    let mut locker = cdp_meta_sync::db::connect_single(&w.db.settings.database)
+        .await
+        .unwrap();
+    let (run, mut process) = match crash {
+        Crash::Connection => {
+            let ctx = w.ctx.clone();
+            let run = tokio::spawn(async move {
+                cdp_meta_sync::scheduler::run_due(
+                    &ctx,
+                    cdp_meta_sync::sync::Trigger::Once,
+                    &tokio_util::sync::CancellationToken::new(),
+                )
+                .await
+                .unwrap()
+            });
+            (Some(run), None)
+        }
+        Crash::Process => (
+            None,
+            Some(spawn(&mut worker(&w, &["sync", "--system", SYSTEM]))),
+        ),
+    };
+    // The chosen write is held by the sandbox: queue the ledger behind a lock, then let it go.
+    let held = eventually(Duration::from_secs(60), || async {
+        w.sandbox.stalled_calls() > 0
+    })
+    .await;
+    assert!(held, "{phase:?}: the sandbox never held a write");
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE cdp.facebook_audience_members IN SHARE MODE")
+        .await
+        .unwrap();
+    let accepted_before = accepted_writes(&w);
+    w.sandbox.set_faults(Faults::default());
+    let queued = eventually(Duration::from_secs(30), || async {
+        blocked_ledger_writer(&w).await.is_some()
+    })
+    .await;
+    assert!(queued, "{phase:?}: no ledger write queued behind the lock");
+    let writer = blocked_ledger_writer(&w).await;
+    assert!(
+        accepted_writes(&w) > accepted_before,
+        "{phase:?}: Meta accepted the batch before its ledger write"
+    );
+    match crash {
+        Crash::Connection => {
+            lock.execute("SELECT pg_terminate_backend($1)", &[&writer.unwrap()])
+                .await
+                .unwrap();
+        }
+        Crash::Process => {
+            let child = process.as_mut().unwrap();
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+    lock.rollback().await.unwrap();
+
+    match run {
+        Some(run) => {
+            let reports = tokio::time::timeout(Duration::from_secs(60), run)
+                .await
+                .expect("the run ends after its connection is killed")
+                .unwrap();
+            assert!(
+                matches!(reports[0].outcome, Outcome::Failed(_)),
+                "{phase:?}: {:?}",
+                reports[0].outcome
+            );
+            // Written on a fresh connection: failed, counted, the lease released.
+            assert_eq!(
+                status_of(&w, SYSTEM).await,
+                (Some("failed".to_string()), None),
+                "{phase:?}: the system is not left running"
+            );
+        }
+        None => {
+            // A killed process writes nothing: its lease runs out (here, at once).
+            w.db.client()
+                .await
+                .execute(
+                    "UPDATE cdp.facebook_configurations SET lease_expires_at = now() - interval '1 second'
+                      WHERE system_name = $1",
+                    &[&SYSTEM],
+                )
+                .await
+                .unwrap();
+        }
+    }
+    make_due(&w.db).await;
+    let next = w.sync_due().await;
+    assert_eq!(next.len(), 1, "{phase:?}: the system is claimed again");
+    assert_eq!(
+        next[0].outcome,
+        Outcome::Success,
+        "{phase:?}/{crash:?}: the next run succeeds (no duplicate key)"
+    );
+    assert_eq!(
+        status_of(&w, SYSTEM).await,
+        (Some("success".to_string()), None)
+    );
+    assert_ledger_is_the_audience(&w, &format!("{phase:?}/{crash:?}")).await;
+}
+
+#[tokio::test]
+async fn a_connection_killed_after_meta_accepted_a_streamed_batch_leaves_the_ledger_true() {
+    crash_after_accepted(Phase::Streamed, Crash::Connection).await;
+}
+
+#[tokio::test]
+async fn a_process_killed_after_meta_accepted_a_streamed_batch_leaves_the_ledger_true() {
+    crash_after_accepted(Phase::Streamed, Crash::Process).await;
+}
+
+#[tokio::test]
+async fn a_connection_killed_after_meta_accepted_an_add_batch_leaves_the_ledger_true() {
+    crash_after_accepted(Phase::Add, Crash::Connection).await;
+}
+
+#[tokio::test]
+async fn a_process_killed_after_meta_accepted_an_add_batch_leaves_the_ledger_true() {
+    crash_after_accepted(Phase::Add, Crash::Process).await;
+}
+
+#[tokio::test]
+async fn a_connection_killed_after_meta_accepted_a_remove_batch_leaves_the_ledger_true() {
+    crash_after_accepted(Phase::Remove, Crash::Connection).await;
+}
+
+#[tokio::test]
+async fn a_process_killed_after_meta_accepted_a_remove_batch_leaves_the_ledger_true() {
+    crash_after_accepted(Phase::Remove, Crash::Process).await;
+}
+
+#[tokio::test]
+async fn a_connection_killed_after_meta_accepted_the_last_replace_batch_leaves_the_ledger_true() {
+    crash_after_accepted(Phase::LastReplace, Crash::Connection).await;
+}
+
+#[tokio::test]
+async fn a_process_killed_after_meta_accepted_the_last_replace_batch_leaves_the_ledger_true() {
+    crash_after_accepted(Phase::LastReplace, Crash::Process).await;
+}
