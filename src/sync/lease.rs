@@ -6,7 +6,8 @@
 //!
 //! * before each call that changes the audience, [`Lease::ensure`] asks whether the last renewal is
 //!   recent enough; when it is not (the worker was paused, or the database was out of reach), it
-//!   renews on the spot and refuses when the lease is someone else's;
+//!   renews on the spot and refuses when the lease is someone else's. During the call (and its
+//!   retries), [`Lease::guard`] drops it once the last renewal grows too old;
 //! * every ledger write calls `cdp.hold_lease` (`sql/0006_lease_fence.sql`) in its own statement
 //!   or transaction: the database refuses the write once another worker owns the row.
 use std::sync::Mutex;
@@ -83,6 +84,33 @@ impl Lease {
             Renewal::Failed(e) => {
                 tracing::warn!(error = %e, "the lease could not be renewed; not sending");
                 Err(LeaseLost)
+            }
+        }
+    }
+
+    /// Runs `call` (a call to Meta that changes the audience, retries included) unless the lease
+    /// goes stale or is lost first: then the call is dropped where it stands, so a worker that
+    /// wakes from a pause does not send the retry it was waiting to send.
+    pub async fn guard<T>(
+        &self,
+        call: impl std::future::Future<Output = T>,
+    ) -> Result<T, LeaseLost> {
+        tokio::select! {
+            // First: on waking from a pause every timer is due at once, the retry's too.
+            biased;
+            _ = self.lost.cancelled() => Err(LeaseLost),
+            _ = self.stale() => Err(LeaseLost),
+            out = call => Ok(out),
+        }
+    }
+
+    /// Resolves once the last renewal is older than two thirds of the lease.
+    async fn stale(&self) {
+        loop {
+            let renewed_at = self.renewed_at();
+            tokio::time::sleep_until(renewed_at + self.length * 2 / 3).await;
+            if !fresh(self.renewed_at(), Instant::now(), self.length) {
+                return;
             }
         }
     }
@@ -177,6 +205,45 @@ mod tests {
         assert!(!fresh(start, start + Duration::from_secs(200), length));
         // A worker paused for ten minutes wakes up with a stale lease.
         assert!(!fresh(start, start + Duration::from_secs(600), length));
+    }
+
+    fn lease(length: Duration) -> Lease {
+        // Never connects: these tests renew nothing.
+        let config: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager).build().unwrap();
+        Lease::claimed(pool, 1, "worker-a".into(), length)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_still_running_when_the_lease_grows_stale_is_dropped() {
+        let lease = lease(Duration::from_secs(30));
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(25)).await;
+            "sent"
+        };
+        assert_eq!(lease.guard(slow).await, Err(LeaseLost));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_due_the_moment_the_lease_goes_stale_is_not_sent() {
+        // As after SIGSTOP/SIGCONT: the retry's timer and the lease's come due together.
+        let lease = lease(Duration::from_secs(30));
+        let retry = async {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            "retry sent"
+        };
+        assert_eq!(lease.guard(retry).await, Err(LeaseLost));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_ends_while_the_lease_is_fresh_goes_through() {
+        let lease = lease(Duration::from_secs(30));
+        let quick = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "sent"
+        };
+        assert_eq!(lease.guard(quick).await, Ok("sent"));
     }
 
     #[test]

@@ -352,12 +352,12 @@ async fn execute(
             .into(),
     };
 
-    lease
-        .ensure()
+    let lease_lost = |e: LeaseLost| Outcome::Failed(e.to_string());
+    lease.ensure().await.map_err(lease_lost)?;
+    let audience = lease
+        .guard(ensure_audience(&ctx.meta, stage, plan))
         .await
-        .map_err(|e| Outcome::Failed(e.to_string()))?;
-    let audience = ensure_audience(&ctx.meta, stage, plan)
-        .await
+        .map_err(lease_lost)?
         .map_err(|e| failed(e.into()))?;
     let audience_id = audience.id;
     // One audience, one configuration: two would remove each other's members.

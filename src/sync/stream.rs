@@ -108,12 +108,15 @@ impl Streamer<'_> {
                     estimated_num_total: None,
                 },
             };
-            let response = match self
-                .target
-                .meta
-                .add_users(self.target.ad_account_id, self.target.audience_id, &upload)
-                .await
-            {
+            let call = self.target.meta.add_users(
+                self.target.ad_account_id,
+                self.target.audience_id,
+                &upload,
+            );
+            let Ok(result) = self.target.lease.guard(call).await else {
+                return (done, Some(UploadError::LeaseLost));
+            };
+            let response = match result {
                 Ok(r) => r,
                 Err(e) => {
                     count_meta_error(&e);

@@ -257,25 +257,20 @@ impl Upload<'_> {
                     estimated_num_total: Some(self.session_total as u64),
                 },
             };
-            let result = match direction {
-                Direction::Add => {
-                    self.target
-                        .meta
-                        .add_users(self.target.ad_account_id, self.target.audience_id, &upload)
-                        .await
+            let call = async {
+                let (meta, account, audience) = (
+                    self.target.meta,
+                    self.target.ad_account_id,
+                    self.target.audience_id,
+                );
+                match direction {
+                    Direction::Add => meta.add_users(account, audience, &upload).await,
+                    Direction::Remove => meta.remove_users(account, audience, &upload).await,
+                    Direction::Replace => meta.replace_users(account, audience, &upload).await,
                 }
-                Direction::Remove => {
-                    self.target
-                        .meta
-                        .remove_users(self.target.ad_account_id, self.target.audience_id, &upload)
-                        .await
-                }
-                Direction::Replace => {
-                    self.target
-                        .meta
-                        .replace_users(self.target.ad_account_id, self.target.audience_id, &upload)
-                        .await
-                }
+            };
+            let Ok(result) = self.target.lease.guard(call).await else {
+                return (totals, Some(UploadError::LeaseLost));
             };
             let response = match result {
                 Ok(r) => r,

@@ -313,3 +313,90 @@ async fn a_connection_killed_after_meta_accepted_the_last_replace_batch_leaves_t
 async fn a_process_killed_after_meta_accepted_the_last_replace_batch_leaves_the_ledger_true() {
     crash_after_accepted(Phase::LastReplace, Crash::Process).await;
 }
+
+#[tokio::test]
+async fn a_70_kb_multibyte_external_id_is_a_counted_skip_and_the_rest_of_its_batch_syncs() {
+    let w = world(1_500).await;
+    only_kangoo(&w).await;
+    let client = w.db.client().await;
+    client
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations
+                SET match_keys = ARRAY['EMAIL', 'PHONE', 'FN', 'LN', 'EXTERN_ID']
+              WHERE system_name = 'kangoo_system';
+             UPDATE customers_master SET external_id = 'crm-' || id;
+             UPDATE customers_master SET external_id = repeat('é', 35000)
+              WHERE id IN (SELECT c.id FROM customers_master c
+                             JOIN cdp_rfm_analysis r ON r.customer_id = c.id
+                            WHERE r.rfm_segment NOT IN ('Lost', 'Hibernating')
+                              AND c.tenant_id IN (SELECT unnest(tenant_ids) FROM cdp.facebook_configurations
+                                                   WHERE system_name = 'kangoo_system')
+                              AND c.email IS NOT NULL
+                            ORDER BY c.id LIMIT 1)",
+        )
+        .await
+        .unwrap();
+    let reports = w.sync_due().await;
+    assert_eq!(reports[0].outcome, Outcome::Success);
+    let skipped: serde_json::Value = client
+        .query_one(
+            "SELECT skipped_invalid FROM cdp.facebook_sync_runs WHERE system_name = $1",
+            &[&SYSTEM],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(skipped["EXTERN_ID"].as_i64() >= Some(1), "{skipped}");
+    let audience = sandbox_members(&w.sandbox, &audience_id(&w.db, SYSTEM).await);
+    assert_eq!(ledger_rows(&w, SYSTEM).await, audience);
+    assert!(audience.len() > 100);
+    assert!(
+        audience
+            .iter()
+            .all(|m| m.get("EXTERN_ID").is_none_or(|id| id.starts_with("crm-")))
+    );
+    // The poisoned customer is there on its other keys.
+    assert_eq!(
+        audience
+            .iter()
+            .filter(|m| !m.contains_key("EXTERN_ID"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_second_configuration_on_an_audience_already_synced_is_invalid_and_the_first_keeps_its_members()
+ {
+    let w = world(1_500).await;
+    only_kangoo(&w).await;
+    assert_eq!(w.sync_due().await[0].outcome, Outcome::Success);
+    let audience = audience_id(&w.db, SYSTEM).await;
+    let members = sandbox_members(&w.sandbox, &audience);
+    w.db.client()
+        .await
+        .execute(
+            "INSERT INTO cdp.facebook_configurations
+                    (system_name, ad_account_id, tenant_ids, is_active, custom_audience_id)
+             SELECT 'kangoo_copy', ad_account_id, ARRAY[999], true, custom_audience_id
+               FROM cdp.facebook_configurations WHERE system_name = 'kangoo_system'",
+            &[],
+        )
+        .await
+        .unwrap();
+    make_due(&w.db).await;
+    let reports = w.sync_due().await;
+    let outcome = |name: &str| {
+        reports
+            .iter()
+            .find(|r| r.system_name == name)
+            .map(|r| r.outcome.clone())
+            .unwrap()
+    };
+    match outcome("kangoo_copy") {
+        Outcome::InvalidConfig(why) => assert!(why.contains("'kangoo_system'"), "{why}"),
+        other => panic!("kangoo_copy: {other:?}"),
+    }
+    assert_eq!(outcome(SYSTEM), Outcome::Success);
+    assert_eq!(sandbox_members(&w.sandbox, &audience), members);
+}

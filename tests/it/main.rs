@@ -8,6 +8,7 @@ mod faults;
 mod incremental;
 mod migrations;
 mod original_schema;
+mod pii;
 mod pipeline;
 mod poison;
 mod replace;
