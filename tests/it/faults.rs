@@ -7,56 +7,17 @@
 //! The crash lands exactly there: the sandbox holds the chosen write (`stall_after_writes`), the
 //! test takes a SHARE lock on the ledger table, then lets the write through; Meta accepts it and
 //! the ledger write queues behind the lock, where the test finds it in `pg_locks`.
-use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::process::{eventually, spawn, status_of, worker};
+use crate::world::{
+    World, audience_id, expected_members, ledger_rows, make_due, only_kangoo, sandbox_members,
+    world,
+};
 use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
-use cdp_meta_sync::sync::cells::cells;
-
-use crate::scheduler::{eventually, spawn, status_of, worker};
-use crate::world::{Row, World, audience_id, expected_members, make_due, sandbox_members, world};
 
 pub const SYSTEM: &str = "kangoo_system";
-
-/// Only kangoo is synced.
-pub async fn only_kangoo(w: &World) {
-    w.db.client()
-        .await
-        .batch_execute(
-            "UPDATE cdp.facebook_configurations SET is_active = (system_name = 'kangoo_system')",
-        )
-        .await
-        .unwrap();
-}
-
-/// The system's ledger, decoded to rows as the sandbox reports its members.
-pub async fn ledger_rows(w: &World, system: &str) -> BTreeSet<Row> {
-    let rows =
-        w.db.client()
-            .await
-            .query(
-                "SELECT m.match_keys, m.cells FROM cdp.facebook_audience_members m
-                   JOIN cdp.facebook_configurations f ON f.id = m.configuration_id
-                  WHERE f.system_name = $1",
-                &[&system],
-            )
-            .await
-            .unwrap();
-    rows.iter()
-        .map(|r| {
-            let keys: &str = r.get(0);
-            let packed: &[u8] = r.get(1);
-            keys.split(',')
-                .zip(cells(packed))
-                .filter_map(|(key, cell)| {
-                    let value = cell.expect("a ledger row decodes").with_str(str::to_string);
-                    (!value.is_empty()).then(|| (key.to_string(), value))
-                })
-                .collect()
-        })
-        .collect()
-}
 
 /// The ledger, the sandbox's audience and the source agree.
 pub async fn assert_ledger_is_the_audience(w: &World, what: &str) {

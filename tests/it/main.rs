@@ -11,6 +11,7 @@ mod original_schema;
 mod pii;
 mod pipeline;
 mod poison;
+mod process;
 mod replace;
 mod resume;
 mod scheduler;

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use cdp_meta_sync::sync::Outcome;
 
-use crate::faults::{SYSTEM, only_kangoo};
-use crate::scheduler::{finished, worker};
-use crate::world::{TOKEN, World, world};
+use crate::faults::SYSTEM;
+use crate::process::{finished, worker};
+use crate::world::{TOKEN, World, only_kangoo, world};
 
 /// Every email and phone of the demo CDP, as stored.
 async fn personal_values(w: &World) -> Vec<String> {

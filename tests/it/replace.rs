@@ -2,7 +2,7 @@
 //! removal guard weighs what a replace would drop.
 use cdp_meta_sync::sync::Outcome;
 
-use crate::scheduler::sync_killed_after_batches;
+use crate::process::sync_killed_after_batches;
 use crate::world::{
     World, audience_id, expected_members, ledger_size, make_due, sandbox_members, world,
 };

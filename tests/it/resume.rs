@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use cdp_meta_sync::demo::Schema;
 use cdp_meta_sync::sync::Outcome;
 
-use crate::scheduler::sync_killed_after_batches;
+use crate::process::sync_killed_after_batches;
 use crate::world::{Row, World, audience_id, sandbox_members, world_with};
 
 const SYSTEM: &str = "kangoo_system";

@@ -8,6 +8,7 @@ use cdp_meta_sync::meta::MetaClient;
 use cdp_meta_sync::sandbox::{Sandbox, SandboxOptions, spawn};
 use cdp_meta_sync::scheduler::run_due;
 use cdp_meta_sync::secret::SecretString;
+use cdp_meta_sync::sync::cells::cells;
 use cdp_meta_sync::sync::{RunReport, SyncContext, Trigger};
 use tokio_util::sync::CancellationToken;
 
@@ -199,4 +200,43 @@ pub async fn make_due(db: &TestDb) {
         .batch_execute("UPDATE cdp.facebook_configurations SET next_sync = now()")
         .await
         .unwrap();
+}
+
+/// Only kangoo is synced.
+pub async fn only_kangoo(w: &World) {
+    w.db.client()
+        .await
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET is_active = (system_name = 'kangoo_system')",
+        )
+        .await
+        .unwrap();
+}
+
+/// The system's ledger, decoded to rows as the sandbox reports its members.
+pub async fn ledger_rows(w: &World, system: &str) -> BTreeSet<Row> {
+    let rows =
+        w.db.client()
+            .await
+            .query(
+                "SELECT m.match_keys, m.cells FROM cdp.facebook_audience_members m
+                   JOIN cdp.facebook_configurations f ON f.id = m.configuration_id
+                  WHERE f.system_name = $1",
+                &[&system],
+            )
+            .await
+            .unwrap();
+    rows.iter()
+        .map(|r| {
+            let keys: &str = r.get(0);
+            let packed: &[u8] = r.get(1);
+            keys.split(',')
+                .zip(cells(packed))
+                .filter_map(|(key, cell)| {
+                    let value = cell.expect("a ledger row decodes").with_str(str::to_string);
+                    (!value.is_empty()).then(|| (key.to_string(), value))
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -1,0 +1,223 @@
+//! Faults that take over a minute to stage, in a binary of their own (CI runs it with the rest):
+//! a worker paused past its lease while another takes the system over, and a shutdown in the
+//! middle of staging a million customers.
+#[allow(dead_code)]
+#[path = "it/process.rs"]
+mod process;
+#[allow(dead_code)]
+#[path = "it/support.rs"]
+mod support;
+#[allow(dead_code)]
+#[path = "it/world.rs"]
+mod world;
+
+use std::time::Duration;
+
+use cdp_meta_sync::demo::Schema;
+use cdp_meta_sync::sandbox::Faults;
+use cdp_meta_sync::sync::Outcome;
+
+use process::{eventually, finished_batches, spawn, status_of, worker};
+use world::{
+    World, audience_id, context, expected_members, ledger_rows, only_kangoo, sandbox_members,
+    world, world_with,
+};
+
+const SYSTEM: &str = "kangoo_system";
+
+/// User-write calls the sandbox has answered, and the ledger.
+async fn writes_and_ledger(w: &World) -> (usize, std::collections::BTreeSet<world::Row>) {
+    let writes = w
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.operation.as_str(),
+                "add_users" | "remove_users" | "replace_users"
+            )
+        })
+        .count();
+    (writes, ledger_rows(w, SYSTEM).await)
+}
+
+fn signal(pid: u32, name: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {pid}");
+}
+
+#[tokio::test]
+async fn a_worker_paused_past_its_lease_sends_and_writes_nothing_once_another_took_the_system_over()
+{
+    let w = world(3_000).await;
+    only_kangoo(&w).await;
+    // Each call takes a while, so worker A is mid-upload when it is paused.
+    w.sandbox.set_faults(Faults {
+        latency_ms: 700,
+        ..Faults::default()
+    });
+    let mut a = worker(&w, &["sync", "--system", SYSTEM]);
+    a.env("LEASE_SECS", "30").env("WORKER_ID", "worker-a");
+    let mut a = spawn(&mut a);
+    let started = eventually(Duration::from_secs(60), || async {
+        finished_batches(&w, SYSTEM).await >= 1
+    })
+    .await;
+    assert!(started, "worker A uploaded a batch");
+    signal(a.id(), "STOP");
+    w.sandbox.set_faults(Faults::default());
+
+    // A's lease runs out; B claims the system and syncs it to the end.
+    let b = context(&w.db, &w.sandbox, "worker-b");
+    let expired = eventually(Duration::from_secs(45), || async {
+        status_of(&w, SYSTEM).await.1.is_none()
+            || w.db
+                .client()
+                .await
+                .query_one(
+                    "SELECT lease_expires_at < now() FROM cdp.facebook_configurations WHERE system_name = $1",
+                    &[&SYSTEM],
+                )
+                .await
+                .unwrap()
+                .get::<_, Option<bool>>(0)
+                .unwrap_or(true)
+    })
+    .await;
+    assert!(expired, "A's lease ran out");
+    let reports = cdp_meta_sync::scheduler::run_due(
+        &b,
+        cdp_meta_sync::sync::Trigger::Once,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reports.len(), 1, "B claimed the system");
+    assert_eq!(reports[0].outcome, Outcome::Success);
+    let after_b = writes_and_ledger(&w).await;
+
+    // A wakes up: it must notice, and touch neither Meta nor the ledger.
+    signal(a.id(), "CONT");
+    let exited = eventually(Duration::from_secs(30), || {
+        let exited = a.try_wait().unwrap().is_some();
+        async move { exited }
+    })
+    .await;
+    assert!(exited, "A stops after waking");
+    let out = a.output();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lease lost"), "{stderr}");
+    assert_eq!(
+        writes_and_ledger(&w).await,
+        after_b,
+        "A made no upload and no ledger write after waking"
+    );
+    let audience = sandbox_members(&w.sandbox, &audience_id(&w.db, SYSTEM).await);
+    assert_eq!(audience, expected_members(&w.db, SYSTEM).await);
+    assert_eq!(ledger_rows(&w, SYSTEM).await, audience);
+}
+
+#[tokio::test]
+async fn sigterm_while_staging_a_million_customers_exits_0_within_30_s_and_releases_the_lease() {
+    let w = world_with(0, Schema::Original).await;
+    only_kangoo(&w).await;
+    w.db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO customers_master (id, tenant_id, email, phone, firstname, lastname)
+             SELECT i, (SELECT tenant_ids[1] FROM cdp.facebook_configurations WHERE system_name = 'kangoo_system'),
+                    'person' || i || '@example.com', '+3461' || lpad(i::text, 7, '0'), 'Ana', 'Ruiz'
+               FROM generate_series(1, 1000000) i;
+             INSERT INTO cdp_rfm_analysis (customer_id, rfm_segment)
+             SELECT i, 'Champions' FROM generate_series(1, 1000000) i;
+             ANALYZE customers_master; ANALYZE cdp_rfm_analysis;",
+        )
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The log goes to a file: a pipe nobody reads while the worker runs fills up and blocks it.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = worker(&w, &["run"]);
+    child
+        .env("PORT", port.to_string())
+        .env("UPLOAD_BATCH_ROWS", "10000")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap());
+    let mut child = spawn(&mut child);
+    let staging = eventually(Duration::from_secs(120), || async {
+        w.db.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND state = 'active' AND query LIKE 'COPY sync_stage%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    assert!(staging, "the first sync is staging");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(child.id(), "TERM");
+    let sent = tokio::time::Instant::now();
+    let exited = eventually(Duration::from_secs(30), || {
+        let exited = child.try_wait().unwrap().is_some();
+        async move { exited }
+    })
+    .await;
+    let waited = sent.elapsed();
+    eprintln!("the worker exited {waited:?} after SIGTERM");
+    if !exited {
+        child.kill().unwrap();
+    }
+    let out = child.output();
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(exited, "the worker exits within 30 s of SIGTERM: {logged}");
+    assert!(
+        out.status.success(),
+        "exit status {:?} after {waited:?}: {logged}",
+        out.status
+    );
+    assert!(logged.contains("shutdown signal received"), "{logged}");
+    assert_eq!(
+        status_of(&w, SYSTEM).await,
+        (Some("interrupted".to_string()), None),
+        "interrupted, lease released"
+    );
+    let run: (String, Option<chrono::DateTime<chrono::Utc>>) = {
+        let row = w
+            .db
+            .client()
+            .await
+            .query_one(
+                "SELECT outcome, finished_at FROM cdp.facebook_sync_runs WHERE system_name = $1",
+                &[&SYSTEM],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(run.0, "interrupted");
+    assert!(run.1.is_some(), "the run row is closed");
+    let busy: i64 =
+        w.db.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM cdp.facebook_configurations WHERE lease_owner IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(busy, 0, "no lease is left held");
+}
