@@ -17,7 +17,7 @@ use cdp_meta_sync::demo::Schema;
 use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
 
-use process::{eventually, finished_batches, spawn, status_of, worker};
+use process::{eventually, spawn, status_of, worker};
 use world::{
     World, audience_id, context, expected_members, ledger_rows, only_kangoo, sandbox_members,
     world, world_with,
@@ -55,19 +55,32 @@ async fn a_worker_paused_past_its_lease_sends_and_writes_nothing_once_another_to
 {
     let w = world(3_000).await;
     only_kangoo(&w).await;
-    // Each call takes a while, so worker A is mid-upload when it is paused.
+    // Worker A uploads a batch, then every call fails as transient: A is waiting to retry when
+    // it is paused, with the retry due by the time it wakes.
+    let mut a = worker(&w, &["sync", "--system", SYSTEM]);
+    a.env("LEASE_SECS", "30")
+        .env("WORKER_ID", "worker-a")
+        .env("META_RETRY_MAX_ATTEMPTS", "1000")
+        .env("META_RETRY_MAX_DELAY_SECS", "2");
     w.sandbox.set_faults(Faults {
-        latency_ms: 700,
+        stall_after_writes: Some(1),
         ..Faults::default()
     });
-    let mut a = worker(&w, &["sync", "--system", SYSTEM]);
-    a.env("LEASE_SECS", "30").env("WORKER_ID", "worker-a");
     let mut a = spawn(&mut a);
     let started = eventually(Duration::from_secs(60), || async {
-        finished_batches(&w, SYSTEM).await >= 1
+        w.sandbox.stalled_calls() == 1
     })
     .await;
-    assert!(started, "worker A uploaded a batch");
+    assert!(started, "worker A uploaded a batch and sent the next");
+    w.sandbox.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let retrying = eventually(Duration::from_secs(30), || async {
+        w.sandbox.requests().iter().filter(|r| r.injected).count() >= 2
+    })
+    .await;
+    assert!(retrying, "worker A is retrying");
     signal(a.id(), "STOP");
     w.sandbox.set_faults(Faults::default());
 

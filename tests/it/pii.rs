@@ -25,6 +25,9 @@ async fn personal_values(w: &World) -> Vec<String> {
 }
 
 const SALES_CSV: &str = "\
+Relatorio de vendas;;;;;;;;;;;;;;;;;;
+Loja;Centro;;;;;;;;;;;;;;;;;
+Gerado em;2024-07-02;;;;;;;;;;;;;;;;;
 EVENT_NAME;EVENT_TIME;ACTION_SOURCE;STORE;EXTERNAL_ID;EMAIL;PHONE;FIRST_NAME;LAST_NAME;DOB;CITY;ZIP;COUNTRY;CASHIER;ORDER_ID;CURRENCY;VALUE;CONTENT_ID;CONTENT_QUANTITY
 Purchase;01/07/2024 13:47:27;physical_store;S1;c-1;Marta.Debug@Example.com;+55 11 91234-5678;Marta;Silva;1997-02-16;Sao Paulo;01310-100;BR;K9;ATN20001;BRL;220,00;product123;1
 Purchase;01/07/2024 14:02:00;physical_store;S1;c-2;joao.debug@example.com;11 98765-4321;Joao;Souza;;Sao Paulo;01310-200;BR;K9;ATN20002;BRL;99,90;product456;2
@@ -56,6 +59,11 @@ async fn debug_logs_of_a_sync_and_an_events_import_hold_no_email_phone_or_token(
         String::from_utf8_lossy(&imported.stderr)
     );
 
+    assert!(
+        String::from_utf8_lossy(&imported.stdout).contains("2 inserted"),
+        "{}",
+        String::from_utf8_lossy(&imported.stdout)
+    );
     let mut printed = String::new();
     for out in [&sync, &imported] {
         printed.push_str(&String::from_utf8_lossy(&out.stdout));
