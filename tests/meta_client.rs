@@ -545,14 +545,17 @@ async fn each_retryable_code_is_retried_then_succeeds() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn http_5xx_without_meta_json_and_429_are_retried() {
+async fn http_5xx_without_meta_json_and_429_are_retried_a_5xx_create_after_a_lookup_by_name() {
     for status in [500, 502, 503, 504, 429] {
         let (result, requests, _) = fail_once_then_succeed(
             ResponseTemplate::new(status).set_body_string("<html>bad gateway</html>"),
         )
         .await;
         assert_eq!(result.unwrap(), "42", "{status}");
-        assert_eq!(requests, 2, "{status}");
+        // A 5xx without Meta's JSON may come from a proxy that forwarded the create: the retry
+        // first lists the account's audiences (none named "n" here), then creates again.
+        let expected = if status >= 500 { 3 } else { 2 };
+        assert_eq!(requests, expected, "{status}");
     }
 }
 
@@ -660,17 +663,14 @@ async fn a_slow_answer_is_a_timeout_and_is_retried() {
     s.request_timeout_secs = 1;
     s.retry_max_attempts = 2;
     s.retry_min_delay_ms = 10;
-    let e = client(&s)
-        .create_custom_audience("act_1", "n", "d")
-        .await
-        .unwrap_err();
+    let e = client(&s).get_audience("act_1", "1").await.unwrap_err();
     assert!(matches!(e, MetaError::Timeout), "{e:?}");
     assert_eq!(e.retry_class(), RetryClass::Retry);
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
 #[tokio::test]
-async fn a_refused_connection_is_a_connection_error_without_the_url() {
+async fn a_refused_connection_is_a_connect_error_without_the_url() {
     // Bind then drop a listener: the port is closed for the duration of the test.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -681,10 +681,11 @@ async fn a_refused_connection_is_a_connection_error_without_the_url() {
     s.retry_max_attempts = 2;
     s.retry_min_delay_ms = 1;
     let e = client(&s).get_audience("act_1", "238").await.unwrap_err();
-    let MetaError::Connection(text) = &e else {
+    let MetaError::Connect(text) = &e else {
         panic!("{e:?}")
     };
     assert_eq!(e.retry_class(), RetryClass::Retry);
+    assert!(!e.outcome_unknown(), "never sent");
     assert!(
         !text.contains("127.0.0.1") && !text.contains("fields"),
         "{text}"
@@ -692,10 +693,10 @@ async fn a_refused_connection_is_a_connection_error_without_the_url() {
 }
 
 #[tokio::test]
-async fn a_success_status_with_an_unexpected_body_is_a_decode_error() {
+async fn a_success_status_with_json_of_another_shape_is_a_decode_error_and_not_retried() {
     let server = MockServer::start().await;
     Mock::given(any())
-        .respond_with(ResponseTemplate::new(200).set_body_string("not json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"unexpected": true})))
         .expect(1)
         .mount(&server)
         .await;
@@ -704,6 +705,97 @@ async fn a_success_status_with_an_unexpected_body_is_a_decode_error() {
         .await
         .unwrap_err();
     assert!(matches!(e, MetaError::Decode(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_success_status_with_a_body_that_is_not_json_is_retried_a_bounded_number_of_times() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(r#"{"id":"2385","name":"cut of"#, "application/json"),
+        )
+        .expect(4)
+        .mount(&server)
+        .await;
+    let e = client(&settings(&server.uri()))
+        .get_audience("act_1", "2385")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MetaError::NotJson { status: 200, .. }), "{e:?}");
+    assert!(e.outcome_unknown());
+    let text = e.to_string();
+    assert!(
+        text.starts_with("Meta's answer was not JSON (200, application/json): EOF"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("2385") && !text.contains("Meta error"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_proxy_html_page_is_not_json_named_by_status_and_content_type_without_the_page() {
+    let server = MockServer::start().await;
+    let page =
+        "<html><head><title>502 Bad Gateway</title></head><body>upstream 10.0.0.7</body></html>";
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(502).set_body_raw(page, "text/html; charset=utf-8"))
+        .mount(&server)
+        .await;
+    let mut s = settings(&server.uri());
+    s.retry_max_attempts = 2;
+    s.retry_min_delay_ms = 1;
+    let e = client(&s).get_audience("act_1", "238").await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Meta's answer was not JSON (502, text/html; charset=utf-8)"
+    );
+    assert_eq!(e.retry_class(), RetryClass::Retry);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_timed_out_is_looked_up_by_name_over_pages_before_a_retry() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v26.0/act_1/customaudiences"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "777"}))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v26.0/act_1/customaudiences"))
+        .and(query_param("after", "C1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [{"id": "777", "name": "mine"}],
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v26.0/act_1/customaudiences"))
+        .and(query_param("fields", "id,name"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [{"id": "1", "name": "other"}],
+            "paging": {"cursors": {"after": "C1"}, "next": "https://graph.example/next"},
+        })))
+        .expect(1..)
+        .mount(&server)
+        .await;
+    let mut s = settings(&server.uri());
+    s.request_timeout_secs = 1;
+    s.retry_min_delay_ms = 1;
+    let id = client(&s)
+        .create_custom_audience("act_1", "mine", "d")
+        .await
+        .unwrap();
+    assert_eq!(id, "777");
 }
 
 #[tokio::test]
@@ -828,7 +920,10 @@ async fn retry_after_is_honoured() {
     let (result, requests, elapsed) =
         fail_once_then_succeed(ResponseTemplate::new(503).insert_header("retry-after", "30")).await;
     assert_eq!(result.unwrap(), "42");
-    assert_eq!(requests, 2);
+    assert_eq!(
+        requests, 3,
+        "create, lookup by name (the 503's outcome is unknown), create"
+    );
     assert_eq!(elapsed, Duration::from_secs(30));
 }
 

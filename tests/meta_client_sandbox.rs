@@ -6,7 +6,10 @@ use cdp_meta_sync::configuration::MetaSettings;
 use cdp_meta_sync::meta::{
     EventsRequest, MetaClient, MetaError, RetryClass, UploadSession, UsersUpload,
 };
-use cdp_meta_sync::sandbox::{self, FaultCode, Faults, Sandbox, SandboxOptions, UsageFault};
+use cdp_meta_sync::sandbox::{
+    self, FaultCode, Faults, Sandbox, SandboxOptions, UsageFault, WireFault, WireFaultKind,
+    WireTarget,
+};
 use cdp_meta_sync::secret::SecretString;
 use serde_json::json;
 
@@ -395,4 +398,297 @@ async fn too_large_batches_never_reach_the_sandbox() {
         .unwrap_err();
     assert!(matches!(e, MetaError::TooLarge { .. }));
     assert!(sb.requests().is_empty());
+}
+
+// ---------------------------------------------------------------- answers lost on the wire
+
+const KINDS: [WireFaultKind; 4] = [
+    WireFaultKind::DropAfterSuccess,
+    WireFaultKind::BadGatewayHtml,
+    WireFaultKind::TruncatedJson,
+    WireFaultKind::SlowBody,
+];
+
+/// Settings whose request timeout (1 s) a slow body (30 s by default) outlasts.
+fn wire_settings(sb: &Sandbox) -> MetaSettings {
+    MetaSettings {
+        request_timeout_secs: 1,
+        retry_max_attempts: 4,
+        ..settings(sb)
+    }
+}
+
+fn wire_fault(kind: WireFaultKind, on: WireTarget, times: u32) -> Faults {
+    Faults {
+        wire: vec![WireFault {
+            times,
+            ..WireFault::new(kind, on)
+        }],
+        ..Faults::default()
+    }
+}
+
+fn calls(sb: &Sandbox, operation: &str) -> usize {
+    sb.requests()
+        .iter()
+        .filter(|r| r.operation == operation)
+        .count()
+}
+
+#[tokio::test]
+async fn an_audience_create_whose_answer_is_lost_ends_with_exactly_one_audience_of_that_name() {
+    for kind in KINDS {
+        let sb = start().await;
+        // Enough other audiences that the lookup by name pages (100 a page).
+        for i in 0..150 {
+            sb.state()
+                .create_audience(
+                    "1234567890",
+                    &format!("other {i}"),
+                    None,
+                    "USER_PROVIDED_ONLY",
+                )
+                .unwrap();
+        }
+        sb.set_faults(wire_fault(kind, WireTarget::AudienceCreate, 1));
+        let id = client(&wire_settings(&sb))
+            .create_custom_audience(ACCOUNT, "lost answer", "")
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let named: Vec<_> = sb
+            .audiences()
+            .into_iter()
+            .filter(|a| a.name == "lost answer")
+            .collect();
+        assert_eq!(named.len(), 1, "{kind:?}: {named:?}");
+        assert_eq!(named[0].id, id, "{kind:?}");
+        assert!(
+            calls(&sb, "list_audiences") >= 1,
+            "{kind:?}: looked up by name"
+        );
+        let creates = calls(&sb, "create_audience");
+        match kind {
+            // The 502 never reached Meta: nothing found, created again.
+            WireFaultKind::BadGatewayHtml => assert_eq!(creates, 2, "{kind:?}"),
+            _ => assert_eq!(creates, 1, "{kind:?}: found, not created again"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_audience_create_answered_by_502_pages_every_time_gives_up_after_the_attempt_budget() {
+    let sb = start().await;
+    sb.set_faults(wire_fault(
+        WireFaultKind::BadGatewayHtml,
+        WireTarget::AudienceCreate,
+        100,
+    ));
+    let e = client(&wire_settings(&sb))
+        .create_custom_audience(ACCOUNT, "never", "")
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "Meta's answer was not JSON (502, text/html)");
+    assert_eq!(e.retry_class(), RetryClass::Retry);
+    assert!(e.outcome_unknown());
+    assert_eq!(calls(&sb, "create_audience"), 4, "retry_max_attempts");
+    assert!(sb.audiences().is_empty());
+}
+
+#[tokio::test]
+async fn a_replace_upload_whose_first_batch_answer_is_lost_ends_with_the_uploaded_set() {
+    for kind in KINDS {
+        for batches in [1u32, 3] {
+            let sb = start().await;
+            let c = client(&wire_settings(&sb));
+            let id = c
+                .create_custom_audience(ACCOUNT, "replaced", "")
+                .await
+                .unwrap();
+            let old = vec![row(100), row(101)];
+            c.add_users(
+                ACCOUNT,
+                &id,
+                &UsersUpload {
+                    schema: SCHEMA,
+                    rows: &old,
+                    session: session(60, 1, true),
+                },
+            )
+            .await
+            .unwrap();
+            sb.set_faults(wire_fault(kind, WireTarget::ReplaceFirstBatch, 1));
+            let mut last = None;
+            for seq in 1..=batches {
+                let rows = vec![row(seq * 2), row(seq * 2 + 1)];
+                let r = c
+                    .replace_users(
+                        ACCOUNT,
+                        &id,
+                        &UsersUpload {
+                            schema: SCHEMA,
+                            rows: &rows,
+                            session: session(61, seq, seq == batches),
+                        },
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{kind:?}, {batches} batches, batch {seq}: {e}"));
+                last = Some(r);
+            }
+            let mut members: Vec<String> =
+                sb.members(&id).iter().map(|m| m["EMAIL"].clone()).collect();
+            members.sort();
+            let mut expected: Vec<String> = (2..2 + 2 * batches).map(hash).collect();
+            expected.sort();
+            assert_eq!(members, expected, "{kind:?}, {batches} batches");
+            assert_eq!(
+                last.unwrap().num_received,
+                u64::from(2 * batches),
+                "{kind:?}, {batches} batches: the session's total"
+            );
+            assert!(sb.faults().wire.is_empty(), "{kind:?}: the fault was hit");
+        }
+    }
+}
+
+#[tokio::test]
+async fn users_batches_whose_answers_are_lost_are_resent_and_counted_once() {
+    for kind in KINDS {
+        let sb = start().await;
+        let c = client(&wire_settings(&sb));
+        let id = c
+            .create_custom_audience(ACCOUNT, "added", "")
+            .await
+            .unwrap();
+        sb.set_faults(wire_fault(kind, WireTarget::UsersWrite, 2));
+        let mut totals = Vec::new();
+        for seq in 1..=2u32 {
+            let rows = vec![row(seq * 2), row(seq * 2 + 1)];
+            let r = c
+                .add_users(
+                    ACCOUNT,
+                    &id,
+                    &UsersUpload {
+                        schema: SCHEMA,
+                        rows: &rows,
+                        session: session(70, seq, seq == 2),
+                    },
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{kind:?}, batch {seq}: {e}"));
+            totals.push(r.num_received);
+        }
+        assert_eq!(totals, [2, 4], "{kind:?}");
+        assert_eq!(sb.members(&id).len(), 4, "{kind:?}");
+    }
+}
+
+fn capi_event(id: &str) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    json!({
+        "event_name": "Purchase",
+        "event_time": now - 60,
+        "event_id": id,
+        "action_source": "system_generated",
+        "user_data": {"em": [hash(9)]},
+        "custom_data": {"value": 10.0, "currency": "EUR"},
+    })
+}
+
+#[tokio::test]
+async fn events_whose_answer_is_lost_are_resent_and_meta_keeps_one_copy_of_each() {
+    for kind in [
+        WireFaultKind::DropAfterSuccess,
+        WireFaultKind::TruncatedJson,
+    ] {
+        let sb = start().await;
+        sb.set_faults(wire_fault(kind, WireTarget::Events, 1));
+        let data = vec![capi_event("e-1"), capi_event("e-2")];
+        let r = client(&wire_settings(&sb))
+            .send_events(
+                "5550001",
+                &EventsRequest {
+                    data: &data,
+                    test_event_code: None,
+                    partner_agent: None,
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        assert_eq!(r.events_received, 2, "{kind:?}");
+        let received = sb.events("5550001");
+        assert_eq!(received.len(), 4, "{kind:?}: sent twice");
+        let kept: Vec<&str> = received
+            .iter()
+            .filter(|e| !e.duplicate)
+            .map(|e| e.event["event_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(kept, ["e-1", "e-2"], "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn events_whose_answers_keep_being_cut_off_are_sent_a_bounded_number_of_times() {
+    let sb = start().await;
+    sb.set_faults(wire_fault(
+        WireFaultKind::TruncatedJson,
+        WireTarget::Events,
+        100,
+    ));
+    let data = vec![capi_event("e-1")];
+    let e = client(&wire_settings(&sb))
+        .send_events(
+            "5550002",
+            &EventsRequest {
+                data: &data,
+                test_event_code: None,
+                partner_agent: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("Meta's answer was not JSON (200, application/json): EOF"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Meta error") && !text.contains("events_received"),
+        "{text}"
+    );
+    assert_eq!(calls(&sb, "send_events"), 4, "retry_max_attempts");
+}
+
+#[tokio::test]
+async fn a_502_html_page_on_an_upload_is_reported_as_not_json_without_echoing_the_page() {
+    let sb = start().await;
+    let c = client(&wire_settings(&sb));
+    let id = c
+        .create_custom_audience(ACCOUNT, "proxied", "")
+        .await
+        .unwrap();
+    sb.set_faults(wire_fault(
+        WireFaultKind::BadGatewayHtml,
+        WireTarget::UsersWrite,
+        100,
+    ));
+    let rows = vec![row(1)];
+    let e = c
+        .remove_users(
+            ACCOUNT,
+            &id,
+            &UsersUpload {
+                schema: SCHEMA,
+                rows: &rows,
+                session: session(80, 1, true),
+            },
+        )
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert_eq!(text, "Meta's answer was not JSON (502, text/html)");
+    assert!(!text.contains("nginx"), "{text}");
+    assert_eq!(calls(&sb, "remove_users"), 4, "bounded");
 }

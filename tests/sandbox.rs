@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cdp_meta_sync::sandbox::{FaultCode, Faults, Sandbox, SandboxOptions, UsageFault, spawn};
+use cdp_meta_sync::sandbox::{
+    FaultCode, Faults, Sandbox, SandboxOptions, UsageFault, WireFault, WireFaultKind, WireTarget,
+    spawn,
+};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -1481,4 +1484,448 @@ async fn a_second_replace_session_is_busy_until_the_first_ends_or_times_out() {
         .map(|s| s["stage"].as_str().unwrap())
         .collect();
     assert_eq!(stages, ["completed", "timed_out"]);
+}
+
+// ---------------------------------------------------------------- wire faults
+
+/// What a raw HTTP client saw of one call.
+#[derive(Debug)]
+enum Wire {
+    /// Status, content type and the whole body as it arrived.
+    Answered {
+        status: u16,
+        content_type: String,
+        body: Vec<u8>,
+    },
+    /// No answer (connection closed before a status line), or the body broke off.
+    Broken,
+    /// The client's timeout ran out (headers may have arrived).
+    TimedOut,
+}
+
+impl Wire {
+    fn json(&self) -> Value {
+        match self {
+            Wire::Answered { body, .. } => serde_json::from_slice(body)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body))),
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+}
+
+const ACT: &str = "act_77";
+const PIXEL: &str = "7070";
+
+/// The sandbox's four stateful call shapes, sent raw with reqwest.
+struct WireCall<'a> {
+    app: &'a App,
+    http: reqwest::Client,
+    audience: String,
+}
+
+impl<'a> WireCall<'a> {
+    /// An audience holding `old@x.com`, and a client that gives up after `timeout`.
+    async fn new(app: &'a App, timeout: Duration) -> WireCall<'a> {
+        let audience = app.create(ACT).await;
+        let old = sha("old@x.com");
+        let r = app.users(&audience, email_fn(&[[&old, ""]]), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        WireCall {
+            app,
+            http: reqwest::Client::builder().timeout(timeout).build().unwrap(),
+            audience,
+        }
+    }
+
+    fn body(&self, target: WireTarget) -> (String, Value) {
+        let new = sha("new@x.com");
+        match target {
+            WireTarget::AudienceCreate => (
+                format!("{ACT}/customaudiences"),
+                json!({"name": "wire", "subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY"}),
+            ),
+            WireTarget::ReplaceFirstBatch => (
+                format!("{}/usersreplace", self.audience),
+                json!({"payload": email_fn(&[[&new, ""]]),
+                       "session": {"session_id": 31, "batch_seq": 1, "last_batch_flag": true}}),
+            ),
+            WireTarget::UsersWrite => (
+                format!("{}/users", self.audience),
+                json!({"payload": email_fn(&[[&new, ""]]),
+                       "session": {"session_id": 32, "batch_seq": 1, "last_batch_flag": false}}),
+            ),
+            WireTarget::Events => (format!("{PIXEL}/events"), json!({"data": [event(1)]})),
+        }
+    }
+
+    async fn send(&self, target: WireTarget) -> Wire {
+        let (path, mut body) = self.body(target);
+        body["access_token"] = json!(TOKEN);
+        let sent = self.http.post(self.app.url(&path)).json(&body).send().await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Wire::TimedOut,
+            Err(_) => return Wire::Broken,
+        };
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        match response.bytes().await {
+            Ok(b) => Wire::Answered {
+                status,
+                content_type,
+                body: b.to_vec(),
+            },
+            Err(e) if e.is_timeout() => Wire::TimedOut,
+            Err(_) => Wire::Broken,
+        }
+    }
+
+    /// Whether the call of `target` took effect, read from the sandbox's state.
+    fn took_effect(&self, target: WireTarget) -> bool {
+        let new = member(&sha("new@x.com"), None);
+        let old = member(&sha("old@x.com"), None);
+        let members = self.app.member_set(&self.audience);
+        match target {
+            WireTarget::AudienceCreate => {
+                let named = self
+                    .app
+                    .sb
+                    .audiences()
+                    .iter()
+                    .filter(|a| a.name == "wire")
+                    .count();
+                assert!(named <= 1, "{named} audiences named wire");
+                named == 1
+            }
+            WireTarget::ReplaceFirstBatch => {
+                let replaced = members == BTreeSet::from([new]);
+                assert!(replaced || members == BTreeSet::from([old]), "{members:?}");
+                replaced
+            }
+            WireTarget::UsersWrite => members.contains(&new),
+            WireTarget::Events => {
+                let n = self.app.sb.events(PIXEL).len();
+                assert!(n <= 1, "{n} events");
+                n == 1
+            }
+        }
+    }
+}
+
+const TARGETS: [WireTarget; 4] = [
+    WireTarget::AudienceCreate,
+    WireTarget::ReplaceFirstBatch,
+    WireTarget::UsersWrite,
+    WireTarget::Events,
+];
+
+fn wire(kind: WireFaultKind, on: WireTarget) -> Faults {
+    Faults {
+        wire: vec![WireFault::new(kind, on)],
+        ..Faults::default()
+    }
+}
+
+fn last_record(app: &App) -> cdp_meta_sync::sandbox::RequestRecord {
+    app.sb.requests().pop().expect("a logged call")
+}
+
+#[tokio::test]
+async fn drop_after_success_closes_the_connection_without_an_answer_after_each_call_took_effect() {
+    for target in TARGETS {
+        let app = app().await;
+        let call = WireCall::new(&app, Duration::from_secs(10)).await;
+        app.sb
+            .set_faults(wire(WireFaultKind::DropAfterSuccess, target));
+        let seen = call.send(target).await;
+        assert!(matches!(seen, Wire::Broken), "{target:?}: {seen:?}");
+        assert!(call.took_effect(target), "{target:?}");
+        let record = last_record(&app);
+        assert_eq!(record.wire_fault, Some(WireFaultKind::DropAfterSuccess));
+        assert_eq!(record.status, 200, "{target:?}");
+        assert!(app.sb.faults().wire.is_empty(), "spent");
+    }
+}
+
+#[tokio::test]
+async fn bad_gateway_html_answers_502_with_an_html_page_and_no_call_takes_effect() {
+    for target in TARGETS {
+        let app = app().await;
+        let call = WireCall::new(&app, Duration::from_secs(10)).await;
+        app.sb
+            .set_faults(wire(WireFaultKind::BadGatewayHtml, target));
+        let seen = call.send(target).await;
+        let Wire::Answered {
+            status,
+            content_type,
+            body,
+        } = &seen
+        else {
+            panic!("{target:?}: {seen:?}")
+        };
+        assert_eq!(*status, 502, "{target:?}");
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        assert!(String::from_utf8_lossy(body).contains("502 Bad Gateway"));
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        assert!(!call.took_effect(target), "{target:?}");
+        assert_eq!(
+            last_record(&app).wire_fault,
+            Some(WireFaultKind::BadGatewayHtml)
+        );
+        // Spent: the same call goes through now.
+        assert!(matches!(
+            call.send(target).await,
+            Wire::Answered { status: 200, .. }
+        ));
+        assert!(call.took_effect(target), "{target:?}");
+    }
+}
+
+#[tokio::test]
+async fn truncated_json_answers_200_with_half_a_json_body_after_each_call_took_effect() {
+    for target in TARGETS {
+        let app = app().await;
+        let call = WireCall::new(&app, Duration::from_secs(10)).await;
+        app.sb
+            .set_faults(wire(WireFaultKind::TruncatedJson, target));
+        let seen = call.send(target).await;
+        let Wire::Answered { status, body, .. } = &seen else {
+            panic!("{target:?}: {seen:?}")
+        };
+        assert_eq!(*status, 200, "{target:?}");
+        assert!(!body.is_empty() && body[0] == b'{', "{target:?}");
+        assert!(serde_json::from_slice::<Value>(body).is_err(), "cut off");
+        assert!(call.took_effect(target), "{target:?}");
+        assert_eq!(
+            last_record(&app).wire_fault,
+            Some(WireFaultKind::TruncatedJson)
+        );
+    }
+}
+
+#[tokio::test]
+async fn slow_body_trickles_the_whole_answer_out_after_each_call_took_effect() {
+    for target in TARGETS {
+        let app = app().await;
+        let call = WireCall::new(&app, Duration::from_secs(10)).await;
+        app.sb.set_faults(Faults {
+            wire: vec![WireFault {
+                slow_ms: 200,
+                ..WireFault::new(WireFaultKind::SlowBody, target)
+            }],
+            ..Faults::default()
+        });
+        let seen = call.send(target).await;
+        let answer = seen.json();
+        assert!(answer.get("error").is_none(), "{target:?}: {answer}");
+        assert!(call.took_effect(target), "{target:?}");
+        assert_eq!(last_record(&app).wire_fault, Some(WireFaultKind::SlowBody));
+    }
+}
+
+#[tokio::test]
+async fn slow_body_outlasts_a_client_timeout_though_each_call_took_effect() {
+    for target in TARGETS {
+        let app = app().await;
+        // The fault's default slow_ms is 30 s; the client gives up after 300 ms.
+        let call = WireCall::new(&app, Duration::from_millis(300)).await;
+        app.sb.set_faults(wire(WireFaultKind::SlowBody, target));
+        let seen = call.send(target).await;
+        assert!(matches!(seen, Wire::TimedOut), "{target:?}: {seen:?}");
+        assert!(call.took_effect(target), "{target:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_wire_fault_hits_only_its_target_and_is_spent_after_times_matching_calls() {
+    let app = app().await;
+    let call = WireCall::new(&app, Duration::from_secs(10)).await;
+    app.sb.set_faults(Faults {
+        wire: vec![WireFault {
+            times: 2,
+            ..WireFault::new(WireFaultKind::BadGatewayHtml, WireTarget::Events)
+        }],
+        ..Faults::default()
+    });
+    // Other targets, and reads, are untouched.
+    assert!(matches!(
+        call.send(WireTarget::UsersWrite).await,
+        Wire::Answered { status: 200, .. }
+    ));
+    let read = app
+        .send(
+            app.http
+                .get(app.url_with(&call.audience, &[]))
+                .bearer_auth(TOKEN),
+        )
+        .await;
+    assert_eq!(read.status, 200);
+    assert_eq!(app.sb.faults().wire[0].times, 2);
+    for _ in 0..2 {
+        assert!(matches!(
+            call.send(WireTarget::Events).await,
+            Wire::Answered { status: 502, .. }
+        ));
+    }
+    assert!(app.sb.faults().wire.is_empty());
+    assert!(matches!(
+        call.send(WireTarget::Events).await,
+        Wire::Answered { status: 200, .. }
+    ));
+    assert_eq!(app.sb.events(PIXEL).len(), 1);
+}
+
+#[tokio::test]
+async fn replace_first_batch_spares_later_batches_of_a_replace() {
+    let app = app().await;
+    let id = app.create("act_1").await;
+    app.sb.set_faults(wire(
+        WireFaultKind::BadGatewayHtml,
+        WireTarget::ReplaceFirstBatch,
+    ));
+    let r = app
+        .replace(&id, &[[&sha("a@x.com"), ""]], 2, 40, false)
+        .await;
+    // Batch 2 reaches Meta (and is refused there: the session has no first batch).
+    assert_eq!(r.subcode(), Some(1870147), "{}", r.body);
+    assert_eq!(app.sb.faults().wire.len(), 1, "not spent on batch 2");
+    let r = app
+        .replace(&id, &[[&sha("a@x.com"), ""]], 1, 40, false)
+        .await;
+    assert_eq!(r.status, 502);
+    assert!(app.sb.faults().wire.is_empty());
+}
+
+#[tokio::test]
+async fn a_users_batch_resent_after_a_dropped_answer_is_accepted_and_counted_once() {
+    let app = app().await;
+    let id = app.create("act_1").await;
+    app.sb.set_faults(wire(
+        WireFaultKind::DropAfterSuccess,
+        WireTarget::UsersWrite,
+    ));
+    let (a, b) = (sha("a@x.com"), sha("b@x.com"));
+    let rows = email_fn(&[[&a, ""], [&b, ""]]);
+    let client = reqwest::Client::new();
+    let body = json!({"access_token": TOKEN, "payload": rows, "session": session(9, 1, false)});
+    let dropped = client
+        .post(app.url(&format!("{id}/users")))
+        .json(&body)
+        .send()
+        .await;
+    assert!(dropped.is_err(), "{dropped:?}");
+    let again = app.users(&id, rows.clone(), session(9, 1, false)).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        again.body["num_received"], 2,
+        "the resent batch is not counted twice"
+    );
+    let last = app
+        .users(&id, email_fn(&[[&sha("c@x.com"), ""]]), session(9, 2, true))
+        .await;
+    assert_eq!(last.body["num_received"], 3, "{}", last.body);
+    assert_eq!(app.sb.members(&id).len(), 3);
+}
+
+#[tokio::test]
+async fn a_replace_first_batch_resent_after_a_dropped_answer_restarts_the_same_session_without_busy()
+ {
+    let app = app().await;
+    let id = app.create("act_1").await;
+    let (old, keep, new) = (sha("old@x.com"), sha("keep@x.com"), sha("new@x.com"));
+    app.users(&id, email_fn(&[[&old, ""]]), None).await;
+    app.sb.set_faults(wire(
+        WireFaultKind::DropAfterSuccess,
+        WireTarget::ReplaceFirstBatch,
+    ));
+    let client = reqwest::Client::new();
+    let body = json!({"access_token": TOKEN, "payload": email_fn(&[[&keep, ""]]),
+                      "session": session(50, 1, false)});
+    let dropped = client
+        .post(app.url(&format!("{id}/usersreplace")))
+        .json(&body)
+        .send()
+        .await;
+    assert!(dropped.is_err(), "{dropped:?}");
+    // Meta: batch_seq 1 starts the replace session; the same session id again restarts it.
+    let again = app.replace(&id, &[[&keep, ""]], 1, 50, false).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        again.body["num_received"], 1,
+        "restarted, not counted twice"
+    );
+    let last = app.replace(&id, &[[&new, ""]], 2, 50, true).await;
+    assert_eq!(last.status, 200, "{}", last.body);
+    assert_eq!(
+        app.member_set(&id),
+        BTreeSet::from([member(&keep, None), member(&new, None)])
+    );
+}
+
+#[tokio::test]
+async fn events_resent_after_a_dropped_answer_are_received_again_and_marked_duplicates() {
+    let app = app().await;
+    app.sb
+        .set_faults(wire(WireFaultKind::DropAfterSuccess, WireTarget::Events));
+    let client = reqwest::Client::new();
+    let body = json!({"access_token": TOKEN, "data": [event(1), event(2)]});
+    let dropped = client
+        .post(app.url(&format!("{PIXEL}/events")))
+        .json(&body)
+        .send()
+        .await;
+    assert!(dropped.is_err(), "{dropped:?}");
+    let again = app
+        .events(PIXEL, json!([event(1), event(2), event(3)]))
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["events_received"], 3);
+    let seen: Vec<(String, bool)> = app
+        .sb
+        .events(PIXEL)
+        .iter()
+        .map(|e| {
+            (
+                e.event["event_id"].as_str().unwrap().to_string(),
+                e.duplicate,
+            )
+        })
+        .collect();
+    let s = |id: &str, dup| (id.to_string(), dup);
+    assert_eq!(
+        seen,
+        [
+            s("order-1", false),
+            s("order-2", false),
+            s("order-1", true),
+            s("order-2", true),
+            s("order-3", false)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn wire_faults_are_set_and_read_over_http() {
+    let app = app().await;
+    let base = app.sb.base_url();
+    let set: Value = app
+        .http
+        .post(format!("{base}/_sandbox/faults"))
+        .json(&json!({"wire": [{"kind": "slow_body", "on": "users_write", "times": 3, "slow_ms": 10}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        set["wire"],
+        json!([{"kind": "slow_body", "on": "users_write", "times": 3, "slow_ms": 10}])
+    );
+    assert_eq!(app.sb.faults().wire[0].kind, WireFaultKind::SlowBody);
 }

@@ -5,7 +5,8 @@
 use std::process::ExitCode;
 
 use cdp_meta_sync::sandbox::{
-    FaultCode, Faults, SandboxOptions, SandboxState, UsageFault, parse_error_codes, serve,
+    FaultCode, Faults, SandboxOptions, SandboxState, UsageFault, WireFault, parse_error_codes,
+    parse_wire_fault, serve,
 };
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -50,6 +51,11 @@ struct Args {
     /// Refuse every usersreplace (2650/1870144), as Meta does for an audience it cannot replace.
     #[arg(long)]
     refuse_replace: bool,
+    /// Misbehave on the wire of stateful calls: KIND:TARGET[:TIMES[:SLOW_MS]], repeatable.
+    /// KIND: drop_after_success, bad_gateway_html, truncated_json, slow_body; TARGET:
+    /// audience_create, replace_first_batch, users_write, events; TIMES default 1, SLOW_MS 30000.
+    #[arg(long, value_name = "KIND:TARGET[:TIMES[:SLOW_MS]]", value_parser = parse_wire_fault)]
+    wire_fault: Vec<WireFault>,
     /// Accept HTTP method override (POST with method=GET|DELETE), as Meta does for apps that used
     /// it before Graph API v27.0 (refused by default, as for new apps).
     #[arg(long)]
@@ -125,6 +131,7 @@ async fn run(args: Args) -> ExitCode {
             }),
             stall_after_writes: args.stall_after_writes,
             refuse_replace: args.refuse_replace,
+            wire: args.wire_fault,
         },
         app_secret: args.app_secret,
         allow_method_override: args.allow_method_override,

@@ -18,8 +18,9 @@
 //! budget → classify the answer → on a retryable error, wait (backoff, or longer when Meta said
 //! so) and send again, within `retry_max_attempts` and `retry_max_elapsed`.
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -51,6 +52,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const LIST_PAGE_SIZE: &str = "100";
 /// A search that pages this far is broken (Meta allows ~10,000 audiences of all kinds).
 const MAX_LIST_PAGES: usize = 1_000;
+/// `usersreplace`: "the session has already finished" (its last batch was received).
+const REPLACE_SESSION_FINISHED: i64 = 1_870_159;
 
 /// The Graph API client. Cheap to clone; clones share connections and the rate budget.
 #[derive(Clone)]
@@ -140,6 +143,11 @@ impl MetaClient {
 
     /// `POST /act_{id}/customaudiences` (`subtype=CUSTOM`, `customer_file_source=USER_PROVIDED_ONLY`);
     /// returns the new audience id.
+    ///
+    /// A create is not idempotent: after an attempt whose outcome is unknown (timeout, connection
+    /// broken after sending, 5xx without Meta's error JSON, unreadable success body) Meta may hold
+    /// the audience already. So before the next attempt the audience is looked up by name (one
+    /// try per page, within this call's retry budget); when found, its id is the answer.
     #[tracing::instrument(name = "meta.create_custom_audience", skip_all, fields(ad_account_id = %ad_account_id))]
     pub async fn create_custom_audience(
         &self,
@@ -155,11 +163,31 @@ impl MetaClient {
             customer_file_source: "USER_PROVIDED_ONLY",
         };
         let body = self.body(&params, 512)?;
-        let created: Created = self
-            .call(ad_account_id, Method::POST, url, Some(body))
+        let key = throttle::key(ad_account_id);
+        let unknown = AtomicBool::new(false);
+        let id = self
+            .retrying(key, || async {
+                if unknown.load(Ordering::Relaxed) {
+                    if let Some(found) = self.search_by_name(ad_account_id, name, false).await? {
+                        tracing::warn!(audience_id = %found,
+                            "the answer to an audience create was lost; found the audience by name");
+                        return Ok(found);
+                    }
+                    tracing::info!("the answer to an audience create was lost and no audience has the name; creating again");
+                }
+                let result = self
+                    .attempt::<Created>(key, &Method::POST, &url, Some(&body))
+                    .await;
+                if let Err(e) = &result
+                    && e.outcome_unknown()
+                {
+                    unknown.store(true, Ordering::Relaxed);
+                }
+                result.map(|c| c.id)
+            })
             .await?;
-        tracing::info!(audience_id = %created.id, "created custom audience");
-        Ok(created.id)
+        tracing::info!(audience_id = %id, "created custom audience");
+        Ok(id)
     }
 
     /// `GET /{audience_id}?fields=…`.
@@ -194,7 +222,19 @@ impl MetaClient {
         ad_account_id: &str,
         name: &str,
     ) -> Result<Option<String>, MetaError> {
+        self.search_by_name(ad_account_id, name, true).await
+    }
+
+    /// Pages through the ad account's audiences; each page with the retry policy (`retry`) or
+    /// as one attempt (inside another call's retries, so that the attempts stay bounded).
+    async fn search_by_name(
+        &self,
+        ad_account_id: &str,
+        name: &str,
+        retry: bool,
+    ) -> Result<Option<String>, MetaError> {
         let act = ad_account_path(ad_account_id);
+        let key = throttle::key(ad_account_id);
         let mut after: Option<String> = None;
         for page_no in 1..=MAX_LIST_PAGES {
             let mut query = vec![("fields", "id,name"), ("limit", LIST_PAGE_SIZE)];
@@ -202,7 +242,11 @@ impl MetaClient {
                 query.push(("after", cursor));
             }
             let url = self.read_url(&[&act, "customaudiences"], &query);
-            let page: AudiencePage = self.call(ad_account_id, Method::GET, url, None).await?;
+            let page: AudiencePage = if retry {
+                self.call(ad_account_id, Method::GET, url, None).await?
+            } else {
+                self.attempt(key, &Method::GET, &url, None).await?
+            };
             if let Some(hit) = page.data.iter().find(|a| a.name == name) {
                 tracing::debug!(audience_id = %hit.id, pages = page_no, "found audience by name");
                 return Ok(Some(hit.id.clone()));
@@ -220,8 +264,7 @@ impl MetaClient {
         }
         // Answering "not found" here would make the caller create a duplicate audience.
         Err(MetaError::Decode(format!(
-            "audience list of ad account {} did not end after {MAX_LIST_PAGES} pages",
-            throttle::key(ad_account_id)
+            "audience list of ad account {key} did not end after {MAX_LIST_PAGES} pages"
         )))
     }
 
@@ -324,13 +367,72 @@ impl MetaClient {
         // A SHA-256 cell is 64 hex characters plus quotes and a comma.
         let size_hint = 512 + rows * (2 + upload.schema.len() * 67);
         let body = self.body(&params, size_hint)?;
-        let response: UsersResponse = self.call(ad_account_id, method, url, Some(body)).await?;
+        let key = throttle::key(ad_account_id);
+        // Set when an attempt's outcome is unknown: the batch may have been applied.
+        let unknown = AtomicBool::new(false);
+        let response = self
+            .retrying(key, || async {
+                let result = self
+                    .attempt::<UsersResponse>(key, &method, &url, Some(&body))
+                    .await;
+                if let Err(e) = &result
+                    && e.outcome_unknown()
+                {
+                    unknown.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .await;
+        let response = match response {
+            // A replace session's last batch re-sent after a lost answer: "session already
+            // finished" means the lost attempt finished it. The totals are read back.
+            Err(e)
+                if edge == "usersreplace"
+                    && upload.session.last_batch_flag
+                    && unknown.load(Ordering::Relaxed)
+                    && e.code() == Some((2650, Some(REPLACE_SESSION_FINISHED))) =>
+            {
+                self.finished_replace(ad_account_id, audience_id, upload.session.session_id)
+                    .await?
+                    .ok_or(e)?
+            }
+            other => other?,
+        };
         tracing::info!(
             num_received = response.num_received,
             num_invalid_entries = response.num_invalid_entries,
             "upload batch accepted"
         );
         Ok(response)
+    }
+
+    /// The answer a replace session's last batch would have had, from `GET /{audience}/sessions`;
+    /// `None` unless that session is listed as ended.
+    async fn finished_replace(
+        &self,
+        ad_account_id: &str,
+        audience_id: &str,
+        session_id: i64,
+    ) -> Result<Option<UsersResponse>, MetaError> {
+        let sessions = self.get_sessions(ad_account_id, audience_id).await?;
+        let wanted = session_id.to_string();
+        let Some(done) = sessions
+            .into_iter()
+            .find(|s| s.session_id == wanted && !s.is_open())
+        else {
+            return Ok(None);
+        };
+        tracing::warn!(
+            session_id,
+            "the answer to a replace session's last batch was lost; Meta reports the session ended"
+        );
+        Ok(Some(UsersResponse {
+            audience_id: Some(audience_id.to_string()),
+            session_id: Some(session_id.to_string()),
+            num_received: done.num_received.map_or(0, |n| n.max(0) as u64),
+            num_invalid_entries: done.num_invalid_entries.map_or(0, |n| n.max(0) as u64),
+            invalid_entry_samples: Vec::new(),
+        }))
     }
 
     /// `{graph_url}/{version}/{segments…}?{query}`; segments are percent-encoded.
@@ -384,13 +486,24 @@ impl MetaClient {
         url: Url,
         body: Option<Bytes>,
     ) -> Result<T, MetaError> {
-        let inner = &*self.inner;
         let key = throttle::key(throttle_id);
+        self.retrying(key, || self.attempt::<T>(key, &method, &url, body.as_ref()))
+            .await
+    }
+
+    /// Runs `attempt` after the rate budget of `key`, again on a retryable error, within
+    /// `retry_max_attempts` and `retry_max_elapsed`.
+    async fn retrying<T, F, Fut>(&self, key: &str, attempt: F) -> Result<T, MetaError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, MetaError>>,
+    {
+        let inner = &*self.inner;
         inner.throttle.wait_turn(key).await;
         // The elapsed budget starts after the budget wait: that wait is Meta's, not a retry.
         let started = Instant::now();
         let failures = AtomicU32::new(0);
-        (|| self.attempt::<T>(key, &method, &url, body.as_ref()))
+        attempt
             .retry(inner.retry.backoff())
             .sleep(TokioSleeper)
             .when(|e: &MetaError| e.retry_class() == RetryClass::Retry)
@@ -448,23 +561,42 @@ impl MetaClient {
         inner
             .throttle
             .note(key, throttle::advice(response.headers()));
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let bytes = response.bytes().await.map_err(MetaError::from_transport)?;
         tracing::debug!(
             http_status = status.as_u16(),
             bytes = bytes.len(),
             "Meta answered"
         );
-        self.interpret(status, &bytes)
+        self.interpret(status, content_type.as_deref(), &bytes)
     }
 
-    /// Meta's error JSON wins whatever the status (Graph can answer errors with 200); then
-    /// non-success statuses; then the endpoint's documented success body.
+    /// Meta's error JSON wins whatever the status (Graph can answer errors with 200); then a
+    /// body that is not JSON (a proxy's page, a cut-off answer); then non-success statuses; then
+    /// the endpoint's documented success body.
     fn interpret<T: DeserializeOwned>(
         &self,
         status: StatusCode,
+        content_type: Option<&str>,
         body: &[u8],
     ) -> Result<T, MetaError> {
-        let value = serde_json::from_slice::<Value>(body).ok();
+        let value = match serde_json::from_slice::<Value>(body) {
+            Ok(v) => Some(v),
+            Err(_) if body.iter().all(u8::is_ascii_whitespace) && !status.is_success() => None,
+            Err(e) => {
+                // A cut-off body says where it ends (serde's text names the position only,
+                // never the content); a page that is not JSON at all needs no detail.
+                let detail = if e.is_eof() {
+                    e.to_string()
+                } else {
+                    String::new()
+                };
+                return Err(MetaError::not_json(status.as_u16(), content_type, detail));
+            }
+        };
         if let Some(graph) = value
             .as_ref()
             .and_then(|v| GraphError::from_value(status.as_u16(), v))
@@ -476,12 +608,7 @@ impl MetaClient {
                 status: status.as_u16(),
             });
         }
-        let value = value.ok_or_else(|| {
-            MetaError::Decode(format!(
-                "HTTP {} with a body that is not JSON",
-                status.as_u16()
-            ))
-        })?;
+        let value = value.unwrap_or(Value::Null);
         T::deserialize(value).map_err(|e| MetaError::Decode(e.to_string()))
     }
 
@@ -527,6 +654,8 @@ fn kind(e: &MetaError) -> &'static str {
         MetaError::Http { .. } => "http",
         MetaError::Timeout => "timeout",
         MetaError::Connection(_) => "connection",
+        MetaError::Connect(_) => "connect",
+        MetaError::NotJson { .. } => "not_json",
         MetaError::TooLarge { .. } => "too_large",
         MetaError::Decode(_) => "decode",
     }
@@ -536,6 +665,7 @@ fn http_status(e: &MetaError) -> Option<u16> {
     match e {
         MetaError::Graph(g) => Some(g.http_status),
         MetaError::Http { status } => Some(*status),
+        MetaError::NotJson { status, .. } => Some(*status),
         _ => None,
     }
 }

@@ -128,11 +128,26 @@ pub enum MetaError {
     /// An error status without Meta's error JSON (e.g. a 502 from a proxy).
     #[error("Meta answered HTTP {status} without an error body")]
     Http { status: u16 },
+    /// No whole answer within the request timeout (the call may or may not have taken effect).
     #[error("Meta did not answer in time")]
     Timeout,
-    /// Could not connect or the connection broke; the text never holds the URL.
+    /// The connection broke after the request may have been sent (the call may or may not have
+    /// taken effect); the text never holds the URL.
     #[error("could not talk to Meta: {0}")]
     Connection(String),
+    /// No connection could be made: the request was never sent. The text never holds the URL.
+    #[error("could not connect to Meta: {0}")]
+    Connect(String),
+    /// An answer whose body is not JSON: a proxy's error page, or Meta's JSON cut off. Not Meta's
+    /// word; whether the call took effect is unknown for a 2xx or 5xx. The body is not echoed.
+    #[error("Meta's answer was not JSON ({status}, {content_type}){}", detail_suffix(.detail))]
+    NotJson {
+        status: u16,
+        /// The `Content-Type` as sent (shortened), or `no content type`.
+        content_type: String,
+        /// Where parsing stopped (serde's position text), never the body itself.
+        detail: String,
+    },
     /// Refused locally, before any request: Meta takes at most `max` rows per call.
     #[error("refused to send {rows} rows in one call to Meta (at most {max})")]
     TooLarge { rows: usize, max: usize },
@@ -140,6 +155,17 @@ pub enum MetaError {
     #[error("unexpected answer from Meta: {0}")]
     Decode(String),
 }
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+/// Longest `Content-Type` kept in an error text.
+const MAX_CONTENT_TYPE: usize = 64;
 
 impl From<GraphError> for MetaError {
     fn from(e: GraphError) -> Self {
@@ -153,8 +179,46 @@ impl MetaError {
         match self {
             MetaError::Graph(g) => classify_graph(g.code, g.subcode, g.is_transient, g.http_status),
             MetaError::Http { status } => classify_http_status(*status),
-            MetaError::Timeout | MetaError::Connection(_) => RetryClass::Retry,
+            MetaError::Timeout | MetaError::Connection(_) | MetaError::Connect(_) => {
+                RetryClass::Retry
+            }
+            // A cut-off success answer, or a proxy's page: the status decides.
+            MetaError::NotJson { status, .. } if (200..300).contains(status) => RetryClass::Retry,
+            MetaError::NotJson { status, .. } => classify_http_status(*status),
             MetaError::TooLarge { .. } | MetaError::Decode(_) => RetryClass::DontRetry,
+        }
+    }
+
+    /// The request may have reached Meta and taken effect without us learning of it: a timeout,
+    /// a connection broken after sending, a 5xx without Meta's error JSON (a proxy may have
+    /// forwarded the call), or a success status whose body could not be read. Re-sending a
+    /// non-idempotent call (audience create) after one of these may do it twice.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            MetaError::Timeout | MetaError::Connection(_) => true,
+            MetaError::Http { status } => *status >= 500,
+            MetaError::NotJson { status, .. } => *status >= 500 || (200..300).contains(status),
+            MetaError::Graph(_)
+            | MetaError::Connect(_)
+            | MetaError::TooLarge { .. }
+            | MetaError::Decode(_) => false,
+        }
+    }
+
+    /// An answer with a body that is not JSON; `content_type` is shortened and never the body.
+    pub(crate) fn not_json(status: u16, content_type: Option<&str>, detail: String) -> Self {
+        let content_type = match content_type.map(str::trim).filter(|c| !c.is_empty()) {
+            Some(c) => c
+                .chars()
+                .filter(|ch| !ch.is_control())
+                .take(MAX_CONTENT_TYPE)
+                .collect(),
+            None => "no content type".to_string(),
+        };
+        MetaError::NotJson {
+            status,
+            content_type,
+            detail,
         }
     }
 
@@ -189,6 +253,7 @@ impl MetaError {
         if e.is_timeout() {
             return MetaError::Timeout;
         }
+        let connect = e.is_connect();
         let e = e.without_url();
         let mut text = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -197,7 +262,11 @@ impl MetaError {
             text.push_str(&cause.to_string());
             source = cause.source();
         }
-        MetaError::Connection(text)
+        if connect {
+            MetaError::Connect(text)
+        } else {
+            MetaError::Connection(text)
+        }
     }
 }
 
@@ -296,6 +365,66 @@ mod tests {
         .scrub(&["EAAsecret", ""]);
         assert_eq!(g.message, "Malformed access token [redacted]");
         assert_eq!(g.error_user_msg.as_deref(), Some("token [redacted]"));
+    }
+
+    #[test]
+    fn an_answer_that_is_not_json_names_status_and_content_type_but_not_the_body() {
+        let page = "<html><body>secret-looking proxy page</body></html>";
+        let e = MetaError::not_json(502, Some("text/html"), String::new());
+        assert_eq!(e.to_string(), "Meta's answer was not JSON (502, text/html)");
+        assert!(!e.to_string().contains(page));
+        let cut = serde_json::from_slice::<Value>(br#"{"id":"12"#).unwrap_err();
+        let e = MetaError::not_json(200, Some("application/json"), cut.to_string());
+        assert!(
+            e.to_string()
+                .starts_with("Meta's answer was not JSON (200, application/json): EOF"),
+            "{e}"
+        );
+        let long = format!("text/html;{}\u{7}", "x".repeat(500));
+        let MetaError::NotJson { content_type, .. } =
+            MetaError::not_json(502, Some(&long), String::new())
+        else {
+            unreachable!()
+        };
+        assert_eq!(content_type.len(), MAX_CONTENT_TYPE);
+        let e = MetaError::not_json(503, None, String::new());
+        assert_eq!(
+            e.to_string(),
+            "Meta's answer was not JSON (503, no content type)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_a_timeout_a_broken_connection_a_5xx_or_an_unreadable_success() {
+        let unknown = [
+            MetaError::Timeout,
+            MetaError::Connection("connection closed before message completed".into()),
+            MetaError::Http { status: 502 },
+            MetaError::not_json(502, Some("text/html"), String::new()),
+            MetaError::not_json(200, Some("application/json"), "EOF".into()),
+        ];
+        for e in &unknown {
+            assert!(e.outcome_unknown(), "{e:?}");
+            assert_eq!(e.retry_class(), RetryClass::Retry, "{e:?}");
+        }
+        let known = [
+            MetaError::Connect("connection refused".into()),
+            MetaError::Http { status: 400 },
+            MetaError::not_json(404, Some("text/html"), String::new()),
+            MetaError::Decode("missing field id".into()),
+            MetaError::from(parse(json!({"error": {"message": "x", "code": 2}}))),
+        ];
+        for e in &known {
+            assert!(!e.outcome_unknown(), "{e:?}");
+        }
+        assert_eq!(
+            MetaError::Connect("refused".into()).retry_class(),
+            RetryClass::Retry
+        );
+        assert_eq!(
+            MetaError::not_json(404, None, String::new()).retry_class(),
+            RetryClass::DontRetry
+        );
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub struct SessionInfo {
     pub end_time: Option<i64>,
     #[serde(default, deserialize_with = "lenient_opt_i64")]
     pub num_received: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub num_invalid_entries: Option<i64>,
     #[serde(default)]
     pub stage: Option<String>,
 }

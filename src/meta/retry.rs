@@ -106,7 +106,7 @@ impl RetryPolicy {
         elapsed: Duration,
     ) -> Option<Duration> {
         let delay = backoff?.max(told);
-        (elapsed + delay <= self.max_elapsed).then_some(delay)
+        (elapsed.saturating_add(delay) <= self.max_elapsed).then_some(delay)
     }
 }
 
@@ -298,6 +298,19 @@ mod tests {
             p.next_delay(Some(s(1)), s(30), s(31)),
             None,
             "past max elapsed"
+        );
+    }
+
+    #[test]
+    fn a_told_wait_past_durations_range_gives_up_instead_of_overflowing() {
+        let p = policy();
+        assert_eq!(
+            p.next_delay(
+                Some(Duration::from_secs(1)),
+                Duration::MAX,
+                Duration::from_secs(5)
+            ),
+            None
         );
     }
 }

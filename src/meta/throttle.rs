@@ -22,6 +22,10 @@ pub const NEAR_LIMIT_PCT: f64 = 95.0;
 /// How long a key pauses when near the limit and Meta gave no time.
 pub const NEAR_LIMIT_PAUSE: Duration = Duration::from_secs(60);
 
+/// The longest wait one answer can ask for, whatever its headers say (a huge or malformed
+/// number is clamped to it); `throttle_max_wait` caps every wait further.
+pub const MAX_TOLD_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 const BUC_HEADER: &str = "x-business-use-case-usage";
 const APP_HEADER: &str = "x-app-usage";
 const AD_ACCOUNT_HEADER: &str = "x-ad-account-usage";
@@ -47,7 +51,7 @@ pub fn advice(headers: &HeaderMap) -> Advice {
         for entry in buc_entries(&buc) {
             let regain_min = number(entry.get("estimated_time_to_regain_access")).unwrap_or(0.0);
             if regain_min > 0.0 {
-                key_wait = key_wait.max(Some(Duration::from_secs_f64(regain_min * 60.0)));
+                key_wait = key_wait.max(Some(told_secs(regain_min * 60.0)));
             } else if near_limit(entry, &["call_count", "total_cputime", "total_time"]) {
                 key_wait = key_wait.max(Some(NEAR_LIMIT_PAUSE));
             }
@@ -58,7 +62,7 @@ pub fn advice(headers: &HeaderMap) -> Advice {
     {
         let reset = number(acc.get("reset_time_duration")).unwrap_or(0.0);
         let wait = if reset > 0.0 {
-            Duration::from_secs_f64(reset)
+            told_secs(reset)
         } else {
             NEAR_LIMIT_PAUSE
         };
@@ -68,12 +72,21 @@ pub fn advice(headers: &HeaderMap) -> Advice {
     if let Some(secs) = text(RETRY_AFTER.as_str()).and_then(|v| v.trim().parse::<u64>().ok())
         && secs > 0
     {
-        key_wait = key_wait.max(Some(Duration::from_secs(secs)));
+        key_wait = key_wait.max(Some(Duration::from_secs(secs).min(MAX_TOLD_WAIT)));
     }
     let app_wait = json(APP_HEADER)
         .filter(|app| near_limit(app, &["call_count", "total_cputime", "total_time"]))
         .map(|_| NEAR_LIMIT_PAUSE);
     Advice { key_wait, app_wait }
+}
+
+/// A told number of seconds as a wait, clamped to `0..=MAX_TOLD_WAIT` (never a panic: Duration's
+/// float conversion panics on infinity, NaN and values past `u64::MAX` seconds).
+fn told_secs(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(secs).map_or(MAX_TOLD_WAIT, |d| d.min(MAX_TOLD_WAIT))
 }
 
 fn buc_entries(buc: &Value) -> Vec<&Value> {
@@ -140,7 +153,9 @@ impl Throttle {
         let mut map = self.lock();
         for (k, wait) in [(key, advice.key_wait), (APP_KEY, advice.app_wait)] {
             let Some(wait) = wait else { continue };
-            let until = now + wait.min(self.max_wait);
+            let wait = wait.min(self.max_wait);
+            // Past the clock's range: the longest wait an answer can ask for.
+            let until = now.checked_add(wait).unwrap_or_else(|| now + MAX_TOLD_WAIT);
             let slot = map.entry(k.to_string()).or_insert(until);
             *slot = (*slot).max(until);
         }
@@ -292,6 +307,100 @@ mod tests {
             ("x-ad-account-usage", r#"{"acc_id_util_pct":"lots"}"#),
         ]);
         assert_eq!(advice(&h), Advice::default());
+    }
+
+    /// Every usage header at once, each carrying `value` where a number belongs.
+    fn every_header_with(value: &str) -> HeaderMap {
+        headers(&[
+            (
+                "x-business-use-case-usage",
+                &format!(
+                    r#"{{"1":[{{"call_count":{value},"total_cputime":{value},"total_time":{value},"estimated_time_to_regain_access":{value}}}]}}"#
+                ),
+            ),
+            (
+                "x-app-usage",
+                &format!(
+                    r#"{{"call_count":{value},"total_cputime":{value},"total_time":{value}}}"#
+                ),
+            ),
+            (
+                "x-ad-account-usage",
+                &format!(r#"{{"acc_id_util_pct":{value},"reset_time_duration":{value}}}"#),
+            ),
+        ])
+    }
+
+    #[test]
+    fn a_huge_float_in_the_usage_headers_is_clamped_to_the_longest_told_wait() {
+        for huge in ["1e308", "1.7976931348623157e308", r#""1e308""#, "1e20"] {
+            let a = advice(&every_header_with(huge));
+            assert_eq!(a.key_wait, Some(MAX_TOLD_WAIT), "{huge}");
+            assert_eq!(a.app_wait, Some(NEAR_LIMIT_PAUSE), "{huge}");
+        }
+    }
+
+    #[test]
+    fn an_integer_past_u64_in_the_usage_headers_is_clamped_to_the_longest_told_wait() {
+        let a = advice(&every_header_with("99999999999999999999"));
+        assert_eq!(a.key_wait, Some(MAX_TOLD_WAIT));
+        let a = advice(&headers(&[("retry-after", "18446744073709551615")]));
+        assert_eq!(a.key_wait, Some(MAX_TOLD_WAIT));
+        let a = advice(&headers(&[("retry-after", "99999999999999999999")]));
+        assert_eq!(a.key_wait, None, "not a u64: ignored");
+    }
+
+    #[test]
+    fn negative_nan_and_infinite_usage_values_ask_for_nothing() {
+        for odd in ["-1", "-1e308", r#""NaN""#, r#""inf""#, r#""-inf""#, "0"] {
+            assert_eq!(advice(&every_header_with(odd)), Advice::default(), "{odd}");
+        }
+    }
+
+    #[test]
+    fn deeply_nested_usage_headers_are_ignored() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let nested_entry = format!(r#"{{"1":{deep}}}"#);
+        let h = headers(&[
+            ("x-business-use-case-usage", &nested_entry),
+            ("x-app-usage", &deep),
+            (
+                "x-ad-account-usage",
+                &format!(r#"{{"acc_id_util_pct":{deep}}}"#),
+            ),
+        ]);
+        assert_eq!(advice(&h), Advice::default());
+    }
+
+    #[test]
+    fn a_one_megabyte_usage_header_is_read_and_a_huge_wait_in_it_clamped() {
+        let mut entries: Vec<String> = (0..10_000)
+            .map(|i| format!(r#""{i}":[{{"call_count":1,"estimated_time_to_regain_access":0}}]"#))
+            .collect();
+        entries.push(r#""x":[{"call_count":100,"estimated_time_to_regain_access":1e308}]"#.into());
+        let padding = (1 << 20) - entries.iter().map(|e| e.len() + 1).sum::<usize>();
+        entries.push(format!(r#""pad":"{}""#, "a".repeat(padding)));
+        let big = format!("{{{}}}", entries.join(","));
+        assert!(big.len() > 1 << 20, "{}", big.len());
+        let h = headers(&[("x-business-use-case-usage", &big)]);
+        assert_eq!(advice(&h).key_wait, Some(MAX_TOLD_WAIT));
+        let junk = "9".repeat(1 << 20);
+        let h = headers(&[("x-business-use-case-usage", &junk), ("x-app-usage", &junk)]);
+        assert_eq!(advice(&h), Advice::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_past_the_clocks_range_is_noted_without_overflow() {
+        let t = Throttle::new(Duration::MAX);
+        t.note(
+            "1",
+            Advice {
+                key_wait: Some(Duration::MAX),
+                app_wait: Some(Duration::MAX),
+            },
+        );
+        assert_eq!(t.remaining("1"), MAX_TOLD_WAIT);
+        assert_eq!(t.remaining("2"), MAX_TOLD_WAIT, "the app-wide wait too");
     }
 
     #[test]

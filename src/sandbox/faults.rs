@@ -25,6 +25,106 @@ pub struct Faults {
     /// `usersreplace` is refused for every audience (2650/1870144), as Meta refuses it for an
     /// audience it cannot replace; `/users` still works.
     pub refuse_replace: bool,
+    /// Misbehaviour on the wire of stateful calls, each spent after `times` matching calls.
+    #[serde(default)]
+    pub wire: Vec<WireFault>,
+}
+
+/// Misbehaviour on the wire of stateful calls (Meta or a proxy in front of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireFault {
+    pub kind: WireFaultKind,
+    pub on: WireTarget,
+    /// How many matching calls get the fault (then it is spent). Default 1.
+    #[serde(default = "one")]
+    pub times: u32,
+    /// slow_body: how long the body takes to trickle out. Default 30_000.
+    #[serde(default = "thirty_seconds")]
+    pub slow_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn thirty_seconds() -> u64 {
+    30_000
+}
+
+impl WireFault {
+    /// `kind` on `on`, once, with the default `slow_ms`.
+    pub fn new(kind: WireFaultKind, on: WireTarget) -> Self {
+        WireFault {
+            kind,
+            on,
+            times: one(),
+            slow_ms: thirty_seconds(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireFaultKind {
+    /// The call takes effect, then the connection is closed without an answer.
+    DropAfterSuccess,
+    /// A proxy answers 502 with an HTML page; the call did not reach Meta (no effect).
+    BadGatewayHtml,
+    /// The call takes effect; the JSON answer is cut off halfway (status 200).
+    TruncatedJson,
+    /// The call takes effect; headers come at once, the body trickles over slow_ms.
+    SlowBody,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireTarget {
+    /// POST /act_{id}/customaudiences
+    AudienceCreate,
+    /// POST /{audience}/usersreplace with batch_seq 1
+    ReplaceFirstBatch,
+    /// POST /{audience}/users (add or remove, any batch)
+    UsersWrite,
+    /// POST /{pixel}/events
+    Events,
+}
+
+impl WireFaultKind {
+    fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.replace('-', "_"))).ok()
+    }
+}
+
+impl WireTarget {
+    fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.replace('-', "_"))).ok()
+    }
+}
+
+/// Parses `--wire-fault KIND:TARGET[:TIMES[:SLOW_MS]]`, e.g. `drop_after_success:audience_create`
+/// or `slow_body:events:2:5000` (`-` may stand for `_`).
+pub fn parse_wire_fault(s: &str) -> Result<WireFault, String> {
+    let usage = || {
+        format!(
+            "invalid wire fault {s:?}: expected KIND:TARGET[:TIMES[:SLOW_MS]], KIND one of \
+             drop_after_success, bad_gateway_html, truncated_json, slow_body, TARGET one of \
+             audience_create, replace_first_batch, users_write, events"
+        )
+    };
+    let parts: Vec<&str> = s.trim().split(':').collect();
+    if !(2..=4).contains(&parts.len()) {
+        return Err(usage());
+    }
+    let kind = WireFaultKind::parse(parts[0]).ok_or_else(usage)?;
+    let on = WireTarget::parse(parts[1]).ok_or_else(usage)?;
+    let mut fault = WireFault::new(kind, on);
+    if let Some(t) = parts.get(2) {
+        fault.times = t.parse().map_err(|_| usage())?;
+    }
+    if let Some(ms) = parts.get(3) {
+        fault.slow_ms = ms.parse().map_err(|_| usage())?;
+    }
+    Ok(fault)
 }
 
 /// One error an injected failure answers with.
@@ -150,9 +250,58 @@ mod tests {
     }
 
     #[test]
+    fn wire_faults_parse_from_the_flag_with_times_and_slow_ms_defaults() {
+        let f = parse_wire_fault("drop_after_success:audience_create").unwrap();
+        assert_eq!(
+            f,
+            WireFault {
+                kind: WireFaultKind::DropAfterSuccess,
+                on: WireTarget::AudienceCreate,
+                times: 1,
+                slow_ms: 30_000
+            }
+        );
+        let f = parse_wire_fault("slow-body:events:3:500").unwrap();
+        assert_eq!(
+            (f.kind, f.on, f.times, f.slow_ms),
+            (WireFaultKind::SlowBody, WireTarget::Events, 3, 500)
+        );
+        for bad in [
+            "drop_after_success",
+            "nope:events",
+            "slow_body:nowhere",
+            "slow_body:events:x",
+            "a:b:1:2:3",
+        ] {
+            assert!(parse_wire_fault(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wire_fault_json_is_snake_case_with_defaults() {
+        let f: Faults = serde_json::from_str(
+            r#"{"wire":[{"kind":"bad_gateway_html","on":"replace_first_batch"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.wire,
+            vec![WireFault::new(
+                WireFaultKind::BadGatewayHtml,
+                WireTarget::ReplaceFirstBatch
+            )]
+        );
+        assert_eq!(f.wire[0].times, 1);
+        assert_eq!(f.wire[0].slow_ms, 30_000);
+        let back = serde_json::to_value(&f.wire[0]).unwrap();
+        assert_eq!(back["kind"], "bad_gateway_html");
+        assert_eq!(back["on"], "replace_first_batch");
+    }
+
+    #[test]
     fn partial_fault_json_fills_defaults() {
         let f: Faults = serde_json::from_str(r#"{"error_rate":0.5}"#).unwrap();
         assert_eq!(f.error_rate, 0.5);
         assert!(f.error_codes.is_empty() && !f.token_error && f.usage.is_none());
+        assert!(f.wire.is_empty());
     }
 }

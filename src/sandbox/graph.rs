@@ -1,6 +1,8 @@
 //! The emulated Graph API: one handler that routes `/{version}/…`, applies faults, checks the
 //! token, runs the operation, and answers with Meta's body, status and usage headers.
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -12,6 +14,7 @@ use sha2::Sha256;
 
 use super::error::GraphError;
 use super::events;
+use super::faults::{WireFault, WireFaultKind, WireTarget};
 use super::members::{self, Shape};
 use super::params::Params;
 use super::state::{
@@ -247,6 +250,27 @@ pub async fn handle(
     let op = route(&method, &segments);
     let object_id = segments.get(1).map(|s| s.to_string());
 
+    let wire = wire_target(op, params).and_then(|t| state.take_wire_fault(t));
+    if let Some(fault) = wire
+        .as_ref()
+        .filter(|f| f.kind == WireFaultKind::BadGatewayHtml)
+    {
+        // A proxy in front of Meta answers; the call never reaches Meta (no RNG draw, no effect).
+        state.record(RequestRecord {
+            method: method.to_string(),
+            http_method: http_method.to_string(),
+            path: path.clone(),
+            query: uri.query().map(redact_query),
+            operation: op.name().to_string(),
+            object_id,
+            status: StatusCode::BAD_GATEWAY.as_u16(),
+            wire_fault: Some(fault.kind),
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..RequestRecord::default()
+        });
+        return bad_gateway();
+    }
+
     let latency = state.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -316,13 +340,17 @@ pub async fn handle(
             (e.status(), e.body(&ticket.fbtrace_id))
         }
     };
-    let mut response = (status, axum::Json(body)).into_response();
+    let mut response = match &wire {
+        Some(fault) => wire_response(status, &body, fault),
+        None => (status, axum::Json(body)).into_response(),
+    };
     usage_headers(response.headers_mut(), &call.usage_key, ticket.usage);
     if let Ok(v) = HeaderValue::from_str(&ticket.fbtrace_id) {
         response.headers_mut().insert("x-fb-trace-id", v);
     }
 
     call.record.status = status.as_u16();
+    call.record.wire_fault = wire.map(|f| f.kind);
     call.record.duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         method = %call.record.method,
@@ -334,6 +362,78 @@ pub async fn handle(
     );
     state.record(call.record);
     response
+}
+
+/// The wire target a call is, if any: the stateful calls a dropped or mangled answer hurts.
+fn wire_target(op: Op, params: &Params<'_>) -> Option<WireTarget> {
+    match op {
+        Op::CreateAudience => Some(WireTarget::AudienceCreate),
+        Op::AddUsers | Op::RemoveUsers => Some(WireTarget::UsersWrite),
+        Op::SendEvents => Some(WireTarget::Events),
+        Op::ReplaceUsers => {
+            (session_batch_seq(params) == Some(1)).then_some(WireTarget::ReplaceFirstBatch)
+        }
+        _ => None,
+    }
+}
+
+/// `session.batch_seq` as a number or numeric string, without validating the rest.
+fn session_batch_seq(params: &Params<'_>) -> Option<i64> {
+    let session: Value = params.get("session")?.parse().ok()?;
+    match session.get("batch_seq")? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// What nginx in front of an upstream answers when the upstream fails.
+fn bad_gateway() -> Response {
+    const PAGE: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+        <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+    (
+        StatusCode::BAD_GATEWAY,
+        [(header::CONTENT_TYPE, "text/html")],
+        PAGE,
+    )
+        .into_response()
+}
+
+/// The answer of a call that took effect, spoiled on the wire by `fault`.
+fn wire_response(status: StatusCode, body: &Value, fault: &WireFault) -> Response {
+    let bytes = Bytes::from(body.to_string());
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    match fault.kind {
+        WireFaultKind::DropAfterSuccess => {
+            // A body that fails before its first byte: hyper closes the connection without
+            // sending the buffered head, so the client gets no answer at all.
+            let broken = futures_util::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::other(
+                    "sandbox wire fault: connection dropped after the call took effect",
+                ))
+            });
+            (status, json, axum::body::Body::from_stream(broken)).into_response()
+        }
+        WireFaultKind::TruncatedJson => {
+            let half = bytes.slice(..bytes.len() / 2);
+            (status, json, half).into_response()
+        }
+        WireFaultKind::SlowBody => {
+            const PIECES: usize = 10;
+            let size = bytes.len().div_ceil(PIECES).max(1);
+            let pieces: Vec<Bytes> = (0..bytes.len())
+                .step_by(size)
+                .map(|i| bytes.slice(i..(i + size).min(bytes.len())))
+                .collect();
+            let pause = Duration::from_millis(fault.slow_ms / pieces.len().max(1) as u64);
+            let trickle = futures_util::stream::iter(pieces).then(move |piece| async move {
+                tokio::time::sleep(pause).await;
+                Ok::<Bytes, std::io::Error>(piece)
+            });
+            (status, json, axum::body::Body::from_stream(trickle)).into_response()
+        }
+        WireFaultKind::BadGatewayHtml => bad_gateway(),
+    }
 }
 
 /// Token, appsecret_proof, version and injected failures, in the order Meta would hit them.

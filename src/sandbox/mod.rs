@@ -29,9 +29,15 @@
 //!   may come in any order or repeat; the 90-minute window ends with 2650/1870158.
 //! * Events: `event_time` may be at most 10 minutes in the future; too-old events carry subcode
 //!   2804003; `Purchase` needs `custom_data.value` and a 3-letter `currency` (Meta documents both
-//!   as required for purchases).
+//!   as required for purchases). Every received event is kept in the inspection list; one whose
+//!   `event_name` and `event_id` match an earlier event of the pixel received less than 48 hours
+//!   before is marked `duplicate` (Meta "only considers the first one"); `events_received`
+//!   counts duplicates too (Meta deduplicates after receiving).
 //! * Faults: one RNG draw per Graph call, whatever the call, so failures depend only on the seed
-//!   and the call sequence. A stalled call, when faults change, answers code 2 without touching
+//!   and the call sequence. Wire faults ([`WireFault`]) are spent per matching call, whatever
+//!   its outcome: `bad_gateway_html` answers before the call reaches "Meta" (no RNG draw, no
+//!   effect, logged with status 502); the others run the call and then drop, cut or slow its
+//!   answer (the log shows the call's own status). A stalled call, when faults change, answers code 2 without touching
 //!   state. `reset` restores the start: no audiences, events or log; start faults; RNG re-seeded.
 //! * Bodies: JSON or form-urlencoded (multipart is refused with code 100), up to 64 MB. The
 //!   request log keeps the last 100,000 calls.
@@ -53,7 +59,10 @@ use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use faults::{FaultCode, Faults, UsageFault, parse_error_codes};
+pub use faults::{
+    FaultCode, Faults, UsageFault, WireFault, WireFaultKind, WireTarget, parse_error_codes,
+    parse_wire_fault,
+};
 pub use state::{AudienceSummary, ReceivedEvent, RequestRecord, SandboxState};
 
 /// Largest request body accepted: a 10,000-row, 4-key call is about 3 MB.
@@ -152,6 +161,11 @@ impl Sandbox {
 
     pub fn set_faults(&self, faults: Faults) {
         self.state.set_faults(faults);
+    }
+
+    /// The faults in force (wire faults that are spent are gone from `wire`).
+    pub fn faults(&self) -> Faults {
+        self.state.faults()
     }
 
     pub fn reset(&self) {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::SandboxOptions;
 use super::error::GraphError;
-use super::faults::{FaultCode, Faults, UsageFault};
+use super::faults::{FaultCode, Faults, UsageFault, WireFault, WireTarget};
 use super::members::{Member, MemberSet, Shape, Upload, decode_member};
 
 /// Meta's limit on CUSTOM audiences per ad account.
@@ -24,6 +24,9 @@ const REPLACE_WINDOW: Duration = Duration::from_secs(90 * 60);
 const MAX_PRESIZE: usize = 20_000_000;
 /// Oldest request records are dropped beyond this many, so long demos keep flat memory.
 const MAX_LOG: usize = 100_000;
+/// Meta keeps the first of the events with the same `event_name` and `event_id` received within
+/// 48 hours of each other and discards the later ones (server event parameters, `event_name`).
+const DEDUP_WINDOW_SECS: i64 = 48 * 3600;
 
 /// Cheap to clone: a handle on the shared state, used by the router and by [`super::Sandbox`].
 #[derive(Clone)]
@@ -50,6 +53,8 @@ struct Inner {
     session_seq: u64,
     audiences: BTreeMap<u64, Audience>,
     events: BTreeMap<String, Vec<ReceivedEvent>>,
+    /// When the kept event of each (pixel, event_name, event_id) arrived (Unix seconds).
+    kept_events: HashMap<(String, String, String), i64>,
     log: VecDeque<RequestRecord>,
     log_seq: u64,
 }
@@ -239,6 +244,8 @@ pub struct RequestRecord {
     pub error_subcode: Option<i64>,
     /// True when the error was injected by a fault, not by validation.
     pub injected: bool,
+    /// The wire fault this call got (its answer was dropped, cut, slowed or replaced by a 502).
+    pub wire_fault: Option<super::faults::WireFaultKind>,
     pub fbtrace_id: String,
     pub duration_ms: u64,
 }
@@ -250,6 +257,9 @@ pub struct ReceivedEvent {
     pub event: Value,
     pub test_event_code: Option<String>,
     pub partner_agent: Option<String>,
+    /// Meta discards it: an event with the same `event_name` and `event_id` arrived for this
+    /// pixel less than 48 hours before (events without an `event_id` are never duplicates).
+    pub duplicate: bool,
 }
 
 /// What the fault machinery decided for one Graph call, drawn under the lock.
@@ -288,6 +298,7 @@ impl Inner {
             session_seq: 0,
             audiences: BTreeMap::new(),
             events: BTreeMap::new(),
+            kept_events: HashMap::new(),
             log: VecDeque::new(),
             log_seq: 0,
         }
@@ -429,6 +440,19 @@ impl SandboxState {
             stall,
             usage: faults.usage,
         }
+    }
+
+    /// Spends one use of the first wire fault aimed at `target`; a spent fault leaves the list.
+    pub fn take_wire_fault(&self, target: WireTarget) -> Option<WireFault> {
+        let mut inner = self.lock();
+        let wire = &mut inner.faults.wire;
+        let i = wire.iter().position(|f| f.on == target && f.times > 0)?;
+        wire[i].times -= 1;
+        let taken = wire[i].clone();
+        if wire[i].times == 0 {
+            wire.remove(i);
+        }
+        Some(taken)
     }
 
     pub fn record(&self, mut record: RequestRecord) {
@@ -796,6 +820,8 @@ impl SandboxState {
 
     // ---- events ----
 
+    /// Stores a request's events; returns how many were received (duplicates included, as
+    /// Meta's `events_received` counts them: it deduplicates after receiving).
     pub fn push_events(
         &self,
         pixel_id: &str,
@@ -803,15 +829,41 @@ impl SandboxState {
         test_event_code: Option<String>,
         partner_agent: Option<String>,
     ) -> usize {
+        self.push_events_at(pixel_id, events, test_event_code, partner_agent, now_secs())
+    }
+
+    fn push_events_at(
+        &self,
+        pixel_id: &str,
+        events: Vec<Value>,
+        test_event_code: Option<String>,
+        partner_agent: Option<String>,
+        now: i64,
+    ) -> usize {
         let n = events.len();
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let list = inner.events.entry(pixel_id.to_string()).or_default();
-        list.extend(events.into_iter().map(|event| ReceivedEvent {
-            pixel_id: pixel_id.to_string(),
-            event,
-            test_event_code: test_event_code.clone(),
-            partner_agent: partner_agent.clone(),
-        }));
+        for event in events {
+            let key = dedup_key(pixel_id, &event);
+            let duplicate = match key {
+                Some(key) => match inner.kept_events.get(&key) {
+                    Some(&at) if now - at < DEDUP_WINDOW_SECS => true,
+                    _ => {
+                        inner.kept_events.insert(key, now);
+                        false
+                    }
+                },
+                None => false,
+            };
+            list.push(ReceivedEvent {
+                pixel_id: pixel_id.to_string(),
+                event,
+                test_event_code: test_event_code.clone(),
+                partner_agent: partner_agent.clone(),
+                duplicate,
+            });
+        }
         n
     }
 
@@ -859,6 +911,18 @@ impl SandboxState {
             None => inner.events.values().flatten().cloned().collect(),
         }
     }
+}
+
+/// `(pixel, event_name, event_id)` of an event that has both as non-empty strings.
+fn dedup_key(pixel_id: &str, event: &Value) -> Option<(String, String, String)> {
+    let text = |k: &str| {
+        event
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    Some((pixel_id.to_string(), text("event_name")?, text("event_id")?))
 }
 
 /// An 11-character trace id in Meta's alphabet, derived from a 64-bit value.
@@ -910,6 +974,67 @@ mod tests {
         assert_eq!((e.code, e.subcode), (2650, Some(1870158)));
         assert_eq!(state.audience(&id).unwrap().member_count, 1);
         assert!(!state.audience(&id).unwrap().replace_in_progress);
+    }
+
+    #[test]
+    fn an_event_resent_with_the_same_name_and_id_within_48_hours_is_a_duplicate() {
+        let state = SandboxState::new(SandboxOptions::default());
+        let e = |name: &str, id: Option<&str>| match id {
+            Some(id) => serde_json::json!({"event_name": name, "event_id": id}),
+            None => serde_json::json!({"event_name": name}),
+        };
+        let t0 = 1_000_000;
+        let batch = vec![
+            e("Purchase", Some("1")),
+            e("Purchase", None),
+            e("Lead", Some("1")),
+        ];
+        assert_eq!(state.push_events_at("7", batch.clone(), None, None, t0), 3);
+        assert_eq!(
+            state.push_events_at("7", batch.clone(), None, None, t0 + 3600),
+            3
+        );
+        assert_eq!(state.push_events_at("8", batch, None, None, t0 + 3600), 3);
+        let flags = |p| {
+            state
+                .events(Some(p))
+                .iter()
+                .map(|r| r.duplicate)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(flags("7"), [false, false, false, true, false, true]);
+        assert_eq!(
+            flags("8"),
+            [false, false, false],
+            "another pixel is not a duplicate"
+        );
+        let late = t0 + DEDUP_WINDOW_SECS;
+        state.push_events_at("7", vec![e("Purchase", Some("1"))], None, None, late);
+        assert!(
+            !state.events(Some("7"))[6].duplicate,
+            "after 48 hours it is kept again"
+        );
+    }
+
+    #[test]
+    fn a_wire_fault_is_spent_after_its_times_and_only_on_its_target() {
+        use crate::sandbox::faults::WireFaultKind;
+        let mut faults = Faults::default();
+        faults.wire.push(WireFault {
+            times: 2,
+            ..WireFault::new(WireFaultKind::TruncatedJson, WireTarget::Events)
+        });
+        let state = SandboxState::new(SandboxOptions {
+            faults,
+            ..SandboxOptions::default()
+        });
+        assert_eq!(state.take_wire_fault(WireTarget::UsersWrite), None);
+        assert_eq!(state.faults().wire[0].times, 2);
+        assert!(state.take_wire_fault(WireTarget::Events).is_some());
+        assert_eq!(state.faults().wire[0].times, 1);
+        assert!(state.take_wire_fault(WireTarget::Events).is_some());
+        assert!(state.faults().wire.is_empty());
+        assert_eq!(state.take_wire_fault(WireTarget::Events), None);
     }
 
     #[test]
