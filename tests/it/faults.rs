@@ -361,3 +361,67 @@ async fn a_second_configuration_on_an_audience_already_synced_is_invalid_and_the
     assert_eq!(outcome(SYSTEM), Outcome::Success);
     assert_eq!(sandbox_members(&w.sandbox, &audience), members);
 }
+
+/// Every wire fault on a stateful call of a sync: the audience create, and the first batch of a
+/// replace. The call's answer is lost (dropped, cut off, too slow) or a proxy answers 502.
+#[tokio::test]
+async fn a_lost_or_garbled_answer_to_audience_create_or_replace_batch_1_leaves_one_audience_equal_to_the_source()
+ {
+    use cdp_meta_sync::sandbox::{WireFault, WireFaultKind, WireTarget};
+    for on in [WireTarget::AudienceCreate, WireTarget::ReplaceFirstBatch] {
+        for kind in [
+            WireFaultKind::DropAfterSuccess,
+            WireFaultKind::BadGatewayHtml,
+            WireFaultKind::TruncatedJson,
+            WireFaultKind::SlowBody,
+        ] {
+            let what = format!("{kind:?} on {on:?}");
+            let mut w = world(1_500).await;
+            only_kangoo(&w).await;
+            if on == WireTarget::ReplaceFirstBatch {
+                w.db.client()
+                    .await
+                    .batch_execute("UPDATE cdp.facebook_configurations SET sync_mode = 'replace'")
+                    .await
+                    .unwrap();
+            }
+            // A slow body outlasts the request timeout.
+            w.ctx = crate::world::context_with(
+                &w.db,
+                &w.sandbox,
+                "worker-a",
+                &[("META_REQUEST_TIMEOUT_SECS", "2")],
+            );
+            w.sandbox.set_faults(Faults {
+                wire: vec![WireFault {
+                    slow_ms: 6_000,
+                    ..WireFault::new(kind, on)
+                }],
+                ..Faults::default()
+            });
+            let reports = w.sync_due().await;
+            assert_eq!(reports[0].outcome, Outcome::Success, "{what}");
+            let named: Vec<_> = w
+                .sandbox
+                .audiences()
+                .into_iter()
+                .filter(|a| a.name.to_lowercase().contains("kangoo"))
+                .collect();
+            assert_eq!(named.len(), 1, "{what}: one audience, not {named:?}");
+            assert_eq!(named[0].id, audience_id(&w.db, SYSTEM).await, "{what}");
+            assert_ledger_is_the_audience(&w, &what).await;
+            // Bounded: each batch at most twice (the faulted one is sent again once).
+            let writes = w
+                .sandbox
+                .requests()
+                .iter()
+                .filter(|r| r.operation.ends_with("_users"))
+                .count();
+            let batches = expected_members(&w.db, SYSTEM).await.len().div_ceil(250);
+            assert!(
+                writes <= batches + 2,
+                "{what}: {writes} writes for {batches} batches"
+            );
+        }
+    }
+}

@@ -58,8 +58,19 @@ pub async fn world_with(customers: u64, schema: Schema) -> World {
 }
 
 pub fn context(db: &TestDb, sandbox: &Sandbox, worker_id: &str) -> SyncContext {
+    context_with(db, sandbox, worker_id, &[])
+}
+
+/// [`context`] with more settings (`extra` wins over the test defaults).
+pub fn context_with(
+    db: &TestDb,
+    sandbox: &Sandbox,
+    worker_id: &str,
+    extra: &[(&str, &str)],
+) -> SyncContext {
     let vars = env(sandbox);
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    pairs.extend_from_slice(extra);
     let settings = settings_for(db.url(), &pairs);
     let meta = MetaClient::new(&settings.meta, SecretString::from(TOKEN.to_string())).unwrap();
     let mut ctx = cdp_meta_sync::sync::run::context(settings, meta).unwrap();
