@@ -17,7 +17,7 @@ use cdp_meta_sync::demo::Schema;
 use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
 
-use process::{eventually, spawn, status_of, worker};
+use process::{eventually, free_port, spawn, status_of, worker};
 use world::{
     World, audience_id, context, expected_members, ledger_rows, only_kangoo, sandbox_members,
     world, world_with,
@@ -151,11 +151,7 @@ async fn sigterm_while_staging_a_million_customers_exits_0_within_30_s_and_relea
         )
         .await
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // The log goes to a file: a pipe nobody reads while the worker runs fills up and blocks it.
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = worker(&w, &["run"]);

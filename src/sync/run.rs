@@ -470,21 +470,13 @@ async fn execute(
     if let Some(e) = stream_error {
         return Err(as_outcome(e));
     }
+    // Cancelled while extracting, or the streamer stopped on cancellation.
+    let interrupted = streamed.interrupted || matches!(staging, Err(StageError::Interrupted));
     let staged = match staging {
         Ok(report) => report,
-        Err(_) if streamed.interrupted => {
+        Err(_) if interrupted => {
             let members = diff::count_members(stage, plan.id).await.map_err(failed)?;
             let _ = diff::drop_plan(stage).await;
-            return Ok(Done {
-                outcome: Outcome::Interrupted,
-                added: streamed.rows,
-                removed: 0,
-                members,
-                held: None,
-            });
-        }
-        Err(StageError::Interrupted) => {
-            let members = diff::count_members(stage, plan.id).await.map_err(failed)?;
             return Ok(Done {
                 outcome: Outcome::Interrupted,
                 added: streamed.rows,
@@ -496,7 +488,7 @@ async fn execute(
         Err(StageError::Columns(problems)) => {
             return Err(Outcome::InvalidConfig(problems.join("; ")));
         }
-        Err(StageError::Other(e)) => return Err(failed(e)),
+        Err(e) => return Err(failed(e.into())),
     };
     let staged_ms = started.elapsed().as_millis() as u64;
     // On a first sync the ledger holds exactly the streamed members; else it is counted.

@@ -9,7 +9,7 @@
 //! the ledger write queues behind the lock, where the test finds it in `pg_locks`.
 use std::time::Duration;
 
-use crate::process::{eventually, spawn, status_of, worker};
+use crate::process::{eventually, expire_lease, spawn, status_of, worker};
 use crate::world::{
     World, audience_id, expected_members, ledger_rows, make_due, only_kangoo, sandbox_members,
     world,
@@ -207,18 +207,7 @@ async fn crash_after_accepted(phase: Phase, crash: Crash) {
                 "{phase:?}: the system is not left running"
             );
         }
-        None => {
-            // A killed process writes nothing: its lease runs out (here, at once).
-            w.db.client()
-                .await
-                .execute(
-                    "UPDATE cdp.facebook_configurations SET lease_expires_at = now() - interval '1 second'
-                      WHERE system_name = $1",
-                    &[&SYSTEM],
-                )
-                .await
-                .unwrap();
-        }
+        None => expire_lease(&w, SYSTEM).await,
     }
     make_due(&w.db).await;
     let next = w.sync_due().await;

@@ -77,6 +77,12 @@ pub async fn sync_killed_after_batches(
     child.kill().unwrap();
     child.wait().unwrap();
     w.sandbox.set_faults(Faults::default());
+    expire_lease(w, system).await;
+    reached
+}
+
+/// A killed worker writes nothing: its lease runs out (here, at once).
+pub async fn expire_lease(w: &crate::world::World, system: &str) {
     w.db.client()
         .await
         .execute(
@@ -86,7 +92,15 @@ pub async fn sync_killed_after_batches(
         )
         .await
         .unwrap();
-    reached
+}
+
+/// A TCP port free right now, for a worker's HTTP server.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Batches the system's latest run has recorded as accepted.

@@ -8,7 +8,9 @@ use cdp_meta_sync::sync::Outcome;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{eventually, finished, spawn, status_of, sync_killed_after_batches, worker};
+use crate::process::{
+    eventually, finished, free_port, spawn, status_of, sync_killed_after_batches, worker,
+};
 use crate::world::{audience_id, expected_members, sandbox_members, world};
 
 #[tokio::test]
@@ -107,11 +109,7 @@ async fn sigterm_finishes_the_batch_in_flight_records_interrupted_releases_the_l
         latency_ms: 300,
         ..Faults::default()
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = spawn(
         worker(&w, &["run"])
             .env("PORT", port.to_string())
@@ -323,11 +321,7 @@ async fn run_once_exits_1_naming_each_system_that_failed_and_0_when_all_synced()
 #[tokio::test]
 async fn a_killed_listen_connection_is_restarted_and_healthz_is_503_until_it_is_back() {
     let w = world(10).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _child = spawn(worker(&w, &["run"]).env("PORT", port.to_string()));
     let health = || async {
         reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
