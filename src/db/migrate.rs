@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0003_ledger_sources.sql"),
     ),
     (4, "adoption", include_str!("../../sql/0004_adoption.sql")),
+    (
+        5,
+        "outbox_faults",
+        include_str!("../../sql/0005_outbox_faults.sql"),
+    ),
 ];
 
 /// Upgrades the original design's table in place (see the module docs).
