@@ -7,7 +7,9 @@
 //! * `verdict.rs` — pure: Meta's answer → sent, to split (the events' fault) or stop (retry later).
 //! * `split.rs` — a rejected batch is halved until the bad event stands alone.
 //! * `pump.rs` — [`EventPump`]: claims, Meta, outcomes.
-//! * `map.rs`, `import.rs` — CSV exports → outbox rows, through `config/maps/*.toml`.
+//! * `map.rs`, `csv_rows.rs`, `import.rs` — CSV exports (streamed) → outbox rows, through
+//!   `config/maps/*.toml`.
+pub mod csv_rows;
 pub mod import;
 pub mod lease;
 pub mod map;
