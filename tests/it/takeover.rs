@@ -240,7 +240,8 @@ async fn migrate_upgrades_the_original_table_in_place_and_the_first_sync_rebuild
 
     let report = t.migrate().await;
     assert_eq!(report.adopted_rows, Some(3));
-    assert_eq!(report.applied, vec![1, 2, 3, 4]);
+    let every_version: Vec<i32> = db::migrate::MIGRATIONS.iter().map(|m| m.0).collect();
+    assert_eq!(report.applied, every_version);
     assert_eq!(
         t.original_columns().await,
         before,
@@ -493,7 +494,11 @@ async fn two_migrations_started_together_on_the_original_table_adopt_it_once() {
         .filter(|r| r.is_some())
         .count();
     assert_eq!(adopted, 1);
-    assert_eq!(a.applied.len() + b.applied.len(), 4, "{a:?} {b:?}");
+    assert_eq!(
+        a.applied.len() + b.applied.len(),
+        db::migrate::MIGRATIONS.len(),
+        "{a:?} {b:?}"
+    );
 }
 
 #[tokio::test]
