@@ -358,3 +358,31 @@ async fn an_undocumented_user_data_key_is_dropped_and_counted_and_never_reaches_
         .await;
     assert_eq!(counted, 2);
 }
+
+#[tokio::test]
+async fn two_pumps_draining_one_system_at_once_send_each_event_once() {
+    // What the per-system advisory lock used to guarantee, the claims now do: a batch claimed by
+    // one pump is skipped (SKIP LOCKED) or excluded (its lease) by the other.
+    let t = setup().await;
+    let system = t.system("web", "207", &[27], "").await;
+    t.leads(27, "shared", 3_500, "1 minute").await;
+    t.sb.set_faults(Faults {
+        latency_ms: 200,
+        ..Faults::default()
+    });
+    let (a, b) = (t.pump(), t.pump());
+    let cancel = CancellationToken::new();
+
+    let (ra, rb) = tokio::join!(a.run_once(&cancel), b.run_once(&cancel));
+
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.sent + rb.sent, 3_500, "{ra:?} {rb:?}");
+    assert!(
+        ra.sent > 0 && rb.sent > 0,
+        "both took batches: {ra:?} {rb:?}"
+    );
+    let times = t.times_received("207");
+    assert_eq!(times.len(), 3_500);
+    assert!(times.values().all(|n| *n == 1));
+    assert_eq!(t.statuses(system).await.len(), 3_500);
+}
