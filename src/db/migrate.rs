@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (4, "adoption", include_str!("../../sql/0004_adoption.sql")),
     (
+        5,
+        "outbox_faults",
+        include_str!("../../sql/0005_outbox_faults.sql"),
+    ),
+    (
         6,
         "lease_fence",
         include_str!("../../sql/0006_lease_fence.sql"),

@@ -1,15 +1,19 @@
 //! `events import`: CSV exports → the `cdp.conversion_events` outbox, through a column map.
 //!
-//! Every data row is validated ([`Layout::parse_row`]); a bad row is reported as `file:line N:
-//! reason` (never its values) and written with its reason to the rejects CSV; good rows are
+//! Files are streamed (`csv_rows.rs`): memory stays constant whatever their size. Every data row
+//! is validated; a bad row is reported as `file:line N: reason` (never its values) and written
+//! with its reason to the rejects CSV, and the rest of the file is imported. Good rows are
 //! inserted 1,000 per statement with `ON CONFLICT (tenant_id, event_name, event_id) DO NOTHING`,
-//! so importing the same file again inserts nothing.
+//! so importing the same file again inserts nothing; should the database refuse a statement for
+//! one row's data, the batch is inserted row by row and only the refused rows are rejected.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::map::{ColumnMap, Layout, NewEvent};
+pub use super::csv_rows::{Rejection, read_all};
+use super::csv_rows::{Row, RowReader};
+use super::map::{ColumnMap, NewEvent};
 
 /// Rows per INSERT.
 pub const IMPORT_BATCH: usize = 1_000;
@@ -24,15 +28,6 @@ pub struct ImportReport {
     /// Valid rows already in the outbox (same tenant, event_name and event_id).
     pub duplicates: u64,
     pub rejected: u64,
-}
-
-/// One rejected row: where, why, and the raw fields (for the rejects file only).
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    pub file: String,
-    pub line: u64,
-    pub reason: String,
-    pub fields: Vec<String>,
 }
 
 /// The `events import` command: loads the map, imports, prints the summary. Rejected rows do not
@@ -69,23 +64,40 @@ pub async fn import_files(
         .with_context(|| format!("Failed to create the rejects file {}", rejects.display()))?;
     rejects_out.write_record(["file", "line", "reason"])?;
     for file in files {
-        let (rows, rejected) = read_file(map, file)?;
-        report.rows += (rows.len() + rejected.len()) as u64;
-        report.rejected += rejected.len() as u64;
-        for r in &rejected {
-            eprintln!("{}:line {}: {}", r.file, r.line, r.reason);
-            let mut record = vec![r.file.clone(), r.line.to_string(), r.reason.clone()];
-            record.extend(r.fields.iter().cloned());
-            rejects_out.write_record(&record)?;
-        }
-        for batch in rows.chunks(IMPORT_BATCH) {
-            let inserted = insert_batch(client, tenant, batch).await?;
-            report.inserted += inserted;
-            report.duplicates += batch.len() as u64 - inserted;
+        let name = file.display().to_string();
+        let input = std::fs::File::open(file)
+            .with_context(|| format!("Failed to read {}", file.display()))?;
+        let mut rows = RowReader::new(map, &name, std::io::BufReader::new(input));
+        let mut batch: Vec<(u64, NewEvent)> = Vec::with_capacity(IMPORT_BATCH);
+        let before = report.clone();
+        loop {
+            let row = rows.next_row()?;
+            let done = row.is_none();
+            match row {
+                Some(Row::Good { line, event }) => {
+                    report.rows += 1;
+                    batch.push((line, *event));
+                }
+                Some(Row::Bad(rejection)) => {
+                    report.rows += 1;
+                    reject(&mut report, &mut rejects_out, &rejection)?;
+                }
+                None => {}
+            }
+            if batch.len() == IMPORT_BATCH || (done && !batch.is_empty()) {
+                for rejection in insert_rows(client, tenant, &name, &batch, &mut report).await? {
+                    reject(&mut report, &mut rejects_out, &rejection)?;
+                }
+                batch.clear();
+            }
+            if done {
+                break;
+            }
         }
         tracing::info!(
-            rows = rows.len(),
-            rejected = rejected.len(),
+            rows = report.rows - before.rows,
+            inserted = report.inserted - before.inserted,
+            rejected = report.rejected - before.rejected,
             "events import: file done"
         );
     }
@@ -93,108 +105,90 @@ pub async fn import_files(
     Ok(report)
 }
 
-/// Reads and validates one file: good rows and rejections, in file order.
-pub fn read_file(map: &ColumnMap, path: &Path) -> anyhow::Result<(Vec<NewEvent>, Vec<Rejection>)> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("Failed to read {}", path.display()))?;
-    read_csv(map, &path.display().to_string(), &bytes)
+/// Counts and reports one bad row: on stderr by line (no values), in the rejects file in full.
+fn reject(
+    report: &mut ImportReport,
+    out: &mut csv::Writer<std::fs::File>,
+    r: &Rejection,
+) -> anyhow::Result<()> {
+    report.rejected += 1;
+    eprintln!("{}:line {}: {}", r.file, r.line, r.reason);
+    let mut record = vec![r.file.clone(), r.line.to_string(), r.reason.clone()];
+    record.extend(r.fields.iter().cloned());
+    out.write_record(&record)
+        .context("Failed to write the rejects file")?;
+    Ok(())
 }
 
-/// [`read_file`] over bytes (`name` is used in rejections). The whole input is held so that a
-/// row's line number is exact: the csv crate counts skipped blank lines into the next record.
-pub fn read_csv(
-    map: &ColumnMap,
-    name: &str,
-    input: &[u8],
-) -> anyhow::Result<(Vec<NewEvent>, Vec<Rejection>)> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(map.delimiter as u8)
-        .from_reader(input);
-    let mut lines = LineCounter::default();
-    let mut headers = Vec::with_capacity(map.header_rows);
-    let mut layout: Option<Layout> = None;
-    let mut good = Vec::new();
-    let mut bad = Vec::new();
-    let mut record = csv::StringRecord::new();
-    loop {
-        let start = reader.position().byte();
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                // Bad UTF-8 or the like: the row is rejected, the file goes on.
-                let at = e.position().map_or(start, |p| p.byte());
-                let line = lines.line_at(input, at);
-                bad.push(Rejection {
-                    file: name.to_string(),
-                    line,
-                    reason: "not a readable CSV row (encoding must be UTF-8)".into(),
-                    fields: Vec::new(),
-                });
-                continue;
+/// Inserts a batch; when the database refuses it for a row's data, row by row, returning the
+/// refused rows as rejections (any other database error fails the import).
+async fn insert_rows(
+    client: &tokio_postgres::Client,
+    tenant: i32,
+    file: &str,
+    batch: &[(u64, NewEvent)],
+    report: &mut ImportReport,
+) -> anyhow::Result<Vec<Rejection>> {
+    let events: Vec<&NewEvent> = batch.iter().map(|(_, e)| e).collect();
+    let error = match insert_batch(client, tenant, &events).await {
+        Ok(inserted) => {
+            report.inserted += inserted;
+            report.duplicates += events.len() as u64 - inserted;
+            return Ok(Vec::new());
+        }
+        Err(e) => e,
+    };
+    if refused_row(&error).is_none() {
+        return Err(error).context("Failed to insert imported events");
+    }
+    let mut refused = Vec::new();
+    for (line, event) in batch {
+        match insert_batch(client, tenant, &[event]).await {
+            Ok(inserted) => {
+                report.inserted += inserted;
+                report.duplicates += 1 - inserted;
             }
-        }
-        let line = lines.line_at(input, record.position().map_or(start, |p| p.byte()));
-        if headers.len() < map.header_rows {
-            headers.push(record.iter().map(str::to_string).collect());
-            continue;
-        }
-        if record.iter().all(|f| f.trim().is_empty()) {
-            continue;
-        }
-        let layout = match &layout {
-            Some(l) => l,
-            None => layout.insert(
-                map.resolve(&headers)
-                    .with_context(|| format!("{name}: the map does not fit the file's headers"))?,
-            ),
-        };
-        let fields: Vec<&str> = record.iter().collect();
-        match layout.parse_row(&fields) {
-            Ok(event) => good.push(event),
-            Err(reason) => bad.push(Rejection {
-                file: name.to_string(),
-                line,
-                reason,
-                fields: fields.iter().map(|s| s.to_string()).collect(),
-            }),
+            Err(e) => match refused_row(&e) {
+                Some(reason) => refused.push(Rejection {
+                    file: file.to_string(),
+                    line: *line,
+                    reason,
+                    fields: Vec::new(),
+                }),
+                None => return Err(e).context("Failed to insert imported events"),
+            },
         }
     }
-    Ok((good, bad))
+    Ok(refused)
 }
 
-/// 1-based line numbers of byte offsets given in increasing order, in one pass over the input.
-#[derive(Default)]
-struct LineCounter {
-    byte: usize,
-    newlines: u64,
-}
-
-impl LineCounter {
-    /// The line of the first non-blank byte at or after `at` (where the record really starts).
-    fn line_at(&mut self, input: &[u8], at: u64) -> u64 {
-        let mut at = (at as usize).min(input.len());
-        while at < input.len() && matches!(input[at], b'\n' | b'\r') {
-            at += 1;
-        }
-        if at >= self.byte {
-            self.newlines += input[self.byte..at].iter().filter(|b| **b == b'\n').count() as u64;
-            self.byte = at;
-        }
-        self.newlines + 1
+/// The reason for a row the database refused for its data (SQLSTATE class 22, data exception,
+/// or 23, integrity constraint), naming the constraint or column but never quoting the value
+/// (PostgreSQL's own message may); `None` for any other error.
+fn refused_row(e: &tokio_postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    let code = db.code().code();
+    if !(code.starts_with("22") || code.starts_with("23")) {
+        return None;
     }
+    let mut reason = format!("the database refused the row (SQLSTATE {code}");
+    if let Some(constraint) = db.constraint() {
+        reason.push_str(&format!(", constraint {constraint}"));
+    } else if let Some(column) = db.column() {
+        reason.push_str(&format!(", column {column}"));
+    }
+    reason.push(')');
+    Some(reason)
 }
 
 /// Inserts one batch; returns how many rows were new.
 async fn insert_batch(
     client: &tokio_postgres::Client,
     tenant: i32,
-    batch: &[NewEvent],
-) -> anyhow::Result<u64> {
-    fn col<T: Clone>(batch: &[NewEvent], f: impl Fn(&NewEvent) -> T) -> Vec<T> {
-        batch.iter().map(f).collect()
+    batch: &[&NewEvent],
+) -> Result<u64, tokio_postgres::Error> {
+    fn col<T: Clone>(batch: &[&NewEvent], f: impl Fn(&NewEvent) -> T) -> Vec<T> {
+        batch.iter().map(|e| f(e)).collect()
     }
     let names = col(batch, |e| e.event_name.clone());
     let times = col(batch, |e| e.event_time);
@@ -249,8 +243,7 @@ async fn insert_batch(
              ON CONFLICT (tenant_id, event_name, event_id) DO NOTHING",
             &params,
         )
-        .await
-        .context("Failed to insert imported events")?;
+        .await?;
     Ok(inserted)
 }
 
@@ -278,37 +271,6 @@ pub fn print_summary(report: &ImportReport, rejects: &Path, out: &mut impl Write
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MAP: &str = r#"
-        delimiter = ";"
-        header_rows = 2
-        [constants]
-        action_source = "website"
-        [columns]
-        event_name = "name"
-        event_time = "time"
-        event_id = "id"
-    "#;
-
-    #[test]
-    fn header_rows_are_skipped_and_bad_rows_carry_their_file_line() {
-        let csv = "export of 2024-07-01;;\nname;time;id\nLead;1719852447;a\n\nLead;yesterday;b\nLead;1719852447\n";
-        let map = ColumnMap::parse(MAP).unwrap();
-        let (good, bad) = read_csv(&map, "f.csv", csv.as_bytes()).unwrap();
-        assert_eq!(good.len(), 1);
-        assert_eq!(good[0].event_id, "a");
-        let lines: Vec<(u64, &str)> = bad.iter().map(|r| (r.line, r.reason.as_str())).collect();
-        assert_eq!(
-            lines,
-            vec![
-                (
-                    5,
-                    "event_time is not a date in any of the map's time_formats"
-                ),
-                (6, "expected 3 columns, found 2")
-            ]
-        );
-    }
 
     #[test]
     fn the_default_rejects_file_sits_beside_the_first_input() {

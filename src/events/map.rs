@@ -302,8 +302,14 @@ impl Layout {
         };
         let contents = self.contents(&get)?;
         let order_id = get(Field::OrderId);
+        let has_event_id_column = self.columns.iter().any(|(f, _)| *f == Field::EventId);
         let event_id = match get(Field::EventId) {
             Some(id) => id,
+            // The file has event ids: a row without one is an error, not one to make up (Meta
+            // deduplicates on it, against the browser's events with the real id).
+            None if has_event_id_column => {
+                return Err("event_id is empty (Meta deduplicates on it)".into());
+            }
             None => match self.event_id_from {
                 EventIdFrom::OrderId => order_id
                     .clone()

@@ -2,16 +2,22 @@
 //! the Conversions API (`POST /{pixel_id}/events`), and CSV import into the outbox.
 //!
 //! * `outbox.rs` — every SQL statement on the outbox, deliveries and delivery runs.
+//! * `lease.rs` — claims: a batch is leased to one worker in a short transaction.
 //! * `payload.rs` — pure: outbox row → server event JSON; the expiry window.
+//! * `verdict.rs` — pure: Meta's answer → sent, to split (the events' fault) or stop (retry later).
 //! * `split.rs` — a rejected batch is halved until the bad event stands alone.
-//! * `pump.rs` — [`EventPump`]: batches, transactions, Meta, outcomes.
-//! * `map.rs`, `import.rs` — CSV exports → outbox rows, through `config/maps/*.toml`.
+//! * `pump.rs` — [`EventPump`]: claims, Meta, outcomes.
+//! * `map.rs`, `csv_rows.rs`, `import.rs` — CSV exports (streamed) → outbox rows, through
+//!   `config/maps/*.toml`.
+pub mod csv_rows;
 pub mod import;
+pub mod lease;
 pub mod map;
 pub mod outbox;
 pub mod payload;
 mod pump;
 pub mod split;
+pub mod verdict;
 
 pub use outbox::{PendingSummary, pending_by_system};
-pub use pump::{EventPump, NOTIFY_CHANNEL, PumpReport};
+pub use pump::{DEFAULT_CLAIM_LEASE, DEFAULT_RETRY_DELAY, EventPump, NOTIFY_CHANNEL, PumpReport};

@@ -1,10 +1,11 @@
-//! Every SQL statement on the outbox, its per-system deliveries and delivery runs.
+//! Every SQL statement on the outbox, its per-system deliveries and delivery runs (the claims
+//! that lease a batch to one worker are in `lease.rs`).
 //!
 //! An event is pending for a system while it belongs to one of the system's tenants and has no
-//! row in `cdp.conversion_event_deliveries` for that system. A batch is read, sent and recorded
-//! inside one transaction that holds the system's advisory lock: a crash before the commit leaves
-//! the batch pending (it is resent, with the same `event_id`, which Meta deduplicates), and two
-//! workers never send the same system's events at once.
+//! row in `cdp.conversion_event_deliveries` for that system. A batch is claimed in one short
+//! transaction, sent with no transaction open, and its outcomes recorded in another short one: a
+//! crash in between leaves the batch claimed until its lease runs out, then it is resent with the
+//! same `event_id`s (Meta deduplicates), a bounded number of times.
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -13,9 +14,6 @@ use tokio_postgres::Row;
 use super::payload::{Identity, OutboxEvent, ProcessingOptions};
 use crate::db::configurations::ColumnReader;
 use crate::sync::source::Catalog;
-
-/// First key of the per-system advisory lock (`pg_try_advisory_xact_lock(int, int)`): "capi".
-const LOCK_CLASS: i32 = 0x6361_7069;
 
 /// An active system with a pixel: where its tenants' events go, and how.
 #[derive(Debug, Clone)]
@@ -99,48 +97,25 @@ pub async fn customer_lookup(client: &tokio_postgres::Client) -> anyhow::Result<
     Ok(Catalog::read(client).await?.customer_identity())
 }
 
-/// Takes the system's lock for the rest of the transaction; `false`: another worker holds it.
-pub async fn try_lock_system(
-    tx: &impl GenericClient,
-    configuration_id: i32,
-) -> anyhow::Result<bool> {
-    let row = tx
-        .query_one(
-            "SELECT pg_try_advisory_xact_lock($1, $2)",
-            &[&LOCK_CLASS, &configuration_id],
-        )
-        .await
-        .context("Failed to take the system's event lock")?;
-    Ok(row.get(0))
-}
-
 const EVENT_COLUMNS: &str = "e.id, e.event_name,
     CASE WHEN isfinite(e.event_time) THEN e.event_time END, e.action_source, e.event_id,
     e.event_source_url, e.email, e.phone, e.first_name, e.last_name, e.city, e.state, e.zip,
     e.country, e.birth_date, e.gender, e.external_id, e.client_ip_address, e.client_user_agent,
     e.fbc, e.fbp, e.value::float8, e.currency, e.order_id, e.contents, e.custom_data, e.user_data";
 
-/// A batch of pending events as read: those that can be sent, and those that cannot even be
-/// read (an `event_time` of `infinity`…), each with the reason, to be recorded as rejected.
+/// A claimed batch as read: the events that can be sent, and those that cannot even be read (an
+/// `event_time` of `infinity`…), each with the reason, to be recorded as rejected.
 #[derive(Debug, Default)]
 pub struct PendingBatch {
     pub events: Vec<OutboxEvent>,
     pub unreadable: Vec<(i64, String)>,
-    /// The highest event id of the batch; `None` when nothing is pending.
-    pub last_id: Option<i64>,
 }
 
-/// Up to `limit` pending events of the system with ids above `after_id`, oldest id first.
-/// `customers`: the select list of [`customer_lookup`], when there is a `customers_master`.
-///
-/// `OFFSET 0` keeps the delivery check a per-row index probe: walking events in id order and
-/// stopping at `limit` takes milliseconds, where the hash anti-join the planner otherwise picks
-/// reads every delivery of the system for each batch (~200 ms at 100k).
-pub async fn pending_batch(
-    tx: &impl GenericClient,
-    system: &PixelSystem,
-    after_id: i64,
-    limit: i64,
+/// The events `row_ids` (claimed by this worker), in id order. `customers`: the select list of
+/// [`customer_lookup`], when there is a `customers_master`.
+pub async fn claimed_events(
+    client: &impl GenericClient,
+    row_ids: &[i64],
     customers: Option<&str>,
 ) -> anyhow::Result<PendingBatch> {
     let (customer_columns, customer_join) = match customers {
@@ -153,29 +128,16 @@ pub async fn pending_batch(
     let sql = format!(
         "SELECT {EVENT_COLUMNS} {customer_columns}
          FROM cdp.conversion_events e {customer_join}
-         WHERE e.tenant_id = ANY($1) AND e.id > $2
-           AND NOT EXISTS (SELECT 1 FROM cdp.conversion_event_deliveries d
-                           WHERE d.event_row_id = e.id AND d.configuration_id = $3
-                           OFFSET 0)
-         ORDER BY e.id
-         LIMIT $4"
+         WHERE e.id = ANY($1)
+         ORDER BY e.id"
     );
-    let rows = tx
-        .query(
-            &sql,
-            &[
-                &system.tenant_ids,
-                &after_id,
-                &system.configuration_id,
-                &limit,
-            ],
-        )
+    let rows = client
+        .query(&sql, &[&row_ids])
         .await
-        .context("Failed to read pending events")?;
+        .context("Failed to read claimed events")?;
     let mut batch = PendingBatch::default();
     for r in &rows {
         let row_id: i64 = r.try_get(0).context("An event id could not be read")?;
-        batch.last_id = Some(row_id);
         match event_from_row(r, customers.is_some()) {
             Ok(event) => batch.events.push(event),
             Err(reason) => batch.unreadable.push((row_id, reason)),
@@ -243,7 +205,7 @@ fn event_from_row(r: &Row, with_customers: bool) -> Result<OutboxEvent, String> 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub row_id: i64,
-    /// `sent`, `rejected` or `expired`.
+    /// `sent`, `rejected`, `expired` or `failed`.
     pub status: &'static str,
     pub attempts: i32,
     pub error: Option<String>,
@@ -257,6 +219,9 @@ pub struct BatchCounts {
     pub accepted: i64,
     pub rejected: i64,
     pub expired: i64,
+    pub failed: i64,
+    /// Undocumented `user_data` keys left out of the events sent.
+    pub dropped_keys: i64,
 }
 
 /// Records the outcomes (deliveries, the events' summary columns, the run's counters).
@@ -304,7 +269,10 @@ pub async fn record_outcomes(
                  updated_at = now()
              FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[])
                   AS o(i, s, a, err, t)
-             WHERE e.id = o.i",
+             WHERE e.id = o.i
+               -- A row from before the event_id check (0005, NOT VALID) cannot be updated at all:
+               -- its delivery row above carries the outcome.
+               AND btrim(e.event_id, E' \\t\\n\\r\\f\\x0B') <> ''",
             &[&ids, &statuses, &attempts, &errors, &traces],
         )
         .await
@@ -313,7 +281,8 @@ pub async fn record_outcomes(
     tx.execute(
         "UPDATE cdp.conversion_delivery_runs
          SET batches = batches + 1, sent = sent + $2, accepted = accepted + $3,
-             rejected = rejected + $4, expired = expired + $5
+             rejected = rejected + $4, expired = expired + $5, failed = failed + $6,
+             dropped_user_data_keys = dropped_user_data_keys + $7
          WHERE id = $1",
         &[
             &run_id,
@@ -321,6 +290,8 @@ pub async fn record_outcomes(
             &counts.accepted,
             &counts.rejected,
             &counts.expired,
+            &counts.failed,
+            &counts.dropped_keys,
         ],
     )
     .await

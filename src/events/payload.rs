@@ -30,6 +30,47 @@ pub const NORMALIZED_KEYS: &[&str] = &[
     "external_id",
 ];
 
+/// `user_data` keys Meta documents as sent unhashed ("Customer Information Parameters").
+pub const PLAIN_KEYS: &[&str] = &[
+    "client_ip_address",
+    "client_user_agent",
+    "fbc",
+    "fbp",
+    "subscription_id",
+    "fb_login_id",
+    "lead_id",
+    "anon_id",
+    "madid",
+    "page_id",
+    "page_scoped_user_id",
+    "ctwa_clid",
+    "ig_account_id",
+    "ig_sid",
+];
+
+/// A structured `user_data` key as sent: `zip`, a common misspelling of `zp` (the Omni-CAPI
+/// sample sends it), becomes `zp`; `None` for a key Meta does not document (`emial`,
+/// `email_address`…). Such a key is dropped and counted, never sent: its value is most likely
+/// personal data that Meta requires hashed, and sending it raw would leak it. Dropping (rather
+/// than refusing the event) keeps the event's documented identifiers flowing; an event left with
+/// no identifier at all is refused by [`event_json`] anyway.
+pub fn documented_key(key: &str) -> Option<&str> {
+    let key = if key == "zip" { "zp" } else { key };
+    (NORMALIZED_KEYS.contains(&key) || PLAIN_KEYS.contains(&key)).then_some(key)
+}
+
+/// The structured `user_data` keys of `event` that [`event_json`] leaves out.
+pub fn undocumented_keys(event: &OutboxEvent) -> Vec<&str> {
+    match &event.user_data {
+        Some(Value::Object(given)) => given
+            .keys()
+            .map(String::as_str)
+            .filter(|k| documented_key(k).is_none())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Person identifiers, from the event's flat columns or from `customers_master`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Identity {
@@ -125,6 +166,11 @@ pub fn event_json(
     options: &ProcessingOptions,
     hasher: &impl UserDataHasher,
 ) -> Result<Value, String> {
+    if event.event_id.trim().is_empty() {
+        return Err(
+            "event_id is empty: Meta deduplicates on it, so it is never sent without one".into(),
+        );
+    }
     let user_data = user_data(event, hasher);
     if user_data.is_empty() {
         return Err("no customer information: user_data would be empty".into());
@@ -167,8 +213,9 @@ fn user_data(event: &OutboxEvent, hasher: &impl UserDataHasher) -> Map<String, V
             _ => None,
         };
         for (key, value) in given {
-            // `zip` is a common misspelling of `zp` (the Omni-CAPI sample sends it).
-            let key = if key == "zip" { "zp" } else { key.as_str() };
+            let Some(key) = documented_key(key) else {
+                continue;
+            };
             if NORMALIZED_KEYS.contains(&key) {
                 if let Some(v) = hashed_value(key, value, country, hasher) {
                     out.insert(key.to_string(), v);
@@ -331,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn structured_user_data_is_hashed_key_by_key_and_other_keys_pass_through() {
+    fn structured_user_data_is_hashed_key_by_key_and_documented_plain_keys_pass_through() {
         let mut e = event();
         e.identity.email = Some("ignored@flat.col".into());
         e.user_data = Some(json!({
@@ -344,6 +391,43 @@ mod tests {
             json!({"em": ["em(x@y.z)"], "zp": "zp(1000)", "fbc": "fb.1.2.3",
                    "subscription_id": "s1", "external_id": ["external_id(u1)"]})
         );
+    }
+
+    #[test]
+    fn undocumented_user_data_keys_are_left_out_and_named() {
+        let mut e = event();
+        e.user_data = Some(json!({
+            "emial": "raw@example.com", "email_address": "raw@example.com",
+            "em": "x@y.z", "lead_id": "L1", "zip": "1000"
+        }));
+        let json = event_json(&e, &ProcessingOptions::default(), &Marker).unwrap();
+        assert_eq!(
+            json["user_data"],
+            json!({"em": "em(x@y.z)", "lead_id": "L1", "zp": "zp(1000)"})
+        );
+        assert!(!json.to_string().contains("raw@example.com"));
+        let mut dropped = undocumented_keys(&e);
+        dropped.sort();
+        assert_eq!(dropped, vec!["email_address", "emial"]);
+    }
+
+    #[test]
+    fn an_event_with_only_undocumented_keys_is_refused_for_empty_user_data() {
+        let mut e = event();
+        e.user_data = Some(json!({"emial": "raw@example.com"}));
+        let err = event_json(&e, &ProcessingOptions::default(), &Marker).unwrap_err();
+        assert!(err.contains("user_data would be empty"), "{err}");
+    }
+
+    #[test]
+    fn a_blank_event_id_is_refused_before_sending() {
+        for blank in ["", "   ", "\t\n"] {
+            let mut e = event();
+            e.event_id = blank.into();
+            e.fbp = Some("fb.1.1.2".into());
+            let err = event_json(&e, &ProcessingOptions::default(), &Marker).unwrap_err();
+            assert!(err.contains("event_id is empty"), "{err}");
+        }
     }
 
     #[test]

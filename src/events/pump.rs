@@ -1,23 +1,38 @@
 //! The event pump: sends every pending event of every active system with a `pixel_id` to
 //! `POST /{pixel_id}/events`, 1,000 per request, until nothing is pending.
 //!
-//! One batch is one transaction (see `outbox.rs`): lock the system, read the batch, expire stale
-//! events, send the rest (splitting a rejected request until the bad event stands alone), record
-//! the outcomes, commit. The side effect comes before the commit, as in zero2prod's delivery
-//! worker: a crash resends only the in-flight batch, with the same `event_id`s.
+//! No transaction is open while Meta is called: a batch is claimed under a lease in one short
+//! transaction (`lease.rs`), read, sent (a request Meta refuses for its content is split until the
+//! bad events stand alone, see `verdict.rs` and `split.rs`), and its outcomes are recorded in
+//! another short transaction. A crash or a failed recording leaves the batch claimed until the
+//! lease runs out; it is then resent with the same `event_id`s (Meta deduplicates), at most
+//! [`MAX_UNRECORDED_SENDS`] times in all, and then recorded `failed`. A transient failure releases
+//! the events for a later run, after a backoff, and never marks them rejected.
 use std::sync::Arc;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::{self, Claim};
 use super::outbox::{self, BatchCounts, Outcome, PixelSystem};
 use super::payload::{self, OutboxEvent, UserDataHasher};
-use super::split::{self, Attempt, Fate};
+use super::split::{self, Fate};
+use super::verdict::{self, MAX_UNRECORDED_SENDS};
 use crate::db::Pool;
 use crate::identity::{Normalizer, UserDataKey};
-use crate::meta::{EventsRequest, MAX_EVENTS_PER_CALL, MetaClient, MetaError};
+use crate::meta::{EventsRequest, MAX_EVENTS_PER_CALL, MetaClient};
+
+/// How long a claimed batch is this worker's: longer than a batch can take with Meta (the
+/// client's retries and throttle waits, 15 minutes by default, for each request of a split).
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(45 * 60);
+
+/// The first backoff after a transient failure; it doubles per further failure.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Channel the outbox's insert trigger notifies; the scheduler LISTENs on it.
 pub const NOTIFY_CHANNEL: &str = "cdp_conversion_events";
@@ -28,8 +43,10 @@ pub struct EventPump {
     pool: Pool,
     /// Retries transient errors itself; what reaches the pump is final for that request.
     meta: MetaClient,
-    /// Recorded on each delivery run, to tell replicas apart.
+    /// Recorded on each delivery run and claim, to tell replicas apart.
     worker_id: String,
+    lease: Duration,
+    retry_delay: Duration,
 }
 
 /// Totals of one [`EventPump::run_once`].
@@ -41,6 +58,10 @@ pub struct PumpReport {
     pub accepted: u64,
     pub rejected: u64,
     pub expired: u64,
+    /// Events handed to Meta [`MAX_UNRECORDED_SENDS`] times without their outcome being recorded.
+    pub failed: u64,
+    /// Undocumented `user_data` keys left out of the events sent (never sent raw).
+    pub dropped_user_data_keys: u64,
     /// Active systems with a pixel that were visited.
     pub systems: u64,
     /// Systems whose delivery stopped on an error (expired token, Meta unreachable, database);
@@ -54,7 +75,21 @@ impl EventPump {
             pool,
             meta,
             worker_id,
+            lease: DEFAULT_CLAIM_LEASE,
+            retry_delay: DEFAULT_RETRY_DELAY,
         }
+    }
+
+    /// How long a claimed batch stays this worker's (default [`DEFAULT_CLAIM_LEASE`]).
+    pub fn with_claim_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The first backoff after a transient failure (default [`DEFAULT_RETRY_DELAY`]).
+    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
     }
 
     /// Sends every pending event of every active system with a pixel_id, until none is left or
@@ -85,6 +120,8 @@ impl EventPump {
             report.accepted += counts.accepted as u64;
             report.rejected += counts.rejected as u64;
             report.expired += counts.expired as u64;
+            report.failed += counts.failed as u64;
+            report.dropped_user_data_keys += counts.dropped_keys as u64;
             if let Some(error) = error {
                 report.failed_systems += 1;
                 tracing::warn!(
@@ -94,12 +131,14 @@ impl EventPump {
                 );
             }
         }
-        if report.sent + report.rejected + report.expired > 0 {
+        if report.sent + report.rejected + report.expired + report.failed > 0 {
             tracing::info!(
                 sent = report.sent,
                 accepted = report.accepted,
                 rejected = report.rejected,
                 expired = report.expired,
+                failed = report.failed,
+                dropped_user_data_keys = report.dropped_user_data_keys,
                 systems = report.systems,
                 failed_systems = report.failed_systems,
                 "events pumped"
@@ -151,23 +190,35 @@ impl EventPump {
         // Ids only grow within a run, so each batch starts after the previous one.
         let mut after_id = 0;
         while !cancel.is_cancelled() {
-            let mut client = self
-                .pool
-                .get()
-                .await
-                .context("Failed to get a connection")?;
-            let tx = client.transaction().await?;
-            if !outbox::try_lock_system(&tx, system.configuration_id).await? {
-                tracing::debug!("another worker is sending this system's events");
-                return Ok(None);
-            }
-            let batch =
-                outbox::pending_batch(&tx, system, after_id, MAX_EVENTS_PER_CALL as i64, customers)
-                    .await?;
-            let Some(last_id) = batch.last_id else {
+            let claims = {
+                let mut client = self
+                    .pool
+                    .get()
+                    .await
+                    .context("Failed to get a connection")?;
+                lease::claim_batch(
+                    &mut client,
+                    system,
+                    after_id,
+                    MAX_EVENTS_PER_CALL as i64,
+                    &self.worker_id,
+                    self.lease,
+                )
+                .await?
+            };
+            let Some(last) = claims.last() else {
                 return Ok(None);
             };
-            after_id = last_id;
+            after_id = last.row_id;
+            let batch = {
+                let client = self
+                    .pool
+                    .get()
+                    .await
+                    .context("Failed to get a connection")?;
+                let ids: Vec<i64> = claims.iter().map(|c| c.row_id).collect();
+                outbox::claimed_events(&client, &ids, customers).await?
+            };
             let run = match *run_id {
                 Some(id) => id,
                 None => {
@@ -181,43 +232,91 @@ impl EventPump {
                     id
                 }
             };
-            let (outcomes, counts, stopped) = self.deliver(system, batch, hasher.clone()).await?;
-            outbox::record_outcomes(&tx, system.configuration_id, run, &outcomes, counts).await?;
-            tx.commit()
-                .await
-                .context("Failed to commit a delivered batch")?;
+            // No transaction and no connection is held from here until the outcomes are recorded.
+            let delivered = self.deliver(system, batch, &claims, hasher.clone()).await?;
+            let counts = delivered.counts;
+            self.record(system, run, &delivered).await?;
             tracing::debug!(
                 run_id = run,
                 sent = counts.sent,
                 rejected = counts.rejected,
                 expired = counts.expired,
+                failed = counts.failed,
+                retried = delivered.retry.len(),
                 "batch recorded"
             );
             totals.sent += counts.sent;
             totals.accepted += counts.accepted;
             totals.rejected += counts.rejected;
             totals.expired += counts.expired;
-            if stopped.is_some() {
-                return Ok(stopped);
+            totals.failed += counts.failed;
+            totals.dropped_keys += counts.dropped_keys;
+            if let Some(stopped) = delivered.stopped {
+                return Ok(Some(stopped.reason));
             }
         }
         Ok(None)
     }
 
-    /// Expires stale events, refuses unsendable ones, sends the rest; the outcomes to record.
+    /// One short transaction: the outcomes, the claims they settle, and the events to retry.
+    async fn record(
+        &self,
+        system: &PixelSystem,
+        run: i64,
+        delivered: &Delivered,
+    ) -> anyhow::Result<()> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .context("Failed to get a connection")?;
+        let tx = client
+            .transaction()
+            .await
+            .context("Failed to start recording a batch")?;
+        let id = system.configuration_id;
+        outbox::record_outcomes(&tx, id, run, &delivered.outcomes, delivered.counts).await?;
+        let settled: Vec<i64> = delivered.outcomes.iter().map(|o| o.row_id).collect();
+        lease::drop_claims(&tx, id, &settled).await?;
+        if let Some(stopped) = &delivered.stopped {
+            let backoff = stopped.backoff.then_some(self.retry_delay);
+            lease::release_for_retry(&tx, id, &delivered.retry, &stopped.reason, backoff).await?;
+        }
+        tx.commit()
+            .await
+            .context("Failed to commit a delivered batch")?;
+        Ok(())
+    }
+
+    /// Expires stale events, refuses unsendable ones (and those sent too often without a
+    /// recorded outcome), sends the rest; the outcomes to record.
     async fn deliver(
         &self,
         system: &PixelSystem,
         batch: outbox::PendingBatch,
+        claims: &[Claim],
         hasher: Arc<CapiHasher>,
-    ) -> anyhow::Result<(Vec<Outcome>, BatchCounts, Option<String>)> {
+    ) -> anyhow::Result<Delivered> {
         let processing = system.processing.clone();
         let events = batch.events;
+        let sends: HashMap<i64, i32> = claims.iter().map(|c| (c.row_id, c.sends)).collect();
         // Normalizing and hashing 1,000 events is CPU work: keep it off the async runtime.
-        let prepared = tokio::task::spawn_blocking(move || prepare(&events, &processing, &*hasher))
-            .await
-            .context("Event preparation panicked")?;
-        let mut counts = BatchCounts::default();
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(&events, &sends, &processing, &*hasher))
+                .await
+                .context("Event preparation panicked")?;
+        let mut counts = BatchCounts {
+            dropped_keys: prepared.dropped_keys.len() as i64,
+            ..BatchCounts::default()
+        };
+        if !prepared.dropped_keys.is_empty() {
+            tracing::warn!(
+                count = prepared.dropped_keys.len(),
+                keys = %prepared.dropped_keys.iter().take(10).map(String::as_str)
+                    .collect::<Vec<_>>().join(", "),
+                "user_data keys Meta does not document were left out of the events sent"
+            );
+        }
         let mut outcomes = prepared.settled;
         outcomes.extend(
             batch
@@ -234,6 +333,7 @@ impl EventPump {
         for o in &outcomes {
             match o.status {
                 "expired" => counts.expired += 1,
+                "failed" => counts.failed += 1,
                 _ => counts.rejected += 1,
             }
         }
@@ -246,12 +346,14 @@ impl EventPump {
             };
             let meta = &self.meta;
             let pixel_id = system.pixel_id.as_str();
-            async move { classify(meta.send_events(pixel_id, &request).await) }
+            async move { verdict::classify(meta.send_events(pixel_id, &request).await) }
         })
         .await;
         counts.accepted = delivery.accepted as i64;
+        let mut decided = HashSet::with_capacity(delivery.fates.len());
         for (index, fate, attempts) in delivery.fates {
             let row_id = ids[index];
+            decided.insert(index);
             let attempts = attempts as i32;
             outcomes.push(match fate {
                 Fate::Sent { fbtrace_id } => {
@@ -280,19 +382,42 @@ impl EventPump {
                 }
             });
         }
-        Ok((outcomes, counts, delivery.stopped))
+        let retry = (0..ids.len())
+            .filter(|i| !decided.contains(i))
+            .map(|i| ids[i])
+            .collect();
+        Ok(Delivered {
+            outcomes,
+            counts,
+            stopped: delivery.stopped,
+            retry,
+        })
     }
 }
 
-/// A batch split into what is settled without Meta (expired, unsendable) and what is sent.
+/// What one claimed batch came to.
+struct Delivered {
+    outcomes: Vec<Outcome>,
+    counts: BatchCounts,
+    /// Why delivery stopped (the events in `retry` are released for later), if it did.
+    stopped: Option<split::Stopped>,
+    retry: Vec<i64>,
+}
+
+/// A batch split into what is settled without Meta (expired, unsendable, sent too often
+/// unrecorded) and what is sent.
 struct Prepared {
     settled: Vec<Outcome>,
     ids: Vec<i64>,
     data: Vec<Value>,
+    /// Undocumented `user_data` keys left out, one entry per event and key.
+    dropped_keys: Vec<String>,
 }
 
+/// `sends`: per event, the claims whose outcome went unrecorded, this one included.
 fn prepare(
     batch: &[OutboxEvent],
+    sends: &HashMap<i64, i32>,
     processing: &payload::ProcessingOptions,
     hasher: &impl UserDataHasher,
 ) -> Prepared {
@@ -301,6 +426,7 @@ fn prepare(
         settled: Vec::new(),
         ids: Vec::with_capacity(batch.len()),
         data: Vec::with_capacity(batch.len()),
+        dropped_keys: Vec::new(),
     };
     let settle = |row_id, status, error: String| Outcome {
         row_id,
@@ -310,6 +436,15 @@ fn prepare(
         fbtrace_id: None,
     };
     for event in batch {
+        let unrecorded = sends.get(&event.row_id).copied().unwrap_or(1) - 1;
+        if unrecorded >= MAX_UNRECORDED_SENDS {
+            let why = format!(
+                "not resent: handed to Meta {unrecorded} times without its outcome being \
+                 recorded (Meta deduplicates on event_id, so it may well have it)"
+            );
+            prepared.settled.push(settle(event.row_id, "failed", why));
+            continue;
+        }
         if payload::is_expired(&event.action_source, event.event_time, now) {
             let days = payload::delivery_window(&event.action_source).num_days();
             let why = format!("older than Meta's {days}-day window; not sent");
@@ -318,6 +453,10 @@ fn prepare(
         }
         match payload::event_json(event, processing, hasher) {
             Ok(json) => {
+                let dropped = payload::undocumented_keys(event);
+                prepared
+                    .dropped_keys
+                    .extend(dropped.into_iter().map(sanitized_key));
                 prepared.ids.push(event.row_id);
                 prepared.data.push(json);
             }
@@ -333,27 +472,17 @@ fn prepare(
     prepared
 }
 
-/// Meta's answer as the splitter needs it. Code 100 means "something in this request is
-/// invalid" — except subcode 33 (the pixel does not exist or is not ours), which no event is to
-/// blame for; that, an expired token (190) and everything else stop the system's delivery.
-fn classify(result: Result<crate::meta::EventsResponse, MetaError>) -> Attempt {
-    match result {
-        Ok(response) => Attempt::Accepted {
-            events_received: response.events_received,
-            fbtrace_id: response.fbtrace_id,
-        },
-        Err(MetaError::Graph(g)) if g.code == 100 && g.subcode != Some(33) => {
-            let mut message = g.to_string();
-            if let Some(detail) = g.error_user_msg.as_deref().filter(|m| !m.is_empty()) {
-                message.push_str(": ");
-                message.push_str(detail);
-            }
-            Attempt::Rejected {
-                message,
-                fbtrace_id: g.fbtrace_id.clone(),
-            }
-        }
-        Err(e) => Attempt::Stop(e.to_string()),
+/// A key name fit for a log line: identifier characters only, at most 40 of them (a key is
+/// expected to be a name, but it comes from the CDP's JSON and could hold anything).
+fn sanitized_key(key: &str) -> String {
+    let clean = key.len() <= 40
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if clean {
+        key.to_string()
+    } else {
+        "(unprintable key)".to_string()
     }
 }
 
@@ -396,49 +525,43 @@ impl UserDataHasher for CapiHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::GraphError;
 
-    fn graph(code: i64, subcode: Option<i64>) -> MetaError {
-        MetaError::from(GraphError {
-            http_status: 400,
-            code,
-            subcode,
-            error_type: "OAuthException".into(),
-            message: "Invalid parameter".into(),
-            fbtrace_id: Some("T1".into()),
-            is_transient: false,
-            error_user_title: None,
-            error_user_msg: Some("event 3: value is required".into()),
-        })
+    struct Plain;
+    impl UserDataHasher for Plain {
+        fn cell(&self, _key: &str, raw: &str, _country: Option<&str>) -> Option<String> {
+            Some(raw.to_string())
+        }
+    }
+
+    fn event(row_id: i64) -> OutboxEvent {
+        OutboxEvent {
+            row_id,
+            event_name: "Lead".into(),
+            event_time: Utc::now(),
+            action_source: "system_generated".into(),
+            event_id: format!("e-{row_id}"),
+            fbp: Some("fb.1.1.2".into()),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn an_invalid_parameter_answer_blames_the_events_and_keeps_metas_message() {
-        let Attempt::Rejected {
-            message,
-            fbtrace_id,
-        } = classify(Err(graph(100, None)))
-        else {
-            panic!("expected a rejection");
-        };
-        assert!(message.contains("Meta error 100"), "{message}");
-        assert!(message.ends_with("event 3: value is required"), "{message}");
-        assert_eq!(fbtrace_id.as_deref(), Some("T1"));
+    fn an_event_sent_too_often_without_a_recorded_outcome_is_failed_not_resent() {
+        let batch = [event(1), event(2)];
+        let sends = HashMap::from([(1, MAX_UNRECORDED_SENDS + 1), (2, MAX_UNRECORDED_SENDS)]);
+        let p = prepare(&batch, &sends, &Default::default(), &Plain);
+        assert_eq!(p.ids, vec![2]);
+        assert_eq!(p.settled.len(), 1);
+        assert_eq!((p.settled[0].row_id, p.settled[0].status), (1, "failed"));
     }
 
     #[test]
-    fn a_missing_pixel_or_an_expired_token_stops_instead_of_rejecting_events() {
-        assert!(matches!(
-            classify(Err(graph(100, Some(33)))),
-            Attempt::Stop(_)
-        ));
-        assert!(matches!(
-            classify(Err(graph(190, Some(463)))),
-            Attempt::Stop(_)
-        ));
-        assert!(matches!(
-            classify(Err(MetaError::Timeout)),
-            Attempt::Stop(_)
-        ));
+    fn dropped_keys_are_counted_per_event_and_odd_names_are_not_logged() {
+        let mut one = event(1);
+        one.user_data = Some(serde_json::json!({"fbp": "x", "emial": "a@b.c", "a@b.c": 1}));
+        let p = prepare(&[one], &HashMap::new(), &Default::default(), &Plain);
+        let mut keys = p.dropped_keys.clone();
+        keys.sort();
+        assert_eq!(keys, vec!["(unprintable key)", "emial"]);
     }
 }

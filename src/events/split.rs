@@ -13,13 +13,23 @@ pub enum Attempt {
         events_received: u64,
         fbtrace_id: Option<String>,
     },
-    /// The request was refused for its content (code 100): some event in it is invalid.
+    /// The request was refused for its content (code 100, or another non-transient error that
+    /// is not about the caller; see `verdict.rs`): some event in it is invalid.
     Rejected {
         message: String,
         fbtrace_id: Option<String>,
     },
-    /// Anything else (an expired token, retries exhausted): stop; undecided events stay pending.
-    Stop(String),
+    /// Anything else (an expired token, retries exhausted): stop; undecided events are retried
+    /// later and never rejected.
+    Stop(Stopped),
+}
+
+/// Why delivery stopped, and whether the events wait out a backoff before they are tried again
+/// (a transient error) or may go as soon as someone fixes the cause (a token, a permission).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stopped {
+    pub reason: String,
+    pub backoff: bool,
 }
 
 /// The fate of one event of the batch.
@@ -41,7 +51,7 @@ pub struct Delivery {
     pub fates: Vec<(usize, Fate, u32)>,
     pub accepted: u64,
     pub requests: u32,
-    pub stopped: Option<String>,
+    pub stopped: Option<Stopped>,
 }
 
 /// Sends `len` events through `send(range)`, splitting rejected ranges in halves.
@@ -92,8 +102,8 @@ where
                 todo.push(mid..range.end);
                 todo.push(range.start..mid);
             }
-            Attempt::Stop(reason) => {
-                delivery.stopped = Some(reason);
+            Attempt::Stop(stopped) => {
+                delivery.stopped = Some(stopped);
                 break;
             }
         }
@@ -170,13 +180,19 @@ mod tests {
                     events_received: range.len() as u64,
                     fbtrace_id: None,
                 },
-                _ => Attempt::Stop("token expired".into()),
+                _ => Attempt::Stop(Stopped {
+                    reason: "token expired".into(),
+                    backoff: false,
+                }),
             })
         })
         .await;
         let decided: Vec<usize> = d.fates.iter().map(|(i, _, _)| *i).collect();
         assert_eq!(decided, vec![0, 1, 2, 3]);
-        assert_eq!(d.stopped.as_deref(), Some("token expired"));
+        assert_eq!(
+            d.stopped.map(|s| s.reason).as_deref(),
+            Some("token expired")
+        );
     }
 
     #[tokio::test]

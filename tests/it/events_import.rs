@@ -207,3 +207,95 @@ async fn the_import_command_prints_a_summary_and_names_bad_lines_without_their_v
     assert!(!stderr.contains("rui@example.com"), "{stderr}");
     assert!(dir.path().join("store.csv.rejects.csv").exists());
 }
+
+#[tokio::test]
+async fn a_nul_byte_a_blank_event_id_or_a_row_the_database_refuses_is_reported_by_line_and_the_rest_is_imported()
+ {
+    let test_db = migrated_database().await;
+    let client = test_db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let header: String = WEB_CSV.lines().take(4).map(|l| format!("{l}\n")).collect();
+    let mut text = header;
+    // Line 5 onwards: 1,203 rows, three of them bad, the database-refused one amid good rows of
+    // the same 1,000-row batch.
+    let (nul, blank_id, long_order) = (5 + 10, 5 + 400, 5 + 600);
+    for line in 5..5 + 1_203 {
+        let n = line - 4;
+        let (id, email, order) = match line {
+            l if l == nul => (
+                format!("w-{n}"),
+                format!("nul\0{n}@example.com"),
+                format!("W{n}"),
+            ),
+            l if l == blank_id => (
+                "  ".to_string(),
+                format!("p{n}@example.com"),
+                format!("W{n}"),
+            ),
+            l if l == long_order => (
+                format!("w-{n}"),
+                format!("p{n}@example.com"),
+                "9".repeat(250),
+            ),
+            _ => (
+                format!("w-{n}"),
+                format!("p{n}@example.com"),
+                format!("W{n}"),
+            ),
+        };
+        text.push_str(&format!(
+            "{id};Purchase;2024-07-01T13:47:27-03:00;https://shop.example/c;website;{email};;u-{n};\
+             203.0.113.7;Mozilla/5.0;;;{order};USD;19.99;sku-1;1;home_delivery;\n"
+        ));
+    }
+    let input = write_input(dir.path(), "web.csv", &text);
+    let rejects = dir.path().join("rejects.csv");
+
+    let report = import_files(
+        &client,
+        &example_map("website"),
+        3,
+        std::slice::from_ref(&input),
+        &rejects,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        report,
+        ImportReport {
+            rows: 1_203,
+            inserted: 1_200,
+            duplicates: 0,
+            rejected: 3
+        }
+    );
+    let mut lines = reject_lines(&rejects);
+    lines.sort_by_key(|(l, _)| l.parse::<u64>().unwrap());
+    let numbers: Vec<String> = lines.iter().map(|(l, _)| l.clone()).collect();
+    assert_eq!(
+        numbers,
+        vec![
+            nul.to_string(),
+            blank_id.to_string(),
+            long_order.to_string()
+        ]
+    );
+    assert!(lines[0].1.contains("NUL byte"), "{lines:?}");
+    assert!(lines[1].1.contains("event_id is empty"), "{lines:?}");
+    assert!(lines[2].1.contains("SQLSTATE 22001"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|(_, reason)| !reason.contains("example.com") && !reason.contains("999"))
+    );
+    let count: i64 = client
+        .query_one(
+            "SELECT count(*) FROM cdp.conversion_events WHERE tenant_id = 3",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1_200);
+}

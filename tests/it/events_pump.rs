@@ -13,23 +13,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{TestDb, migrated_database, settings_for};
 
-struct Setup {
-    db: TestDb,
-    sb: Sandbox,
+/// A migrated database and a sandbox; shared with `events_faults.rs`.
+pub(crate) struct Setup {
+    pub(crate) db: TestDb,
+    pub(crate) sb: Sandbox,
 }
 
-async fn setup() -> Setup {
+pub(crate) async fn setup() -> Setup {
     let db = migrated_database().await;
     let sb = sandbox::spawn(SandboxOptions::default()).await.unwrap();
     Setup { db, sb }
 }
 
 impl Setup {
-    fn pump(&self) -> EventPump {
+    pub(crate) fn pump(&self) -> EventPump {
         self.pump_with_pool(self.db.pool.clone())
     }
 
-    fn pump_with_pool(&self, pool: Pool) -> EventPump {
+    pub(crate) fn pump_with_pool(&self, pool: Pool) -> EventPump {
         let settings = settings_for(
             self.db.url(),
             &[
@@ -43,7 +44,7 @@ impl Setup {
         EventPump::new(pool, meta, "test-worker".into())
     }
 
-    async fn run(&self) -> PumpReport {
+    pub(crate) async fn run(&self) -> PumpReport {
         self.pump()
             .run_once(&CancellationToken::new())
             .await
@@ -51,7 +52,13 @@ impl Setup {
     }
 
     /// A system with a pixel for `tenants`; `extra` is a SET list applied after the insert.
-    async fn system(&self, name: &str, pixel: &str, tenants: &[i32], extra: &str) -> i32 {
+    pub(crate) async fn system(
+        &self,
+        name: &str,
+        pixel: &str,
+        tenants: &[i32],
+        extra: &str,
+    ) -> i32 {
         let client = self.db.client().await;
         let id: i32 = client
             .query_one(
@@ -76,7 +83,7 @@ impl Setup {
     }
 
     /// `count` website Lead events for `tenant`, `event_id`s `{prefix}-{n}`, one statement.
-    async fn leads(&self, tenant: i32, prefix: &str, count: i32, age: &str) {
+    pub(crate) async fn leads(&self, tenant: i32, prefix: &str, count: i32, age: &str) {
         self.db
             .client()
             .await
@@ -92,7 +99,7 @@ impl Setup {
             .unwrap();
     }
 
-    async fn statuses(&self, configuration_id: i32) -> HashMap<String, String> {
+    pub(crate) async fn statuses(&self, configuration_id: i32) -> HashMap<String, String> {
         self.db
             .client()
             .await
@@ -109,7 +116,7 @@ impl Setup {
             .collect()
     }
 
-    fn received(&self, pixel: &str) -> HashMap<String, Value> {
+    pub(crate) fn received(&self, pixel: &str) -> HashMap<String, Value> {
         self.sb
             .events(pixel)
             .into_iter()
@@ -118,7 +125,7 @@ impl Setup {
     }
 }
 
-fn sha(s: &str) -> String {
+pub(crate) fn sha(s: &str) -> String {
     const_hex::encode(Sha256::digest(s.as_bytes()))
 }
 
@@ -375,9 +382,11 @@ async fn a_crash_mid_run_resends_at_most_the_in_flight_batch() {
         ..Faults::default()
     });
     // The first worker runs on its own pool, "crashes" once Meta has the first batch, and its
-    // connections die with it (their open transaction rolls back).
+    // connections die with it. Its claims are leased for two seconds.
     let crashing_pool = cdp_meta_sync::db::connect_pool(&t.db.settings.database).unwrap();
-    let pump = t.pump_with_pool(crashing_pool.clone());
+    let pump = t
+        .pump_with_pool(crashing_pool.clone())
+        .with_claim_lease(std::time::Duration::from_secs(2));
     let worker = tokio::spawn(async move { pump.run_once(&CancellationToken::new()).await });
     while t.sb.events("106").len() < 1_000 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -385,24 +394,22 @@ async fn a_crash_mid_run_resends_at_most_the_in_flight_batch() {
     worker.abort();
     let _ = worker.await;
     crashing_pool.close();
-    // The server notices the dead connections on its own time; until then their advisory lock
-    // still says "being drained" and a second worker rightly skips the system.
-    for _ in 0..200 {
-        let held: i64 =
+    // Until its lease runs out, the dead worker's batch is rightly left alone by the next one.
+    loop {
+        let leased: i64 =
             t.db.client()
                 .await
                 .query_one(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
-                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    "SELECT count(*) FROM cdp.conversion_event_claims WHERE lease_until > now()",
                     &[],
                 )
                 .await
                 .unwrap()
                 .get(0);
-        if held == 0 {
+        if leased == 0 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     t.sb.set_faults(Faults::default());
 

@@ -2,6 +2,7 @@
 mod cli;
 mod demo;
 mod digest;
+mod events_faults;
 mod events_import;
 mod events_pump;
 mod faults;
