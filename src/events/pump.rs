@@ -163,7 +163,7 @@ impl EventPump {
             .await;
         let error = match result {
             Ok(stopped) => stopped,
-            Err(e) => Some(format!("{e:#}")),
+            Err(e) => Some(crate::db::describe(&e)),
         };
         if let Some(run_id) = run_id {
             let finished = match self.pool.get().await {
@@ -171,7 +171,7 @@ impl EventPump {
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = finished {
-                tracing::warn!(run_id, error = %format!("{e:#}"), "could not close the delivery run");
+                tracing::warn!(run_id, error = %crate::db::describe(&e), "could not close the delivery run");
             }
         }
         (totals, error)

@@ -386,3 +386,51 @@ async fn two_pumps_draining_one_system_at_once_send_each_event_once() {
     assert!(times.values().all(|n| *n == 1));
     assert_eq!(t.statuses(system).await.len(), 3_500);
 }
+
+#[tokio::test]
+async fn a_lost_or_garbled_answer_from_events_ends_with_each_event_kept_once_by_meta_and_sent() {
+    use cdp_meta_sync::sandbox::{WireFault, WireFaultKind, WireTarget};
+    for kind in [
+        WireFaultKind::DropAfterSuccess,
+        WireFaultKind::BadGatewayHtml,
+        WireFaultKind::TruncatedJson,
+        WireFaultKind::SlowBody,
+    ] {
+        let t = setup().await;
+        let system = t.system("web", "104", &[2], "").await;
+        t.leads(2, "lead", 50, "1 minute").await;
+        t.sb.set_faults(Faults {
+            wire: vec![WireFault {
+                slow_ms: 2_000,
+                ..WireFault::new(kind, WireTarget::Events)
+            }],
+            ..Faults::default()
+        });
+
+        let report = t.run().await;
+
+        assert_eq!(report.sent, 50, "{kind:?}: {report:?}");
+        let statuses = t.statuses(system).await;
+        assert!(
+            statuses.values().all(|s| s == "sent"),
+            "{kind:?}: {statuses:?}"
+        );
+        let mut kept = std::collections::HashMap::<String, usize>::new();
+        for e in t.sb.events("104").iter().filter(|e| !e.duplicate) {
+            *kept
+                .entry(e.event["event_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        assert_eq!(kept.len(), 50, "{kind:?}");
+        assert!(
+            kept.values().all(|n| *n == 1),
+            "{kind:?}: Meta keeps one of each"
+        );
+        let calls =
+            t.sb.requests()
+                .iter()
+                .filter(|r| r.operation == "send_events")
+                .count();
+        assert!(calls <= 2, "{kind:?}: {calls} calls for one batch");
+    }
+}
