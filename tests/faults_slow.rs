@@ -136,8 +136,27 @@ async fn a_worker_paused_past_its_lease_sends_and_writes_nothing_once_another_to
 
 #[tokio::test]
 async fn sigterm_while_staging_a_million_customers_exits_0_within_30_s_and_releases_the_lease() {
+    sigterm_while_staging("mirror").await;
+}
+
+/// A replace streams nothing while it extracts: only cancelling the staging itself stops it.
+#[tokio::test]
+async fn sigterm_while_staging_a_million_customer_replace_exits_0_within_30_s_and_releases_the_lease()
+ {
+    sigterm_while_staging("replace").await;
+}
+
+async fn sigterm_while_staging(sync_mode: &str) {
     let w = world_with(0, Schema::Original).await;
     only_kangoo(&w).await;
+    w.db.client()
+        .await
+        .execute(
+            "UPDATE cdp.facebook_configurations SET sync_mode = $1",
+            &[&sync_mode],
+        )
+        .await
+        .unwrap();
     w.db.client()
         .await
         .batch_execute(
@@ -185,7 +204,7 @@ async fn sigterm_while_staging_a_million_customers_exits_0_within_30_s_and_relea
     })
     .await;
     let waited = sent.elapsed();
-    eprintln!("the worker exited {waited:?} after SIGTERM");
+    eprintln!("{sync_mode}: the worker exited {waited:?} after SIGTERM");
     if !exited {
         child.kill().unwrap();
     }
