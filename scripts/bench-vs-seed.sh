@@ -30,9 +30,7 @@ fi
 cargo build --release --locked --bin cdp-meta-sync --bin meta-sandbox >&2
 bin="${CARGO_TARGET_DIR:-target}/release"
 export LOG_FORMAT=json RUST_LOG=warn LOG_LEVEL=WARNING FACEBOOK_ACCESS_TOKEN=bench-token META_API_VERSION=v27.0
-psql_admin() { su postgres -c "psql -p $PGPORT -qAt $*"; }
-machine_cpu() { awk '/^cpu /{printf "%.2f", ($2+$3+$4+$7+$8)/100}' /proc/stat; }
-process_cpu() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
+source scripts/bench-lib.sh
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
@@ -49,38 +47,12 @@ measure() {
     python3 -c "w=$user+$sys; s=$s1-$s0; print('$contender', $n, '$phase', $wall, $rss // 1024, f'{w:.2f}', f'{$m1-$m0-w-s:.2f}', f'{s:.2f}')" >> "$results"
 }
 
-churn() {
-    psql "$DATABASE_URL" -qAt >/dev/null <<'SQL'
-UPDATE cdp_rfm_analysis SET rfm_segment = 'Lost' WHERE customer_id % 250 = 7;
-UPDATE customers_master SET email = 'changed.' || id || '@example.org' WHERE id % 333 = 11;
-INSERT INTO customers_master (id, tenant_id, email, phone, firstname, lastname)
-SELECT id + 100000000, tenant_id, 'new.' || id || '@example.net', phone, firstname, lastname
-  FROM customers_master WHERE id % 333 = 5;
-INSERT INTO cdp_rfm_analysis (customer_id, rfm_segment)
-SELECT id + 100000000, 'Champions' FROM customers_master WHERE id % 333 = 5 AND id < 100000000;
-UPDATE cdp.facebook_configurations SET next_sync = now();
-SQL
-}
-
-settle() {
-    psql "$DATABASE_URL" -qAt -c "VACUUM ANALYZE" >/dev/null 2>&1 || true
-    psql_admin -c "'CHECKPOINT'" >/dev/null
-}
-
 for n in "${sizes[@]}"; do
     for run in $(seq 1 "$runs"); do
         for contender in seed worker; do
             echo "bench-vs-seed: $n customers, run $run, $contender" >&2
-            psql_admin -c "'DROP DATABASE IF EXISTS cdp_vs_seed'" >/dev/null 2>&1
-            psql_admin -c "'CREATE DATABASE cdp_vs_seed OWNER cdp'" >/dev/null
-            export DATABASE_URL="postgres://cdp:cdp@127.0.0.1:$PGPORT/cdp_vs_seed"
-            port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-            "$bin/meta-sandbox" --port "$port" >/dev/null 2>&1 &
-            sandbox=$!
-            for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-            export META_GRAPH_URL="http://127.0.0.1:$port"
+            fresh_world cdp_vs_seed "$bin"
             # The same data for both: the configuration table is a superset of the original one.
-            "$bin/cdp-meta-sync" migrate >/dev/null
             "$bin/cdp-meta-sync" demo-data --customers "$n" --schema original >/dev/null
             if [ "$contender" = seed ]; then
                 command=("$venv/bin/python" bench/seed_baseline.py run --once)
@@ -92,8 +64,7 @@ for n in "${sizes[@]}"; do
             churn
             settle
             measure "$contender" "$n" churn_1pct "${command[@]}"
-            kill "$sandbox" 2>/dev/null || true
-            wait "$sandbox" 2>/dev/null || true
+            stop_sandbox
         done
     done
 done
