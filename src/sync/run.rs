@@ -134,19 +134,12 @@ pub async fn sync_system(
             let work = async {
                 let done = match &plan {
                     Err(problems) => Err(Outcome::InvalidConfig(problems.join("; "))),
-                    Ok(plan) => {
-                        AssertUnwindSafe(run_plan(ctx, plan, run_id, &lease, &run_cancel))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|_| {
-                                tracing::error!(system = %row.system_name, run_id, "the sync panicked");
-                                Err(Outcome::Failed(
-                                    "the sync stopped on an internal error (a panic; the worker's log has \
-                                     where)"
-                                        .into(),
-                                ))
-                            })
-                    }
+                    Ok(plan) => unless_it_panics(run_plan(ctx, plan, run_id, &lease, &run_cancel))
+                        .await
+                        .unwrap_or_else(|| {
+                            tracing::error!(system = %row.system_name, run_id, "the sync panicked");
+                            Err(Outcome::Failed(PANICKED.into()))
+                        }),
                 };
                 renewing.cancel();
                 done
@@ -194,6 +187,16 @@ pub async fn sync_system(
         ),
     }
     report
+}
+
+/// What a run that panicked records (the panic's own text may hold anything).
+const PANICKED: &str =
+    "the sync stopped on an internal error (a panic; the worker's log has where)";
+
+/// `work`'s output, or `None` when it panicked: the panic ends the run, not the worker's task
+/// with its lease still held.
+async fn unless_it_panics<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
+    AssertUnwindSafe(work).catch_unwind().await.ok()
 }
 
 async fn open_run(ctx: &SyncContext, row: &SystemRow, trigger: Trigger) -> anyhow::Result<i64> {
@@ -726,4 +729,21 @@ pub fn context(settings: Settings, meta: MetaClient) -> anyhow::Result<SyncConte
         worker_id: default_worker_id(),
         extract_sql: extract_sql.map(Into::into),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_run_that_panics_ends_as_none_instead_of_unwinding_into_the_scheduler() {
+        let panicking = async {
+            if std::hint::black_box(true) {
+                panic!("poison");
+            }
+            1
+        };
+        assert_eq!(unless_it_panics(panicking).await, None);
+        assert_eq!(unless_it_panics(async { 2 }).await, Some(2));
+    }
 }
