@@ -35,7 +35,7 @@ pub struct Lease {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("lease lost to another worker")]
+#[error("lease lost: another worker holds it, or it could not be renewed in time")]
 pub struct LeaseLost;
 
 impl Lease {

@@ -396,7 +396,7 @@ async fn execute(
         .join(",");
     let as_outcome = |e: UploadError| match e {
         UploadError::Meta(m) => Outcome::Failed(m.to_string()),
-        UploadError::LeaseLost => Outcome::Failed(LeaseLost.to_string()),
+        UploadError::LeaseLost(lost) => Outcome::Failed(lost.to_string()),
         UploadError::Other(o) if is_lease_lost(&o) => Outcome::Failed(LeaseLost.to_string()),
         UploadError::Other(o) => failed(o),
     };

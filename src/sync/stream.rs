@@ -95,8 +95,8 @@ impl Streamer<'_> {
                 done.interrupted = true;
                 return (done, None);
             }
-            if self.target.lease.ensure().await.is_err() {
-                return (done, Some(UploadError::LeaseLost));
+            if let Err(lost) = self.target.lease.ensure().await {
+                return (done, Some(lost.into()));
             }
             let upload = UsersUpload {
                 schema: &schema,
@@ -113,8 +113,9 @@ impl Streamer<'_> {
                 self.target.audience_id,
                 &upload,
             );
-            let Ok(result) = self.target.lease.guard(call).await else {
-                return (done, Some(UploadError::LeaseLost));
+            let result = match self.target.lease.guard(call).await {
+                Ok(result) => result,
+                Err(lost) => return (done, Some(lost.into())),
             };
             let response = match result {
                 Ok(r) => r,

@@ -112,8 +112,8 @@ pub struct UploadTotals {
 pub enum UploadError {
     #[error(transparent)]
     Meta(#[from] MetaError),
-    #[error("lease lost to another worker")]
-    LeaseLost,
+    #[error(transparent)]
+    LeaseLost(#[from] super::lease::LeaseLost),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -240,8 +240,8 @@ impl Upload<'_> {
                 totals.interrupted = true;
                 break;
             }
-            if self.target.lease.ensure().await.is_err() {
-                return (totals, Some(UploadError::LeaseLost));
+            if let Err(lost) = self.target.lease.ensure().await {
+                return (totals, Some(lost.into()));
             }
             let seq = self.first_batch_seq + totals.batches as u32;
             let rows = batch.rows.row_count() as i64;
@@ -269,8 +269,9 @@ impl Upload<'_> {
                     Direction::Replace => meta.replace_users(account, audience, &upload).await,
                 }
             };
-            let Ok(result) = self.target.lease.guard(call).await else {
-                return (totals, Some(UploadError::LeaseLost));
+            let result = match self.target.lease.guard(call).await {
+                Ok(result) => result,
+                Err(lost) => return (totals, Some(lost.into())),
             };
             let response = match result {
                 Ok(r) => r,
