@@ -86,8 +86,12 @@ async fn run_once(settings: Settings) -> anyhow::Result<()> {
     let events = pump.run_once(&shutdown).await?;
     if events.systems > 0 {
         println!(
-            "events: {} sent, {} rejected, {} expired",
-            events.sent, events.rejected, events.expired
+            "events: {} sent, {} rejected, {} expired, {} failed, {} undocumented user_data keys dropped",
+            events.sent,
+            events.rejected,
+            events.expired,
+            events.failed,
+            events.dropped_user_data_keys
         );
     }
     // A cron platform alerts on the exit code: 1 when any system needs an operator.
