@@ -399,7 +399,7 @@ impl Upload<'_> {
                                  DELETE FROM cdp.facebook_audience_members m
                                   USING sync_removes r, cfg
                                   WHERE r.match_keys = $7 AND r.seq BETWEEN $2 AND $3
-                                    AND m.configuration_id = cfg.id
+                                    AND m.configuration_id = $6
                                     AND m.member_key = r.member_key AND m.cells = r.cells
                                  RETURNING 1)
                              {progress}, removed = removed + (SELECT count(*) FROM del)

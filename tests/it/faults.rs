@@ -414,3 +414,43 @@ async fn a_lost_or_garbled_answer_to_audience_create_or_replace_batch_1_leaves_o
         }
     }
 }
+
+#[tokio::test]
+async fn the_ledger_fence_refuses_a_worker_that_no_longer_owns_the_lease() {
+    let db = crate::support::migrated_database().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO cdp.facebook_configurations (id, system_name, ad_account_id, tenant_ids, lease_owner, lease_expires_at)
+             VALUES (7, 'fenced', 'act_1', '{1}', 'worker-b', now() + interval '5 minutes')",
+        )
+        .await
+        .unwrap();
+    let held: bool = client
+        .query_one("SELECT cdp.hold_lease(7, 'worker-b')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(held, "the owner may write");
+    let refused = client
+        .query_one("SELECT cdp.hold_lease(7, 'worker-a')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code().map(|c| c.code()),
+        Some(cdp_meta_sync::sync::lease::LEASE_LOST_SQLSTATE)
+    );
+    // An owner whose lease ran out but was never taken over is still the only writer.
+    client
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET lease_expires_at = now() - interval '1 minute'",
+        )
+        .await
+        .unwrap();
+    assert!(
+        client
+            .query_one("SELECT cdp.hold_lease(7, 'worker-b')", &[])
+            .await
+            .is_ok()
+    );
+}
