@@ -37,7 +37,11 @@ pub enum Command {
         system: String,
     },
     /// Print every system's status, last and next sync, members, last error and lease.
-    Status,
+    Status {
+        /// One JSON document instead of the table, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Normalize and hash raw values (one per stdin line) as they would be sent to Meta.
     Normalize {
         /// Match key: EMAIL, PHONE, FN, LN, FI, CT, ST, ZIP, COUNTRY, DOBY, DOBM, DOBD, GEN, EXTERN_ID, MADID, LOOKALIKE_VALUE.

@@ -29,7 +29,7 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<()>
             }
         }
         Command::Sync { system } => sync_one(settings, &system).await,
-        Command::Status => status(&settings).await,
+        Command::Status { json } => status(&settings, json).await,
         Command::Normalize { key, country } => normalize(&key, country.as_deref()),
         Command::Events {
             command:
@@ -248,13 +248,17 @@ fn describe(outcome: &Outcome, members: i64) -> String {
     }
 }
 
-async fn status(settings: &Settings) -> anyhow::Result<()> {
+async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let client = db::connect_single(&settings.database).await?;
     let rows = db::configurations::status_rows(&client)
         .await
         .context("Failed to read the systems")?;
-    print!("{}", crate::status::render(&rows));
     let pending = crate::events::pending_by_system(&client).await?;
+    if json {
+        println!("{}", crate::status::render_json(&rows, &pending));
+        return Ok(());
+    }
+    print!("{}", crate::status::render(&rows));
     if !pending.is_empty() {
         println!();
         print!("{}", crate::status::render_events(&pending));

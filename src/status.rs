@@ -1,4 +1,5 @@
-//! `cdp-meta-sync status`: the systems as a table an operator reads at a glance.
+//! `cdp-meta-sync status`: the systems as a table an operator reads at a glance, or as one JSON
+//! document for scripts (`--json`).
 use chrono::{DateTime, Utc};
 
 use crate::db::configurations::StatusRow;
@@ -82,6 +83,12 @@ pub fn render(rows: &[StatusRow]) -> String {
 }
 
 /// Conversion events waiting per system with a pixel.
+/// `{"systems": [...], "events": [...]}`: every column of the table, unabridged (the last error
+/// whole; it never holds personal data, see [`crate::db::error`]), times in RFC 3339.
+pub fn render_json(rows: &[StatusRow], pending: &[crate::events::PendingSummary]) -> String {
+    serde_json::json!({ "systems": rows, "events": pending }).to_string()
+}
+
 pub fn render_events(rows: &[crate::events::PendingSummary]) -> String {
     let mut out = format!(
         "{:<32} {:>10}  {}\n",
@@ -101,6 +108,38 @@ pub fn render_events(rows: &[crate::events::PendingSummary]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_json_document_holds_every_system_and_backlog_with_the_whole_error() {
+        let row = StatusRow {
+            system_name: "kangoo_system".into(),
+            is_active: true,
+            sync_status: Some("partial".into()),
+            last_sync: Some("2026-12-01T10:00:00Z".parse().unwrap()),
+            next_sync: None,
+            total_customers: 1234,
+            custom_audience_id: Some("120000000000001".into()),
+            consecutive_failures: 0,
+            lease_owner: None,
+            lease_expires_at: None,
+            error_log: Some(format!("removals held: {}", "x".repeat(200))),
+        };
+        let pending = crate::events::PendingSummary {
+            system_name: "kangoo_system".into(),
+            pending: 7,
+            oldest_pending: None,
+        };
+        let doc: serde_json::Value =
+            serde_json::from_str(&render_json(&[row], &[pending])).unwrap();
+        let system = &doc["systems"][0];
+        assert_eq!(system["system_name"], "kangoo_system");
+        assert_eq!(system["sync_status"], "partial");
+        assert_eq!(system["total_customers"], 1234);
+        assert_eq!(system["last_sync"], "2026-12-01T10:00:00Z");
+        assert!(system["next_sync"].is_null());
+        assert_eq!(system["error_log"].as_str().unwrap().len(), 215, "not cut");
+        assert_eq!(doc["events"][0]["pending"], 7);
+    }
 
     #[test]
     fn the_table_has_a_line_per_system_with_its_status_and_a_short_error() {

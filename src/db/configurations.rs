@@ -263,8 +263,8 @@ pub async fn finish(
     Ok(())
 }
 
-/// One line of `cdp-meta-sync status`.
-#[derive(Debug, Clone)]
+/// One line of `cdp-meta-sync status` (one object of `status --json`).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct StatusRow {
     pub system_name: String,
     pub is_active: bool,

@@ -331,7 +331,7 @@ pub async fn finish_run(
 }
 
 /// One system's backlog, for `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PendingSummary {
     pub system_name: String,
     pub pending: i64,

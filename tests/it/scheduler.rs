@@ -213,6 +213,27 @@ async fn status_prints_every_system_with_its_outcome() {
 }
 
 #[tokio::test]
+async fn status_json_gives_every_system_with_its_outcome_and_members_to_a_script() {
+    let w = world(500).await;
+    let reports = w.sync_due().await;
+    let output = worker(&w, &["status", "--json"]).output().unwrap();
+    assert!(output.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let systems = doc["systems"].as_array().unwrap();
+    assert_eq!(systems.len(), 3);
+    for report in &reports {
+        let system = systems
+            .iter()
+            .find(|s| s["system_name"] == report.system_name.as_str())
+            .unwrap_or_else(|| panic!("{} in {doc}", report.system_name));
+        assert_eq!(system["sync_status"], "success");
+        assert_eq!(system["total_customers"], report.members);
+        assert!(system["lease_owner"].is_null());
+        assert!(system["last_sync"].as_str().is_some());
+    }
+}
+
+#[tokio::test]
 async fn run_once_without_an_access_token_exits_2_naming_the_variable() {
     let w = world(10).await;
     let output = worker(&w, &["run", "--once"])
