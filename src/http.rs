@@ -1,4 +1,5 @@
-//! `/healthz` (the Railway healthcheck) and `/metrics` (Prometheus), served in scheduler mode.
+//! `/` (the status page), `/healthz` (the Railway healthcheck) and `/metrics` (Prometheus), served
+//! in scheduler mode.
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -43,9 +44,34 @@ pub fn router(pool: Pool, health: Arc<Health>, interval: Duration) -> Router {
         metrics: metrics_handle(),
     };
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
+}
+
+/// The status page (see [`crate::status::render_html`]); 503 with a line of text when the
+/// database cannot be read.
+async fn status_page(State(state): State<AppState>) -> axum::response::Response {
+    let read = async {
+        let client = state.pool.get().await?;
+        let rows = crate::db::configurations::status_rows(&**client).await?;
+        let pending = crate::events::pending_by_system(&client).await?;
+        anyhow::Ok(crate::status::render_html(&rows, &pending))
+    };
+    match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(html)) => axum::response::Html(html).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the status could not be read: {}", crate::db::describe(&e)),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the status could not be read in 5 s".to_string(),
+        )
+            .into_response(),
+    }
 }
 
 /// 200 while the database answers, the scheduler loop turns, and the NOTIFY listener and the

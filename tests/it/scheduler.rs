@@ -234,6 +234,38 @@ async fn status_json_gives_every_system_with_its_outcome_and_members_to_a_script
 }
 
 #[tokio::test]
+async fn the_status_page_on_the_health_port_shows_each_system_once_it_has_synced() {
+    let w = world(300).await;
+    let port = free_port();
+    let _child = spawn(worker(&w, &["run"]).env("PORT", port.to_string()));
+    let page = || async {
+        match reqwest::get(format!("http://127.0.0.1:{port}/")).await {
+            Ok(r) if r.status() == 200 => {
+                let html_type = r
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|t| t.to_str().unwrap_or("").starts_with("text/html"));
+                Some((html_type, r.text().await.unwrap_or_default()))
+            }
+            _ => None,
+        }
+    };
+    let synced = eventually(Duration::from_secs(30), || async {
+        page().await.is_some_and(|(_, html)| {
+            ["kangoo_system", "septimo_system", "digitalfarma_system"]
+                .iter()
+                .all(|s| html.contains(&format!("<tr class=\"success\"><td>{s}</td>")))
+        })
+    })
+    .await;
+    let (html_type, html) = page().await.expect("the page answers");
+    assert!(synced, "{html}");
+    assert!(html_type, "served as text/html");
+    assert!(html.contains("<th>MEMBERS</th>"));
+    assert!(!html.contains("<script"), "no script on the page");
+}
+
+#[tokio::test]
 async fn run_once_without_an_access_token_exits_2_naming_the_variable() {
     let w = world(10).await;
     let output = worker(&w, &["run", "--once"])
