@@ -141,6 +141,10 @@ pub struct WorkerSettings {
     pub events_interval_secs: u64,
     pub shutdown_grace_secs: u64,
     pub extract_sql_file: String,
+    /// `ALERT_WEBHOOK_URL`: where alerts go for systems without their own `alert_webhook_url`.
+    /// A Slack webhook URL is its own secret.
+    #[serde(skip)]
+    pub alert_webhook_url: Option<SecretString>,
 }
 
 impl Settings {
@@ -338,6 +342,15 @@ impl Settings {
         )?;
         if let Some(v) = get("EXTRACT_SQL_FILE") {
             self.worker.extract_sql_file = v.to_string();
+        }
+        if let Some(v) = get("ALERT_WEBHOOK_URL") {
+            if !crate::alerts::is_webhook_url(v) {
+                return Err(ConfigError::new(
+                    "ALERT_WEBHOOK_URL",
+                    "expected an http:// or https:// URL",
+                ));
+            }
+            self.worker.alert_webhook_url = Some(SecretString::from(v.to_string()));
         }
         Ok(())
     }
@@ -559,11 +572,23 @@ mod tests {
             ("DATABASE_URL", "postgres://u:hunter2@localhost/db"),
             ("FACEBOOK_ACCESS_TOKEN", "EAAsecret"),
             ("FACEBOOK_APP_SECRET", "appsecret123"),
+            (
+                "ALERT_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T0/B0/hooksecret",
+            ),
         ]))
         .unwrap();
         let shown = format!("{s:?}");
-        for secret in ["hunter2", "EAAsecret", "appsecret123"] {
+        for secret in ["hunter2", "EAAsecret", "appsecret123", "hooksecret"] {
             assert!(!shown.contains(secret), "{secret} leaked in {shown}");
         }
+    }
+
+    #[test]
+    fn an_alert_webhook_that_is_not_an_http_url_is_refused_naming_the_variable() {
+        let e =
+            Settings::from_env(&env(&[("ALERT_WEBHOOK_URL", "hooks.slack.com/x")])).unwrap_err();
+        assert_eq!(e.variable, "ALERT_WEBHOOK_URL");
+        assert!(e.problem.contains("http"), "{}", e.problem);
     }
 }

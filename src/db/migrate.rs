@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lease_fence",
         include_str!("../../sql/0006_lease_fence.sql"),
     ),
+    (7, "alerts", include_str!("../../sql/0007_alerts.sql")),
 ];
 
 /// Upgrades the original design's table in place (see the module docs).

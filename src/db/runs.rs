@@ -141,3 +141,22 @@ pub async fn close(
         .await?;
     Ok(())
 }
+
+/// The outcome of the configuration's last finished run before `run_id` (`None` if none):
+/// interrupted runs do not count.
+pub async fn previous_outcome(
+    pool: &crate::db::Pool,
+    configuration_id: i32,
+    run_id: i64,
+) -> anyhow::Result<Option<String>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT outcome FROM cdp.facebook_sync_runs
+              WHERE configuration_id = $1 AND id < $2 AND outcome NOT IN ('running', 'interrupted')
+              ORDER BY id DESC LIMIT 1",
+            &[&configuration_id, &run_id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}

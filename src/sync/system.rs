@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::identity::{MatchKey, Normalizer};
 
 /// The columns of `cdp.facebook_configurations` that drive one sync, as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct SystemRow {
     pub id: i32,
     pub system_name: String,
@@ -27,6 +27,9 @@ pub struct SystemRow {
     pub force_removals: bool,
     pub consecutive_failures: i32,
     pub adopt_mode: String,
+    /// `alert_webhook_url`: where this system's alerts go (else `ALERT_WEBHOOK_URL`). It holds
+    /// the webhook's secret, hence never printed.
+    pub alert_webhook_url: Option<crate::secret::SecretString>,
     /// Columns that could not be read as their type (a 2-D array…), each a sentence: the row
     /// is then `invalid_config`, not a crash.
     pub unreadable: Vec<String>,
@@ -285,6 +288,7 @@ mod tests {
             force_removals: false,
             consecutive_failures: 0,
             adopt_mode: "replace".into(),
+            alert_webhook_url: None,
             unreadable: Vec::new(),
         }
     }

@@ -1,4 +1,5 @@
 //! Integration tests against a real Postgres (and the Meta sandbox): one binary, a module per area.
+mod alerts;
 mod cli;
 mod demo;
 mod digest;

@@ -1,0 +1,127 @@
+//! Alerts to a Slack-compatible webhook, received by a local HTTP server: one when a system
+//! breaks, one when it recovers, nothing in between, and never a token or personal data.
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use cdp_meta_sync::sandbox::Faults;
+use cdp_meta_sync::sync::Outcome;
+
+use crate::process::free_port;
+use crate::world::{TOKEN, World, context_with, make_due, world};
+
+type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A webhook receiver on a free port: `(base URL, what it received as (path, body))`.
+async fn receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/{hook}",
+            post(
+                |State(r): State<Received>,
+                 Path(hook): Path<String>,
+                 axum::Json(body): axum::Json<serde_json::Value>| async move {
+                    r.lock().unwrap().push((hook, body));
+                    "ok"
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let port = free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://127.0.0.1:{port}"), received)
+}
+
+async fn sync(w: &World) -> Vec<(String, Outcome)> {
+    make_due(&w.db).await;
+    w.sync_due()
+        .await
+        .into_iter()
+        .map(|r| (r.system_name, r.outcome))
+        .collect()
+}
+
+fn texts(received: &Received, hook: &str) -> Vec<String> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(h, _)| h == hook)
+        .map(|(_, body)| body["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_system_that_breaks_alerts_once_and_once_more_when_it_recovers() {
+    let mut w = world(300).await;
+    let (base, received) = receiver().await;
+    // kangoo has its own webhook; the others use the worker's. A replace talks to Meta on every
+    // run, so a token error shows on every run.
+    w.db.client()
+        .await
+        .execute(
+            "UPDATE cdp.facebook_configurations
+                SET sync_mode = 'replace',
+                    alert_webhook_url = CASE WHEN system_name = 'kangoo_system' THEN $1 END",
+            &[&format!("{base}/kangoo")],
+        )
+        .await
+        .unwrap();
+    w.ctx = context_with(
+        &w.db,
+        &w.sandbox,
+        "worker-a",
+        &[("ALERT_WEBHOOK_URL", &format!("{base}/global"))],
+    );
+
+    assert!(sync(&w).await.iter().all(|(_, o)| *o == Outcome::Success));
+    assert!(received.lock().unwrap().is_empty(), "healthy: no alert");
+
+    w.sandbox.set_faults(Faults {
+        token_error: true,
+        ..Faults::default()
+    });
+    assert!(
+        sync(&w)
+            .await
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Failed(_)))
+    );
+    let kangoo = texts(&received, "kangoo");
+    assert_eq!(kangoo.len(), 1, "{kangoo:?}");
+    assert!(
+        kangoo[0].starts_with("cdp-meta-sync: kangoo_system is failed: "),
+        "{}",
+        kangoo[0]
+    );
+    assert_eq!(
+        texts(&received, "global").len(),
+        2,
+        "septimo and digitalfarma"
+    );
+    sync(&w).await;
+    assert_eq!(
+        texts(&received, "kangoo").len(),
+        1,
+        "still failing: no second alert"
+    );
+
+    w.sandbox.set_faults(Faults::default());
+    assert!(sync(&w).await.iter().all(|(_, o)| *o == Outcome::Success));
+    let kangoo = texts(&received, "kangoo");
+    assert_eq!(kangoo.len(), 2);
+    assert_eq!(
+        kangoo[1],
+        "cdp-meta-sync: kangoo_system recovered (was failed)"
+    );
+    sync(&w).await;
+    assert_eq!(texts(&received, "kangoo").len(), 2, "healthy again: quiet");
+
+    let everything = format!("{:?}", received.lock().unwrap());
+    assert!(!everything.contains(TOKEN), "no token in alerts");
+    assert!(!everything.contains('@'), "no email in alerts");
+}
