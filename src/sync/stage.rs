@@ -175,9 +175,14 @@ pub async fn stage_members(
         let done = tokio::select! {
             done = hashed.next() => done,
             _ = cancel.cancelled() => {
-                // Dropping the stream would leave the server sending every remaining row.
-                if let Err(e) = extract.cancel_token().cancel_query(crate::db::tls_connector()?).await {
-                    tracing::warn!(error = %e, "could not cancel the extraction query");
+                // Dropping the stream would leave the server sending every remaining row. Whether
+                // or not the cancel gets through, the run is interrupted.
+                let cancelled = match crate::db::tls_connector() {
+                    Ok(tls) => extract.cancel_token().cancel_query(tls).await.map_err(anyhow::Error::from),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = cancelled {
+                    tracing::warn!(error = %crate::db::describe(&e), "could not cancel the extraction query");
                 }
                 return Err(StageError::Interrupted);
             }

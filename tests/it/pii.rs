@@ -138,16 +138,7 @@ async fn database_errors_quoting_customer_values_leave_error_log_without_them() 
         .await
         .unwrap();
         assert!(matches!(reports[0].outcome, Outcome::Failed(_)));
-        let error_log: String =
-            w.db.client()
-                .await
-                .query_one(
-                    "SELECT error_log FROM cdp.facebook_configurations WHERE system_name = $1",
-                    &[&SYSTEM],
-                )
-                .await
-                .unwrap()
-                .get(0);
+        let error_log = crate::world::error_log(&w.db, SYSTEM).await.unwrap();
         assert!(
             error_log.contains(&format!("SQLSTATE {sqlstate}")),
             "{error_log}"

@@ -101,16 +101,7 @@ async fn the_removal_guard_holds_a_replace_that_would_drop_too_much_of_the_audie
         reports.iter().all(|r| r.outcome == Outcome::Partial),
         "{reports:?}"
     );
-    let error: String =
-        w.db.client()
-            .await
-            .query_one(
-                "SELECT error_log FROM cdp.facebook_configurations WHERE system_name = $1",
-                &[&SYSTEM],
-            )
-            .await
-            .unwrap()
-            .get(0);
+    let error = crate::world::error_log(&w.db, SYSTEM).await.unwrap();
     assert!(error.starts_with("removals held"), "{error}");
     assert!(
         w.sandbox.requests()[requests_before..]

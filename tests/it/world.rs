@@ -251,3 +251,16 @@ pub async fn ledger_rows(w: &World, system: &str) -> BTreeSet<Row> {
         })
         .collect()
 }
+
+/// The system's `error_log`.
+pub async fn error_log(db: &TestDb, system: &str) -> Option<String> {
+    db.client()
+        .await
+        .query_one(
+            "SELECT error_log FROM cdp.facebook_configurations WHERE system_name = $1",
+            &[&system],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
