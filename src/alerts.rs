@@ -12,7 +12,41 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 
 use crate::secret::{ExposeSecret, SecretString};
-use crate::sync::Outcome;
+use crate::sync::system::SystemRow;
+use crate::sync::{Outcome, RunReport, SyncContext};
+
+/// Sends the alert a run's outcome calls for, if the system has a webhook (its own, else
+/// `ALERT_WEBHOOK_URL`) and its health changed since its last finished run. `held`: the note a
+/// partial run wrote to `error_log`.
+pub async fn after_run(ctx: &SyncContext, row: &SystemRow, report: &RunReport, held: Option<&str>) {
+    let (Some(run_id), Some(url)) = (
+        report.run_id,
+        row.alert_webhook_url
+            .as_ref()
+            .or(ctx.settings.worker.alert_webhook_url.as_ref()),
+    ) else {
+        return;
+    };
+    let previous = async {
+        let client = ctx.pool.get().await?;
+        anyhow::Ok(crate::db::runs::previous_outcome(&**client, row.id, run_id).await?)
+    };
+    let previous = match previous.await {
+        Ok(previous) => previous,
+        Err(e) => {
+            tracing::warn!(system = %row.system_name, error = %crate::db::describe(&e), "no alert: the previous outcome could not be read");
+            return;
+        }
+    };
+    let error = match &report.outcome {
+        Outcome::Failed(e) | Outcome::InvalidConfig(e) => Some(e.as_str()),
+        _ => held,
+    };
+    if let Some(change) = change(previous.as_deref(), &report.outcome, error) {
+        tracing::info!(system = %row.system_name, ?change, "sending an alert");
+        deliver(&ctx.alerts_http, url, message(&row.system_name, &change)).await;
+    }
+}
 
 /// What changed between a system's previous finished run and this one.
 #[derive(Debug, Clone, PartialEq, Eq)]

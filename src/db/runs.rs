@@ -145,11 +145,10 @@ pub async fn close(
 /// The outcome of the configuration's last finished run before `run_id` (`None` if none):
 /// interrupted runs do not count.
 pub async fn previous_outcome(
-    pool: &crate::db::Pool,
+    client: &impl GenericClient,
     configuration_id: i32,
     run_id: i64,
-) -> anyhow::Result<Option<String>> {
-    let client = pool.get().await?;
+) -> Result<Option<String>, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT outcome FROM cdp.facebook_sync_runs

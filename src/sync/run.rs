@@ -164,7 +164,7 @@ pub async fn sync_system(
     }
     let schedule = plan.as_ref().ok().map(|p| &p.schedule);
     record_outcome(ctx, &row, schedule, &report, held.clone()).await;
-    alert(ctx, &row, &report, held.as_deref()).await;
+    crate::alerts::after_run(ctx, &row, &report, held.as_deref()).await;
 
     let outcome = report.outcome.as_str();
     metrics::counter!("cdp_sync_runs_total", "outcome" => outcome).increment(1);
@@ -190,35 +190,6 @@ pub async fn sync_system(
         ),
     }
     report
-}
-
-/// Sends the alert this run's outcome calls for, if the system has a webhook (its own, else
-/// `ALERT_WEBHOOK_URL`) and its health changed since its last finished run.
-async fn alert(ctx: &SyncContext, row: &SystemRow, report: &RunReport, held: Option<&str>) {
-    let (Some(run_id), Some(url)) = (
-        report.run_id,
-        row.alert_webhook_url
-            .as_ref()
-            .or(ctx.settings.worker.alert_webhook_url.as_ref()),
-    ) else {
-        return;
-    };
-    let previous = match runs::previous_outcome(&ctx.pool, row.id, run_id).await {
-        Ok(previous) => previous,
-        Err(e) => {
-            tracing::warn!(system = %row.system_name, error = %db::describe(&e), "no alert: the previous outcome could not be read");
-            return;
-        }
-    };
-    let error = match &report.outcome {
-        Outcome::Failed(e) | Outcome::InvalidConfig(e) => Some(e.as_str()),
-        _ => held,
-    };
-    if let Some(change) = crate::alerts::change(previous.as_deref(), &report.outcome, error) {
-        tracing::info!(system = %row.system_name, ?change, "sending an alert");
-        let body = crate::alerts::message(&row.system_name, &change);
-        crate::alerts::deliver(&ctx.alerts_http, url, body).await;
-    }
 }
 
 /// What a run that panicked records (the panic's own text may hold anything).
