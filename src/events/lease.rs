@@ -19,9 +19,20 @@ pub struct Claim {
     pub sends: i32,
 }
 
+/// What one claim took, and whether another pump's claim took some of the rows it found.
+#[derive(Debug, Default)]
+pub struct ClaimedBatch {
+    pub claims: Vec<Claim>,
+    /// Rows were pending when the claim looked, but another pump committed its claim on them
+    /// first; an empty `claims` then does not mean that nothing is left.
+    pub contended: bool,
+}
+
 /// Claims up to `limit` pending events of the system with ids above `after_id`, oldest first, in
 /// one short transaction, and commits. Rows another transaction is claiming at this moment are
-/// skipped (`SKIP LOCKED`), not waited for.
+/// skipped (`SKIP LOCKED`), not waited for. A row whose other claim commits while this one reads
+/// is locked here after all (the lock is free again) but not taken (`ON CONFLICT … WHERE`), and
+/// the batch is marked `contended`.
 ///
 /// `OFFSET 0` keeps both checks per-row index probes: walking events in id order and stopping at
 /// `limit` takes milliseconds, where the hash anti-join the planner otherwise picks reads every
@@ -33,14 +44,14 @@ pub async fn claim_batch(
     limit: i64,
     worker_id: &str,
     lease: Duration,
-) -> anyhow::Result<Vec<Claim>> {
+) -> anyhow::Result<ClaimedBatch> {
     let lease_secs = lease.as_secs_f64();
     let tx = client
         .transaction()
         .await
         .context("Failed to start a claim")?;
-    let rows = tx
-        .query(
+    let row = tx
+        .query_one(
             "WITH pending AS (
                  SELECT e.id FROM cdp.conversion_events e
                  WHERE e.tenant_id = ANY($1) AND e.id > $2
@@ -54,7 +65,7 @@ pub async fn claim_batch(
                  ORDER BY e.id
                  LIMIT $4
                  FOR NO KEY UPDATE OF e SKIP LOCKED
-             )
+             ), claimed AS (
              INSERT INTO cdp.conversion_event_claims AS c
                  (event_row_id, configuration_id, claimed_by, lease_until)
              SELECT id, $3, $5, now() + make_interval(secs => $6) FROM pending
@@ -62,7 +73,10 @@ pub async fn claim_batch(
              SET claimed_by = EXCLUDED.claimed_by, claimed_at = now(),
                  lease_until = EXCLUDED.lease_until, sends = c.sends + 1
              WHERE c.lease_until <= now() AND c.not_before <= now()
-             RETURNING c.event_row_id, c.sends",
+             RETURNING c.event_row_id, c.sends)
+             SELECT (SELECT count(*) FROM pending),
+                    coalesce(array_agg(event_row_id), '{}'), coalesce(array_agg(sends), '{}')
+             FROM claimed",
             &[
                 &system.tenant_ids,
                 &after_id,
@@ -75,15 +89,19 @@ pub async fn claim_batch(
         .await
         .context("Failed to claim pending events")?;
     tx.commit().await.context("Failed to commit a claim")?;
-    let mut claims: Vec<Claim> = rows
-        .iter()
-        .map(|r| Claim {
-            row_id: r.get(0),
-            sends: r.get(1),
-        })
+    let found: i64 = row.get(0);
+    let row_ids: Vec<i64> = row.get(1);
+    let sends: Vec<i32> = row.get(2);
+    let mut claims: Vec<Claim> = row_ids
+        .into_iter()
+        .zip(sends)
+        .map(|(row_id, sends)| Claim { row_id, sends })
         .collect();
     claims.sort_by_key(|c| c.row_id);
-    Ok(claims)
+    Ok(ClaimedBatch {
+        contended: found > claims.len() as i64,
+        claims,
+    })
 }
 
 /// Inside the recording transaction: the claims of events that now have an outcome go away.

@@ -190,7 +190,7 @@ impl EventPump {
         // Ids only grow within a run, so each batch starts after the previous one.
         let mut after_id = 0;
         while !cancel.is_cancelled() {
-            let claims = {
+            let claimed = {
                 let mut client = self
                     .pool
                     .get()
@@ -206,7 +206,12 @@ impl EventPump {
                 )
                 .await?
             };
+            let claims = claimed.claims;
             let Some(last) = claims.last() else {
+                if claimed.contended {
+                    // Another pump's claim won these rows; the next look sees it and goes on.
+                    continue;
+                }
                 return Ok(None);
             };
             after_id = last.row_id;

@@ -362,12 +362,13 @@ async fn an_undocumented_user_data_key_is_dropped_and_counted_and_never_reaches_
 #[tokio::test]
 async fn two_pumps_draining_one_system_at_once_send_each_event_once() {
     // What the per-system advisory lock used to guarantee, the claims now do: a batch claimed by
-    // one pump is skipped (SKIP LOCKED) or excluded (its lease) by the other.
+    // one pump is skipped (SKIP LOCKED) or excluded (its lease) by the other, and a pump whose
+    // claim lost every row to the other's looks again instead of stopping.
     let t = setup().await;
     let system = t.system("web", "207", &[27], "").await;
     t.leads(27, "shared", 3_500, "1 minute").await;
     t.sb.set_faults(Faults {
-        latency_ms: 200,
+        latency_ms: 500,
         ..Faults::default()
     });
     let (a, b) = (t.pump(), t.pump());
