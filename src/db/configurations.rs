@@ -8,7 +8,7 @@ use crate::sync::system::SystemRow;
 const COLUMNS: &str = "id, system_name, ad_account_id, tenant_ids, custom_audience_id, is_active, schedule_hours,
     sync_mode, match_keys, excluded_segments, default_country, schedule_cron, audience_name,
     max_removal_share::float8 AS max_removal_share, force_removals, consecutive_failures, adopt_mode,
-    next_sync, alert_webhook_url";
+    next_sync, alert_webhook_url, opt_out_column, suppression_table";
 
 /// Reads a claimed row. A column that does not decode (a 2-D array, a NULL element where none
 /// is allowed) never panics: it takes its default and is named in `unreadable`, which makes the
@@ -40,6 +40,8 @@ fn system_row(row: &Row) -> SystemRow {
             .get::<Option<String>>("alert_webhook_url")
             .filter(|url| !url.trim().is_empty())
             .map(crate::secret::SecretString::from),
+        opt_out_column: read.get("opt_out_column"),
+        suppression_table: read.get("suppression_table"),
         unreadable: Vec::new(),
     };
     SystemRow {

@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0006_lease_fence.sql"),
     ),
     (7, "alerts", include_str!("../../sql/0007_alerts.sql")),
+    (10, "consent", include_str!("../../sql/0010_consent.sql")),
 ];
 
 /// Upgrades the original design's table in place (see the module docs).

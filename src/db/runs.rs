@@ -49,6 +49,9 @@ pub struct PlanCounts {
     pub removals_held: i64,
     pub unchanged: i64,
     pub refreshed: i64,
+    /// Customers held back by the system's consent rule, and members removed because of it.
+    pub suppressed: i64,
+    pub consent_removals: i64,
 }
 
 pub async fn record_plan(
@@ -61,7 +64,7 @@ pub async fn record_plan(
             "UPDATE cdp.facebook_sync_runs
                 SET audience_id = $2, extracted = $3, eligible = $4, duplicates = $5, skipped_no_key = $6,
                     skipped_invalid = $7, to_add = $8, to_remove = $9, removals_held = $10,
-                    unchanged = $11, refreshed = $12
+                    unchanged = $11, refreshed = $12, suppressed = $13, consent_removals = $14
               WHERE id = $1",
             &[
                 &run_id,
@@ -76,6 +79,8 @@ pub async fn record_plan(
                 &c.removals_held,
                 &c.unchanged,
                 &c.refreshed,
+                &c.suppressed,
+                &c.consent_removals,
             ],
         )
         .await?;

@@ -2,6 +2,7 @@
 //! [`run::sync_system`] is the entry point; each step has its own file.
 pub mod audience;
 pub mod cells;
+pub mod consent;
 pub mod copy;
 pub mod diff;
 pub mod digest;

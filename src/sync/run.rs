@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::audience::ensure_audience;
+use super::consent;
 use super::diff::{self, DiffReport};
 use super::guard::{self, Removals};
 use super::lease::{Lease, LeaseLost, is_lease_lost};
@@ -348,14 +349,37 @@ async fn execute(
     let extract = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
     // Before any audience exists: a CDP without the columns the keys need is a configuration
     // problem.
+    // One catalog query tells what the CDP has: for the default extraction and the consent rule.
+    let consent_tables = plan.consent.as_ref().map_or_else(Vec::new, |c| c.tables());
+    let catalog = Catalog::read_with(&extract, &consent_tables)
+        .await
+        .map_err(failed)?;
     let sql: Arc<str> = match &ctx.extract_sql {
         Some(sql) => sql.clone(),
-        None => Catalog::read(&extract)
-            .await
-            .map_err(failed)?
+        None => catalog
             .default_extraction(&plan.match_keys)
             .map_err(|problems| Outcome::InvalidConfig(problems.join("; ")))?
             .into(),
+    };
+    // Suppressed customers leave the extraction itself: they are never staged nor streamed.
+    let (sql, suppressed) = match &plan.consent {
+        Some(rule) => {
+            let problems = rule.check(&catalog);
+            if !problems.is_empty() {
+                return Err(Outcome::InvalidConfig(problems.join("; ")));
+            }
+            let suppressed = consent::count_suppressed(
+                &extract,
+                rule,
+                &sql,
+                &plan.tenant_ids,
+                &plan.excluded_segments,
+            )
+            .await
+            .map_err(failed)?;
+            (Arc::from(rule.filter(&sql)), suppressed)
+        }
+        None => (sql, 0),
     };
 
     let lease_lost = |e: LeaseLost| Outcome::Failed(e.to_string());
@@ -508,11 +532,19 @@ async fn execute(
     let mut held = None;
     // A replace drops the members that left the source: the guard weighs those.
     let mut replacing = mode == SyncMode::Replace;
+    // Members removed for consent are not the guard's to weigh (see consent.rs).
+    let consent_leaving = match &plan.consent {
+        Some(rule) => consent::count_leaving(stage, rule, plan.id)
+            .await
+            .map_err(failed)?,
+        None => 0,
+    };
     let dropping = if replacing {
         planned.leaving
     } else {
         planned.to_remove
     };
+    let dropping = (dropping - consent_leaving).max(0);
     let max_share = plan
         .max_removal_share
         .unwrap_or(ctx.settings.worker.removal_guard_share);
@@ -529,6 +561,12 @@ async fn execute(
         planned.to_add = diff::plan_replace(stage, plan.id).await.map_err(failed)?;
         planned.to_remove = 0;
     }
+    // A replace drops them; otherwise (append mode, held removals) they are removed on their own.
+    if let Some(rule) = plan.consent.as_ref().filter(|_| !replacing) {
+        planned.to_remove += consent::plan_removals(stage, rule, plan.id)
+            .await
+            .map_err(failed)?;
+    }
 
     let counts = runs::PlanCounts {
         audience_id: audience_id.clone(),
@@ -542,6 +580,8 @@ async fn execute(
         removals_held: held.as_ref().map_or(0, |(_, n)| *n),
         unchanged: staged.unchanged as i64,
         refreshed: planned.refreshed,
+        suppressed,
+        consent_removals: consent_leaving,
     };
     runs::record_plan(stage, run_id, &counts)
         .await

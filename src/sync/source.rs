@@ -130,6 +130,16 @@ pub struct Catalog {
 impl Catalog {
     /// Reads the columns of the three source tables, as the extraction would resolve their names.
     pub async fn read(client: &tokio_postgres::Client) -> anyhow::Result<Catalog> {
+        Self::read_with(client, &[]).await
+    }
+
+    /// [`Catalog::read`], and the columns of `more` tables (by the names a query would use).
+    pub async fn read_with(
+        client: &tokio_postgres::Client,
+        more: &[&str],
+    ) -> anyhow::Result<Catalog> {
+        let mut tables = vec![CUSTOMERS, RFM, CLV];
+        tables.extend_from_slice(more);
         let rows = client
             .query(
                 "SELECT t.name, a.attname::text, ty.typcategory::text, ty.typname::text
@@ -137,7 +147,7 @@ impl Catalog {
                    JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
                                       AND a.attnum > 0 AND NOT a.attisdropped
                    JOIN pg_type ty ON ty.oid = a.atttypid",
-                &[&vec![CUSTOMERS, RFM, CLV]],
+                &[&tables],
             )
             .await
             .context("Failed to read the columns of the CDP's tables")?;
@@ -164,14 +174,20 @@ impl Catalog {
             .insert(column.to_string(), ty);
     }
 
-    fn column(&self, table: &str, column: &str) -> Option<&ColumnType> {
+    /// The type of a column, if the table has it.
+    pub fn column_type(&self, table: &str, column: &str) -> Option<&ColumnType> {
         self.tables.get(table)?.get(column)
+    }
+
+    /// Whether the table exists (it has at least one column).
+    pub fn has_table(&self, table: &str) -> bool {
+        self.tables.contains_key(table)
     }
 
     /// Whether an optional column can be read.
     pub fn usable(&self, source: &SourceColumn) -> Result<(), Unusable> {
         let ty = self
-            .column(source.table, source.column)
+            .column_type(source.table, source.column)
             .ok_or(Unusable::Missing)?;
         let ok = match source.accepts {
             Accepts::Text => ty.category == 'S',
@@ -250,8 +266,8 @@ WHERE c.tenant_id = ANY($1)
     /// identity values in [`crate::events::payload::Identity`] order, each as text, NULL where the
     /// CDP has no usable column. `None` when there is no `customers_master` to look in.
     pub fn customer_identity(&self) -> Option<String> {
-        self.column(CUSTOMERS, "id")?;
-        self.column(CUSTOMERS, "tenant_id")?;
+        self.column_type(CUSTOMERS, "id")?;
+        self.column_type(CUSTOMERS, "tenant_id")?;
         let list: Vec<String> = OPTIONAL_COLUMNS[..IDENTITY_COLUMNS]
             .iter()
             .map(|source| match self.usable(source) {

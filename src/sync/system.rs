@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::consent::Consent;
 use crate::identity::{MatchKey, Normalizer};
 
 /// The columns of `cdp.facebook_configurations` that drive one sync, as stored.
@@ -30,6 +31,9 @@ pub struct SystemRow {
     /// `alert_webhook_url`: where this system's alerts go (else `ALERT_WEBHOOK_URL`). It holds
     /// the webhook's secret, hence never printed.
     pub alert_webhook_url: Option<crate::secret::SecretString>,
+    /// Consent: `opt_out_column` and `suppression_table` (see [`super::consent`]).
+    pub opt_out_column: Option<String>,
+    pub suppression_table: Option<String>,
     /// Columns that could not be read as their type (a 2-D array…), each a sentence: the row
     /// is then `invalid_config`, not a crash.
     pub unreadable: Vec<String>,
@@ -91,6 +95,8 @@ pub struct SyncPlan {
     pub max_removal_share: Option<f64>,
     pub force_removals: bool,
     pub consecutive_failures: i32,
+    /// Who must never be uploaded, when the row names a rule.
+    pub consent: Option<Consent>,
 }
 
 /// Keys that identify a person on their own; a row needs one of them to be worth sending.
@@ -204,29 +210,45 @@ impl SystemRow {
                 "max_removal_share must be between 0 and 1 (is {share})"
             ));
         }
-        match (mode, adopt, normalizer, schedule, problems.is_empty()) {
-            (Some(mode), Some(adopt), Some(normalizer), Some(schedule), true) => Ok(SyncPlan {
-                id: self.id,
-                system_name: self.system_name.clone(),
-                ad_account_id: self.ad_account_id.clone(),
-                tenant_ids,
-                custom_audience_id: self.custom_audience_id.clone(),
-                audience_name: self
-                    .audience_name
-                    .clone()
-                    .filter(|n| !n.trim().is_empty())
-                    .unwrap_or_else(|| format!("CDP - {}", self.system_name)),
-                mode,
-                adopt,
-                match_keys,
-                excluded_segments: self.excluded_segments.iter().flatten().cloned().collect(),
-                normalizer,
-                schedule,
-                schedule_hours,
-                max_removal_share: self.max_removal_share,
-                force_removals: self.force_removals,
-                consecutive_failures: self.consecutive_failures,
-            }),
+        let consent = Consent::from_row(
+            self.opt_out_column.as_deref(),
+            self.suppression_table.as_deref(),
+        )
+        .map_err(|more| problems.extend(more))
+        .ok();
+        match (
+            mode,
+            adopt,
+            normalizer,
+            schedule,
+            consent,
+            problems.is_empty(),
+        ) {
+            (Some(mode), Some(adopt), Some(normalizer), Some(schedule), Some(consent), true) => {
+                Ok(SyncPlan {
+                    id: self.id,
+                    system_name: self.system_name.clone(),
+                    ad_account_id: self.ad_account_id.clone(),
+                    tenant_ids,
+                    custom_audience_id: self.custom_audience_id.clone(),
+                    audience_name: self
+                        .audience_name
+                        .clone()
+                        .filter(|n| !n.trim().is_empty())
+                        .unwrap_or_else(|| format!("CDP - {}", self.system_name)),
+                    mode,
+                    adopt,
+                    match_keys,
+                    excluded_segments: self.excluded_segments.iter().flatten().cloned().collect(),
+                    normalizer,
+                    schedule,
+                    schedule_hours,
+                    max_removal_share: self.max_removal_share,
+                    force_removals: self.force_removals,
+                    consecutive_failures: self.consecutive_failures,
+                    consent,
+                })
+            }
             _ => Err(problems),
         }
     }
@@ -289,6 +311,8 @@ mod tests {
             consecutive_failures: 0,
             adopt_mode: "replace".into(),
             alert_webhook_url: None,
+            opt_out_column: None,
+            suppression_table: None,
             unreadable: Vec::new(),
         }
     }

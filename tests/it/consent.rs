@@ -1,0 +1,236 @@
+//! Consent: customers a system's rule suppresses (an opt-out column, a suppression table) are
+//! never uploaded and leave the audiences they are in, in every mode, counted per run.
+use std::collections::{BTreeSet, HashMap};
+
+use cdp_meta_sync::identity::{MatchKey, Normalizer};
+use cdp_meta_sync::sync::Outcome;
+
+use crate::world::{
+    Row, World, audience_id, error_log, expected_members, ledger_rows, make_due, only_kangoo,
+    sandbox_members, world,
+};
+
+const SYSTEM: &str = "kangoo_system";
+
+/// Customers of the system each alone behind their audience member (no other row of the system
+/// has the same normalized email), with that member's EMAIL cell: suppressing one of them must
+/// take exactly that member out.
+async fn lone_members(w: &World, n: usize) -> Vec<(i64, String)> {
+    let rows =
+        w.db.client()
+            .await
+            .query(
+                "SELECT c.id::bigint, c.email::text, f.default_country::text
+                   FROM customers_master c
+                   JOIN cdp_rfm_analysis r ON r.customer_id = c.id
+                   JOIN cdp.facebook_configurations f ON c.tenant_id = ANY(f.tenant_ids)
+                  WHERE f.system_name = $1 AND r.rfm_segment NOT IN ('Lost', 'Hibernating')
+                  ORDER BY c.id",
+                &[&SYSTEM],
+            )
+            .await
+            .unwrap();
+    let mut by_email: HashMap<String, Vec<i64>> = HashMap::new();
+    for r in &rows {
+        let normalizer = Normalizer::new(r.get(2)).unwrap();
+        let mut cell = String::new();
+        if let Some(raw) = r.get::<_, Option<&str>>(1)
+            && normalizer
+                .row_cell_into(MatchKey::Email, raw, None, &mut cell)
+                .is_ok()
+            && !cell.is_empty()
+        {
+            by_email.entry(cell).or_default().push(r.get(0));
+        }
+    }
+    let expected = expected_members(&w.db, SYSTEM).await;
+    let mut lone: Vec<(i64, String)> = by_email
+        .into_iter()
+        .filter(|(email, ids)| {
+            ids.len() == 1
+                && expected
+                    .iter()
+                    .any(|m| m.get("EMAIL").is_some_and(|e| e == email))
+        })
+        .map(|(email, ids)| (ids[0], email))
+        .collect();
+    lone.sort();
+    assert!(lone.len() >= n, "only {} lone members", lone.len());
+    lone.truncate(n);
+    lone
+}
+
+/// The expected audience without the members of `suppressed`.
+async fn expected_without(w: &World, suppressed: &[(i64, String)]) -> BTreeSet<Row> {
+    let emails: BTreeSet<&String> = suppressed.iter().map(|(_, e)| e).collect();
+    expected_members(&w.db, SYSTEM)
+        .await
+        .into_iter()
+        .filter(|m| !m.get("EMAIL").is_some_and(|e| emails.contains(e)))
+        .collect()
+}
+
+/// A suppression table and an opt-out column in the CDP, named by kangoo's row.
+async fn add_consent_rule(w: &World) {
+    w.db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE cdp.suppressed_customers (customer_id BIGINT PRIMARY KEY);
+             ALTER TABLE customers_master ADD COLUMN marketing_opt_out BOOLEAN;
+             UPDATE cdp.facebook_configurations
+                SET opt_out_column = 'marketing_opt_out',
+                    suppression_table = 'cdp.suppressed_customers'
+              WHERE system_name = 'kangoo_system';",
+        )
+        .await
+        .unwrap();
+}
+
+/// Half of `who` by the table, half by the column.
+async fn suppress(w: &World, who: &[(i64, String)]) {
+    let ids: Vec<i64> = who.iter().map(|(id, _)| *id).collect();
+    let (by_table, by_column) = ids.split_at(ids.len() / 2);
+    let client = w.db.client().await;
+    client
+        .execute(
+            "INSERT INTO cdp.suppressed_customers SELECT unnest($1::bigint[])",
+            &[&by_table],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE customers_master SET marketing_opt_out = true WHERE id = ANY($1)",
+            &[&by_column],
+        )
+        .await
+        .unwrap();
+}
+
+/// `(suppressed, consent_removals, removed, removals_held)` of the system's latest run.
+async fn last_run(w: &World) -> (i64, i64, i64, i64) {
+    let row =
+        w.db.client()
+            .await
+            .query_one(
+                "SELECT suppressed, consent_removals, removed, removals_held
+                   FROM cdp.facebook_sync_runs WHERE system_name = $1 ORDER BY id DESC LIMIT 1",
+                &[&SYSTEM],
+            )
+            .await
+            .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+async fn sync_kangoo(w: &World) -> Outcome {
+    make_due(&w.db).await;
+    let reports = w.sync_due().await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    reports[0].outcome.clone()
+}
+
+#[tokio::test]
+async fn customers_who_opt_out_leave_a_mirrored_audience_even_past_the_removal_guard() {
+    let w = world(2_000).await;
+    only_kangoo(&w).await;
+    add_consent_rule(&w).await;
+    assert_eq!(sync_kangoo(&w).await, Outcome::Success);
+    let audience = audience_id(&w.db, SYSTEM).await;
+    assert_eq!(
+        sandbox_members(&w.sandbox, &audience),
+        expected_members(&w.db, SYSTEM).await
+    );
+    let who = lone_members(&w, 10).await;
+    // Ten removals of about a thousand members are more than this guard lets through.
+    w.db.client()
+        .await
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET max_removal_share = 0.001
+              WHERE system_name = 'kangoo_system'",
+        )
+        .await
+        .unwrap();
+    suppress(&w, &who).await;
+
+    assert_eq!(sync_kangoo(&w).await, Outcome::Success);
+
+    let expected = expected_without(&w, &who).await;
+    assert_eq!(sandbox_members(&w.sandbox, &audience), expected);
+    assert_eq!(ledger_rows(&w, SYSTEM).await, expected);
+    assert_eq!(last_run(&w).await, (10, 10, 10, 0));
+    assert_eq!(error_log(&w.db, SYSTEM).await, None);
+}
+
+#[tokio::test]
+async fn in_append_mode_suppressed_customers_are_never_uploaded_and_later_opt_outs_are_removed() {
+    let w = world(2_000).await;
+    only_kangoo(&w).await;
+    add_consent_rule(&w).await;
+    w.db.client()
+        .await
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET sync_mode = 'append'
+              WHERE system_name = 'kangoo_system'",
+        )
+        .await
+        .unwrap();
+    let who = lone_members(&w, 8).await;
+    let (before, later) = who.split_at(4);
+    suppress(&w, before).await;
+
+    assert_eq!(sync_kangoo(&w).await, Outcome::Success);
+    let audience = audience_id(&w.db, SYSTEM).await;
+    assert_eq!(
+        sandbox_members(&w.sandbox, &audience),
+        expected_without(&w, before).await
+    );
+    // Nothing was removed, and an append audience only grows: the four were never sent.
+    assert_eq!(last_run(&w).await, (4, 0, 0, 0));
+
+    suppress(&w, later).await;
+    assert_eq!(sync_kangoo(&w).await, Outcome::Success);
+
+    let expected = expected_without(&w, &who).await;
+    assert_eq!(sandbox_members(&w.sandbox, &audience), expected);
+    assert_eq!(ledger_rows(&w, SYSTEM).await, expected);
+    assert_eq!(last_run(&w).await, (8, 4, 4, 0));
+}
+
+#[tokio::test]
+async fn a_consent_rule_naming_what_the_cdp_lacks_makes_only_that_system_invalid() {
+    let w = world(600).await;
+    w.db.client()
+        .await
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations
+                SET opt_out_column = 'no_such_column', suppression_table = 'cdp.no_such_table'
+              WHERE system_name = 'kangoo_system'",
+        )
+        .await
+        .unwrap();
+
+    let reports = w.sync_due().await;
+
+    let kangoo = reports.iter().find(|r| r.system_name == SYSTEM).unwrap();
+    let Outcome::InvalidConfig(why) = &kangoo.outcome else {
+        panic!("{reports:?}")
+    };
+    assert!(why.contains("opt_out_column no_such_column"), "{why}");
+    assert!(why.contains("suppression_table cdp.no_such_table"), "{why}");
+    let others: Vec<_> = reports.iter().filter(|r| r.system_name != SYSTEM).collect();
+    assert_eq!(others.len(), 2);
+    assert!(
+        others.iter().all(|r| r.outcome == Outcome::Success),
+        "{others:?}"
+    );
+    // A name that is not an identifier never reaches SQL: the table refuses it.
+    let refused =
+        w.db.client()
+            .await
+            .batch_execute(
+                "UPDATE cdp.facebook_configurations SET suppression_table = 'x; DROP TABLE y'
+              WHERE system_name = 'kangoo_system'",
+            )
+            .await;
+    assert!(refused.is_err());
+}
