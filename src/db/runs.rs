@@ -52,6 +52,8 @@ pub struct PlanCounts {
     /// Customers held back by the system's consent rule, and members removed because of it.
     pub suppressed: i64,
     pub consent_removals: i64,
+    /// Per match key, the share of members with a usable value.
+    pub coverage: serde_json::Value,
 }
 
 pub async fn record_plan(
@@ -64,7 +66,8 @@ pub async fn record_plan(
             "UPDATE cdp.facebook_sync_runs
                 SET audience_id = $2, extracted = $3, eligible = $4, duplicates = $5, skipped_no_key = $6,
                     skipped_invalid = $7, to_add = $8, to_remove = $9, removals_held = $10,
-                    unchanged = $11, refreshed = $12, suppressed = $13, consent_removals = $14
+                    unchanged = $11, refreshed = $12, suppressed = $13, consent_removals = $14,
+                    coverage = $15
               WHERE id = $1",
             &[
                 &run_id,
@@ -81,6 +84,7 @@ pub async fn record_plan(
                 &c.refreshed,
                 &c.suppressed,
                 &c.consent_removals,
+                &c.coverage,
             ],
         )
         .await?;

@@ -135,7 +135,8 @@ pub async fn diff(
             .execute(
                 "UPDATE cdp.facebook_audience_members m
                     SET source_tenant_id = p.tenant_id, source_customer_id = p.customer_id,
-                        source_digest = p.digest, filled = p.filled, invalid_keys = p.invalid_keys
+                        source_digest = p.digest, filled = p.filled, invalid_keys = p.invalid_keys,
+                        filled_keys = p.filled_keys
                    FROM sync_stage p
                   WHERE p.action = 'refresh' AND m.configuration_id = $1 AND m.member_key = p.member_key",
                 &[&configuration_id],
@@ -313,7 +314,7 @@ pub async fn plan_replace(
             "UPDATE sync_stage p
                 SET cells = m.cells, filled = m.filled, tenant_id = m.source_tenant_id,
                     customer_id = m.source_customer_id, digest = m.source_digest,
-                    invalid_keys = m.invalid_keys, action = 'stay'
+                    invalid_keys = m.invalid_keys, filled_keys = m.filled_keys, action = 'stay'
                FROM cdp.facebook_audience_members m
               WHERE p.action = 'keep' AND m.configuration_id = $1 AND m.member_key = p.member_key",
             &[&configuration_id],
@@ -323,10 +324,10 @@ pub async fn plan_replace(
     stage
         .execute(
             "INSERT INTO sync_stage (seq, member_key, cells, filled, tenant_id, customer_id, digest,
-                                     invalid_keys, maybe_dup, action)
+                                     invalid_keys, filled_keys, maybe_dup, action)
              SELECT (SELECT coalesce(max(seq), 0) FROM sync_stage) + row_number() OVER (),
                     m.member_key, m.cells, m.filled, m.source_tenant_id, m.source_customer_id,
-                    m.source_digest, m.invalid_keys, false, 'stay'
+                    m.source_digest, m.invalid_keys, m.filled_keys, false, 'stay'
                FROM cdp.facebook_audience_members m
               WHERE m.configuration_id = $1
                 AND NOT EXISTS (SELECT 1 FROM sync_gone g WHERE g.member_key = m.member_key)

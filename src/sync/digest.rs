@@ -20,7 +20,8 @@ use crate::identity::{MatchKey, Normalizer};
 /// then rebuilt once, on the next run (members whose cells come out the same are only refreshed
 /// in the ledger; Meta is not called for them).
 const VERSION: &[u8] =
-    b"cdp-meta-sync source digest v3 (hash_record_extended; phones as Meta documents them)";
+    b"cdp-meta-sync source digest v4 (hash_record_extended; phones as Meta documents them; \
+      ledger filled_keys)";
 
 /// The seed of one run's digests: it changes with every setting that shapes the cells.
 pub fn seed(keys: &[MatchKey], normalizer: &Normalizer) -> i64 {

@@ -116,7 +116,7 @@ pub fn map_columns(
 /// (`$4` = its seed, see [`super::digest`]). A full join, so each row is one of:
 ///
 /// * an unchanged customer: its ledger member carries this digest. Only `same` and the member's
-///   `invalid_keys` come back; the values stay in Postgres;
+///   `invalid_keys` and `filled_keys` come back; the values stay in Postgres;
 /// * a changed customer: its values, its digest and its ledger member's key (which is gone);
 /// * a new customer: its values and digest;
 /// * a ledger member whose source customer is no longer extracted: only its key.
@@ -124,9 +124,11 @@ pub fn map_columns(
 pub struct Extraction {
     pub sql: String,
     pub map: ColumnMap,
-    /// The ledger member's `member_key` (NULL if none, or unchanged) and `invalid_keys`.
+    /// The ledger member's `member_key` (NULL if none, or unchanged), `invalid_keys` and
+    /// `filled_keys`.
     pub ledger_key: usize,
     pub ledger_invalid: usize,
+    pub ledger_filled: usize,
     /// The customer's source digest (bigint).
     pub digest: usize,
     /// Whether the customer is unchanged (boolean, never NULL).
@@ -171,14 +173,15 @@ impl Extraction {
             "SELECT CASE WHEN k.same THEN NULL ELSE k.customer_id END AS customer_id,
                     CASE WHEN k.same THEN NULL ELSE k.tenant_id END AS tenant_id{unless_same},
                     CASE WHEN k.same THEN NULL ELSE k.ledger_member_key END AS ledger_member_key,
-                    k.ledger_invalid_keys, k.digest, k.same
+                    k.ledger_invalid_keys, k.ledger_filled_keys, k.digest, k.same
                FROM (SELECT j.*, coalesce(j.customer_id IS NOT NULL AND j.ledger_digest = j.digest, false) AS same
                        FROM (SELECT x.customer_id, x.tenant_id{selected},
                                     l.member_key AS ledger_member_key, l.source_digest AS ledger_digest,
-                                    l.invalid_keys AS ledger_invalid_keys, {digest} AS digest
+                                    l.invalid_keys AS ledger_invalid_keys,
+                                    l.filled_keys AS ledger_filled_keys, {digest} AS digest
                                FROM (\n{operator_sql}\n) x
                                FULL JOIN (SELECT member_key, source_tenant_id, source_customer_id, source_digest,
-                                                 invalid_keys
+                                                 invalid_keys, filled_keys
                                             FROM cdp.facebook_audience_members WHERE configuration_id = $3) l
                                  ON l.source_tenant_id = x.tenant_id AND l.source_customer_id = x.customer_id
                              OFFSET 0) j) k"
@@ -193,8 +196,9 @@ impl Extraction {
             },
             ledger_key: n,
             ledger_invalid: n + 1,
-            digest: n + 2,
-            same: n + 3,
+            ledger_filled: n + 2,
+            digest: n + 3,
+            same: n + 4,
             country,
         }
     }
@@ -266,8 +270,14 @@ mod tests {
                 .contains("x.customer_id, x.tenant_id, x.first_name, x.email, x.birth_date,")
         );
         assert_eq!(
-            (e.ledger_key, e.ledger_invalid, e.digest, e.same),
-            (5, 6, 7, 8)
+            (
+                e.ledger_key,
+                e.ledger_invalid,
+                e.ledger_filled,
+                e.digest,
+                e.same
+            ),
+            (5, 6, 7, 8, 9)
         );
         assert!(
             e.sql.contains("(\nSELECT 1\n) x"),

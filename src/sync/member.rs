@@ -25,6 +25,8 @@ pub struct Member {
     pub customer_id: i64,
     /// Bit `i` set: the value for match key `i` was invalid (an empty cell, counted in [`Tally`]).
     pub invalid_keys: i32,
+    /// Bit `i` set: the cell for match key `i` is filled (the run's coverage, see [`Tally`]).
+    pub filled_keys: i32,
 }
 
 /// What normalization dropped: invalid values per key (each became an empty cell) and rows with
@@ -35,22 +37,32 @@ pub struct Tally {
     pub no_usable_key: u64,
     /// Invalid values per match key, in schema order.
     pub invalid: Vec<u64>,
+    /// Members (rows with a usable strong key) with a filled cell per match key, in schema order.
+    pub filled: Vec<u64>,
 }
 
 impl Tally {
     pub fn new(keys: usize) -> Self {
         Tally {
             invalid: vec![0; keys],
+            filled: vec![0; keys],
             ..Tally::default()
         }
     }
 
     /// Counts a row that was not normalized again because it did not change: its invalid values
-    /// come from the ledger's `invalid_keys` bits.
-    pub fn add_unchanged(&mut self, invalid_keys: i32) {
+    /// and filled cells come from the ledger's `invalid_keys` and `filled_keys` bits.
+    pub fn add_unchanged(&mut self, invalid_keys: i32, filled_keys: i32) {
         self.rows += 1;
-        for (i, count) in self.invalid.iter_mut().enumerate().take(31) {
+        for (i, count) in self.invalid.iter_mut().enumerate().take(32) {
             *count += u64::from(invalid_keys >> i & 1 == 1);
+        }
+        self.add_filled(filled_keys);
+    }
+
+    fn add_filled(&mut self, filled_keys: i32) {
+        for (i, count) in self.filled.iter_mut().enumerate().take(32) {
+            *count += u64::from(filled_keys >> i & 1 == 1);
         }
     }
 
@@ -63,6 +75,30 @@ impl Tally {
         for (mine, theirs) in self.invalid.iter_mut().zip(&other.invalid) {
             *mine += theirs;
         }
+        if self.filled.len() < other.filled.len() {
+            self.filled.resize(other.filled.len(), 0);
+        }
+        for (mine, theirs) in self.filled.iter_mut().zip(&other.filled) {
+            *mine += theirs;
+        }
+    }
+
+    /// `{"EMAIL": 0.93, …}` for the run row: per match key, the share of members (rows with a
+    /// usable strong key) whose cell is filled; empty when there is no member.
+    pub fn coverage_json(&self, keys: &[MatchKey]) -> serde_json::Value {
+        let members = self.rows.saturating_sub(self.no_usable_key);
+        if members == 0 {
+            return serde_json::json!({});
+        }
+        let map: serde_json::Map<String, serde_json::Value> = keys
+            .iter()
+            .zip(&self.filled)
+            .map(|(k, n)| {
+                let share = (*n as f64 / members as f64 * 10_000.0).round() / 10_000.0;
+                (k.as_str().to_string(), serde_json::Value::from(share))
+            })
+            .collect();
+        serde_json::Value::Object(map)
     }
 
     /// `{"PHONE": 12, …}` for the run row; keys with no invalid value are left out.
@@ -111,6 +147,7 @@ impl<'a> MemberBuilder<'a> {
         member.cells.clear();
         member.filled = 0;
         member.invalid_keys = 0;
+        member.filled_keys = 0;
         let mut strongest: Option<usize> = None;
         for (i, key) in self.keys.iter().enumerate() {
             self.cell.clear();
@@ -124,6 +161,7 @@ impl<'a> MemberBuilder<'a> {
             }
             if !self.cell.is_empty() {
                 member.filled += 1;
+                member.filled_keys |= 1i32.checked_shl(i as u32).unwrap_or(0);
                 if let Some(rank) = STRONG_KEYS.iter().position(|k| k == key)
                     && strongest.is_none_or(|best| rank < best)
                 {
@@ -140,6 +178,7 @@ impl<'a> MemberBuilder<'a> {
             tally.no_usable_key += 1;
             return false;
         }
+        tally.add_filled(member.filled_keys);
         member.member_key = Sha256::digest(self.identity.as_bytes()).into();
         member.tenant_id = tenant_id;
         member.customer_id = customer_id;
@@ -157,6 +196,7 @@ impl Member {
             tenant_id: 0,
             customer_id: 0,
             invalid_keys: 0,
+            filled_keys: 0,
         }
     }
 }
@@ -235,8 +275,30 @@ mod tests {
         )
         .unwrap();
         let mut again = Tally::new(4);
-        again.add_unchanged(member.invalid_keys);
+        again.add_unchanged(member.invalid_keys, member.filled_keys);
         assert_eq!(again, tally);
+    }
+
+    #[test]
+    fn coverage_is_the_share_of_members_per_key_and_rows_without_a_strong_key_are_not_members() {
+        let mut tally = Tally::new(4);
+        build([Some("a@example.com"), None, Some("Ana"), None], &mut tally).unwrap();
+        build(
+            [
+                Some("b@example.com"),
+                Some("+54 9 11 5555-1234"),
+                None,
+                None,
+            ],
+            &mut tally,
+        )
+        .unwrap();
+        assert!(build([None, None, Some("Ana"), Some("Pérez")], &mut tally).is_none());
+        assert_eq!(
+            tally.coverage_json(&KEYS),
+            serde_json::json!({"EMAIL": 1.0, "PHONE": 0.5, "FN": 0.5, "LN": 0.0})
+        );
+        assert_eq!(Tally::new(4).coverage_json(&KEYS), serde_json::json!({}));
     }
 
     #[test]

@@ -582,6 +582,7 @@ async fn execute(
         refreshed: planned.refreshed,
         suppressed,
         consent_removals: consent_leaving,
+        coverage: staged.tally.coverage_json(&plan.match_keys),
     };
     runs::record_plan(stage, run_id, &counts)
         .await

@@ -113,14 +113,14 @@ pub async fn stage_members(
             "DROP TABLE IF EXISTS pg_temp.sync_stage;
              CREATE TEMP TABLE sync_stage (seq BIGINT NOT NULL, member_key BYTEA NOT NULL, cells BYTEA,
                  filled SMALLINT, tenant_id INTEGER, customer_id BIGINT, digest BIGINT, invalid_keys INTEGER,
-                 maybe_dup BOOLEAN NOT NULL);",
+                 filled_keys INTEGER, maybe_dup BOOLEAN NOT NULL);",
         )
         .await
         .context("Failed to create the staging table")?;
     let sink = stage
         .copy_in(
             "COPY sync_stage (seq, member_key, cells, filled, tenant_id, customer_id, digest, invalid_keys,
-                              maybe_dup)
+                              filled_keys, maybe_dup)
              FROM STDIN (FORMAT binary)",
         )
         .await
@@ -325,7 +325,10 @@ fn hash_chunk(
     for row in rows {
         if row.try_get::<_, bool>(extraction.same)? {
             let invalid: Option<i32> = row.try_get(extraction.ledger_invalid)?;
-            report.tally.add_unchanged(invalid.unwrap_or(0));
+            let filled: Option<i32> = row.try_get(extraction.ledger_filled)?;
+            report
+                .tally
+                .add_unchanged(invalid.unwrap_or(0), filled.unwrap_or(0));
             report.unchanged += 1;
             continue;
         }
@@ -383,10 +386,10 @@ fn hash_chunk(
 }
 
 /// Fields per `sync_stage` row.
-const STAGE_FIELDS: i16 = 9;
+const STAGE_FIELDS: i16 = 10;
 
 /// Bytes of a `sync_stage` row besides its cells: field count and lengths, the key, the ids.
-const STAGE_ROW_FIXED: usize = 2 + STAGE_FIELDS as usize * 4 + 32 + 8 + 2 + 4 + 8 + 8 + 4 + 1;
+const STAGE_ROW_FIXED: usize = 2 + STAGE_FIELDS as usize * 4 + 32 + 8 + 2 + 4 + 8 + 8 + 4 + 4 + 1;
 
 /// A candidate `sync_stage` row.
 fn encode_candidate(buf: &mut BytesMut, seq: i64, source: &Source, cells: &[u8], maybe_dup: bool) {
@@ -399,6 +402,7 @@ fn encode_candidate(buf: &mut BytesMut, seq: i64, source: &Source, cells: &[u8],
         .i64(source.customer_id)
         .i64(source.digest)
         .i32(source.invalid_keys)
+        .i32(source.filled_keys)
         .bool(maybe_dup);
 }
 

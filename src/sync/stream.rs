@@ -29,6 +29,7 @@ pub struct Source {
     pub customer_id: i64,
     pub digest: i64,
     pub invalid_keys: i32,
+    pub filled_keys: i32,
 }
 
 impl Source {
@@ -40,6 +41,7 @@ impl Source {
             customer_id: member.customer_id,
             digest,
             invalid_keys: member.invalid_keys,
+            filled_keys: member.filled_keys,
         }
     }
 }
@@ -167,7 +169,8 @@ impl Streamer<'_> {
             .copy_in(
                 "COPY cdp.facebook_audience_members
                      (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
-                      source_tenant_id, source_customer_id, source_digest, filled, invalid_keys)
+                      source_tenant_id, source_customer_id, source_digest, filled, invalid_keys,
+                      filled_keys)
                  FROM STDIN (FORMAT binary)",
             )
             .await
@@ -181,8 +184,8 @@ impl Streamer<'_> {
         buf.put_slice(copy::HEADER);
         // Everything but the cells: field lengths, the ids, the key, the audience and schema.
         let fixed = 2
-            + 11 * 4
-            + (4 + 8 + 4 + 8 + 8 + 2 + 4)
+            + 12 * 4
+            + (4 + 8 + 4 + 8 + 8 + 2 + 4 + 4)
             + 32
             + self.target.audience_id.len()
             + self.target.match_keys.len();
@@ -224,7 +227,7 @@ const COPY_PIECE_ROWS: usize = 1000;
 
 /// One ledger row.
 fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &Source, cells: &[u8]) {
-    Tuple::start(buf, 11)
+    Tuple::start(buf, 12)
         .i32(t.configuration_id)
         .bytes(t.audience_id.as_bytes())
         .bytes(&source.member_key)
@@ -235,5 +238,6 @@ fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &Source, cells:
         .i64(source.customer_id)
         .i64(source.digest)
         .i16(source.filled)
-        .i32(source.invalid_keys);
+        .i32(source.invalid_keys)
+        .i32(source.filled_keys);
 }

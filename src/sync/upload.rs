@@ -352,7 +352,7 @@ impl Upload<'_> {
                             source_tenant_id = EXCLUDED.source_tenant_id,
                             source_customer_id = EXCLUDED.source_customer_id,
                             source_digest = EXCLUDED.source_digest, filled = EXCLUDED.filled,
-                            invalid_keys = EXCLUDED.invalid_keys"
+                            invalid_keys = EXCLUDED.invalid_keys, filled_keys = EXCLUDED.filled_keys"
                 } else {
                     ""
                 };
@@ -365,9 +365,10 @@ impl Upload<'_> {
                                   ins AS (
                                  INSERT INTO cdp.facebook_audience_members
                                         (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
-                                         source_tenant_id, source_customer_id, source_digest, filled, invalid_keys)
+                                         source_tenant_id, source_customer_id, source_digest, filled, invalid_keys,
+                                         filled_keys)
                                  SELECT cfg.id, $7, a.member_key, $8, a.cells, $1, a.tenant_id, a.customer_id, a.digest,
-                                        a.filled, a.invalid_keys
+                                        a.filled, a.invalid_keys, a.filled_keys
                                    FROM cfg, sync_stage a WHERE a.seq BETWEEN $2 AND $3 AND a.upload
                                   -- In key order, the ledger's index takes a batch much faster.
                                   ORDER BY a.member_key
@@ -449,9 +450,10 @@ impl Upload<'_> {
                 .execute(
                     "INSERT INTO cdp.facebook_audience_members
                             (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
-                             source_tenant_id, source_customer_id, source_digest, filled, invalid_keys)
+                             source_tenant_id, source_customer_id, source_digest, filled, invalid_keys,
+                             filled_keys)
                      SELECT $1, $2, member_key, $3, cells, $4, tenant_id, customer_id, digest,
-                            filled, invalid_keys
+                            filled, invalid_keys, filled_keys
                        FROM sync_stage WHERE upload",
                     &[&t.configuration_id, &t.audience_id, &t.match_keys, &t.run_id],
                 )

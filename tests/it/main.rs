@@ -2,6 +2,7 @@
 mod alerts;
 mod cli;
 mod consent;
+mod coverage;
 mod demo;
 mod digest;
 mod events_faults;
