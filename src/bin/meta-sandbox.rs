@@ -132,6 +132,8 @@ async fn run(args: Args) -> ExitCode {
             stall_after_writes: args.stall_after_writes,
             refuse_replace: args.refuse_replace,
             wire: args.wire_fault,
+            // Set at run time through POST /_sandbox/faults (cells are hashes, not flags).
+            invalid_cells: Vec::new(),
         },
         app_secret: args.app_secret,
         allow_method_override: args.allow_method_override,

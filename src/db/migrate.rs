@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (7, "alerts", include_str!("../../sql/0007_alerts.sql")),
     (10, "consent", include_str!("../../sql/0010_consent.sql")),
     (11, "coverage", include_str!("../../sql/0011_coverage.sql")),
+    (
+        12,
+        "rejections",
+        include_str!("../../sql/0012_rejections.sql"),
+    ),
 ];
 
 /// Upgrades the original design's table in place (see the module docs).

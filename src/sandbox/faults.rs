@@ -28,6 +28,10 @@ pub struct Faults {
     /// Misbehaviour on the wire of stateful calls, each spent after `times` matching calls.
     #[serde(default)]
     pub wire: Vec<WireFault>,
+    /// Cells (as sent) Meta judges invalid although they are well-formed, as it does for values
+    /// it has flagged: a row holding one is an invalid entry (counted, sampled, not a member).
+    #[serde(default)]
+    pub invalid_cells: Vec<String>,
 }
 
 /// Misbehaviour on the wire of stateful calls (Meta or a proxy in front of it).

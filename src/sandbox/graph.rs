@@ -805,7 +805,10 @@ fn users(call: &mut Call<'_>, id: &str, direction: Direction) -> Result<Value, G
         return Err(GraphError::unsupported(method, id));
     }
     let session = parse_session(call)?;
-    let upload = members::parse_payload(call.params.get("payload"))?;
+    let upload = members::parse_payload(
+        call.params.get("payload"),
+        &call.state.faults().invalid_cells,
+    )?;
     call.record.rows = Some(upload.received);
     let samples = samples_json(&upload.samples);
     let reply = call.state.apply_users(id, direction, session, upload)?;
@@ -817,7 +820,10 @@ fn replace(call: &mut Call<'_>, id: &str) -> Result<Value, GraphError> {
         return Err(GraphError::unsupported("POST", id));
     };
     let session = parse_session(call)?.ok_or_else(|| GraphError::required("session"))?;
-    let upload = members::parse_payload(call.params.get("payload"))?;
+    let upload = members::parse_payload(
+        call.params.get("payload"),
+        &call.state.faults().invalid_cells,
+    )?;
     call.record.rows = Some(upload.received);
     if call.state.faults().refuse_replace {
         return Err(GraphError::new(

@@ -186,8 +186,9 @@ pub fn decode_member(m: &[u8]) -> BTreeMap<String, String> {
     out
 }
 
-/// Parses and validates `payload` (object, or JSON-encoded string in form bodies).
-pub fn parse_payload(payload: Option<Param<'_>>) -> Result<Upload, GraphError> {
+/// Parses and validates `payload` (object, or JSON-encoded string in form bodies). A cell in
+/// `flagged` makes its row invalid (see [`super::Faults::invalid_cells`]).
+pub fn parse_payload(payload: Option<Param<'_>>, flagged: &[String]) -> Result<Upload, GraphError> {
     let payload = payload.ok_or_else(|| GraphError::required("payload"))?;
     let raw: RawPayload<'_> = payload.parse().map_err(|e| {
         GraphError::invalid(format!(
@@ -236,7 +237,7 @@ pub fn parse_payload(payload: Option<Param<'_>>) -> Result<Upload, GraphError> {
             if cell.is_empty() {
                 continue;
             }
-            if !encode_cell(key, cell, &mut buf) {
+            if !encode_cell(key, cell, &mut buf) || flagged.iter().any(|f| f == cell) {
                 bad = Some((cell.chars().take(100).collect(), key));
                 break;
             }
@@ -435,7 +436,7 @@ mod tests {
     use std::borrow::Cow;
 
     fn upload(json: &str) -> Result<Upload, GraphError> {
-        parse_payload(Some(Param::Text(Cow::Borrowed(json))))
+        parse_payload(Some(Param::Text(Cow::Borrowed(json))), &[])
     }
 
     const A: &str = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79";

@@ -948,7 +948,7 @@ mod tests {
 
     fn upload() -> Upload {
         let json = format!(r#"{{"schema":["EMAIL"],"data":[["{A}"]]}}"#);
-        parse_payload(Some(Param::Text(Cow::Owned(json)))).unwrap()
+        parse_payload(Some(Param::Text(Cow::Owned(json))), &[]).unwrap()
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::cells::PackedRows;
 use super::copy::{self, Tuple};
 use super::member::Member;
+use super::rejections::{self, Rejected, locate};
 use super::upload::{SessionProgress, Target, UploadError, count_meta_error};
 use crate::db::Pool;
 use crate::meta::{UploadSession, UsersUpload};
@@ -127,7 +128,15 @@ impl Streamer<'_> {
                 }
             };
             let (received, invalid) = done.progress.advance(&response);
-            if let Err(e) = self.commit(&batch, received, invalid).await {
+            let rejected: Vec<(i32, i64, Rejected)> =
+                locate(&response.invalid_entry_samples, &schema, batch.cells.rows())
+                    .into_iter()
+                    .map(|r| {
+                        let source = &batch.sources[r.row];
+                        (source.tenant_id, source.customer_id, r)
+                    })
+                    .collect();
+            if let Err(e) = self.commit(&batch, received, invalid, &rejected).await {
                 return (done, Some(e.into()));
             }
             done.batches += 1;
@@ -146,7 +155,13 @@ impl Streamer<'_> {
     /// Copies an accepted batch into the ledger (in key order, which the index takes fastest)
     /// and counts it in the run row, in one transaction fenced on the lease (which also holds the
     /// configuration row as a foreign key would).
-    async fn commit(&self, batch: &StreamBatch, received: i64, invalid: i64) -> anyhow::Result<()> {
+    async fn commit(
+        &self,
+        batch: &StreamBatch,
+        received: i64,
+        invalid: i64,
+        rejected: &[(i32, i64, Rejected)],
+    ) -> anyhow::Result<()> {
         let mut client = self
             .pool
             .get()
@@ -217,6 +232,13 @@ impl Streamer<'_> {
         )
         .await
         .context("Failed to count the batch")?;
+        rejections::record(
+            &*tx,
+            self.target.run_id,
+            self.target.configuration_id,
+            rejected,
+        )
+        .await?;
         tx.commit().await.context("Failed to commit the batch")?;
         Ok(())
     }

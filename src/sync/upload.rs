@@ -7,6 +7,7 @@
 //! The ledger is written on the staging session straight from the plan table (`seq` range of the
 //! accepted batch), so rows cross the wire once, to Meta. A crash loses at most the batch in
 //! flight: accepted batches are in the ledger, so the next run's diff does not plan them again.
+use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cells::PackedRows;
 use super::lease::Lease;
+use super::rejections::{self, Rejected, locate};
 use crate::meta::{
     MAX_USERS_PER_CALL, MetaClient, MetaError, UploadSession, UserRows, UsersResponse, UsersUpload,
 };
@@ -126,6 +128,8 @@ struct Batch {
     /// The batch is the plan rows (of its schema) with `first <= seq <= last`.
     first: i64,
     last: i64,
+    /// Each row's `seq`, to trace Meta's invalid entries back to their customers.
+    seqs: Vec<i64>,
 }
 
 /// A batch Meta accepted, on its way to the ledger.
@@ -137,6 +141,8 @@ struct Accepted {
     /// Increases of the session's running totals (`num_received`, `num_invalid_entries`).
     received: i64,
     invalid: i64,
+    /// Entries Meta sampled as invalid, by the `seq` of their plan row.
+    rejected: Vec<(i64, Rejected)>,
 }
 
 impl Upload<'_> {
@@ -205,7 +211,9 @@ impl Upload<'_> {
                     break;
                 };
                 let mut packed = PackedRows::default();
+                let mut seqs = Vec::with_capacity(rows.len());
                 for row in &rows {
+                    seqs.push(row.get(0));
                     packed.push(row.get(1));
                 }
                 let batch = Batch {
@@ -213,6 +221,7 @@ impl Upload<'_> {
                     rows: packed,
                     first: rows[0].get(0),
                     last: final_row.get(0),
+                    seqs,
                 };
                 after = batch.last;
                 drop(rows);
@@ -291,6 +300,15 @@ impl Upload<'_> {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "batch accepted"
             );
+            // Removed rows have no customer to name (and Meta's samples only matter for adds).
+            let rejected = match direction {
+                Direction::Remove => Vec::new(),
+                _ => locate(&response.invalid_entry_samples, &schema, batch.rows.rows())
+                    .into_iter()
+                    .map(|r| (batch.seqs[r.row], r))
+                    .collect(),
+            };
+            drop(schema);
             drop(batch.rows);
             let (received, invalid) = progress.advance(&response);
             let done = Accepted {
@@ -300,6 +318,7 @@ impl Upload<'_> {
                 final_batch: last,
                 received,
                 invalid,
+                rejected,
             };
             if accepted.send(done).await.is_err() {
                 return (
@@ -321,8 +340,42 @@ impl Upload<'_> {
             self.commit_one(direction, &accepted)
                 .await
                 .context("Failed to record an accepted batch in the ledger")?;
+            self.record_rejections(&accepted.rejected).await?;
         }
         Ok(())
+    }
+
+    /// The run's details: Meta's sampled invalid entries, by the customer of their plan row.
+    async fn record_rejections(&self, rejected: &[(i64, Rejected)]) -> anyhow::Result<()> {
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<i64> = rejected.iter().map(|(seq, _)| *seq).collect();
+        let customers: HashMap<i64, (i32, i64)> = self
+            .stage
+            .query(
+                "SELECT seq, tenant_id, customer_id FROM sync_stage WHERE seq = ANY($1)",
+                &[&seqs],
+            )
+            .await
+            .context("Failed to read the customers of Meta's invalid entries")?
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+        let found: Vec<(i32, i64, Rejected)> = rejected
+            .iter()
+            .filter_map(|(seq, r)| {
+                let (tenant, customer) = customers.get(seq)?;
+                Some((*tenant, *customer, r.clone()))
+            })
+            .collect();
+        rejections::record(
+            self.stage,
+            self.target.run_id,
+            self.target.configuration_id,
+            &found,
+        )
+        .await
     }
 
     async fn commit_one(&self, direction: Direction, a: &Accepted) -> anyhow::Result<()> {

@@ -1,64 +1,15 @@
 //! Consent: customers a system's rule suppresses (an opt-out column, a suppression table) are
 //! never uploaded and leave the audiences they are in, in every mode, counted per run.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use cdp_meta_sync::identity::{MatchKey, Normalizer};
 use cdp_meta_sync::sync::Outcome;
 
 use crate::world::{
-    Row, World, audience_id, error_log, expected_members, ledger_rows, make_due, only_kangoo,
-    sandbox_members, world,
+    Row, World, audience_id, error_log, expected_members, ledger_rows, lone_members, make_due,
+    only_kangoo, sandbox_members, world,
 };
 
 const SYSTEM: &str = "kangoo_system";
-
-/// Customers of the system each alone behind their audience member (no other row of the system
-/// has the same normalized email), with that member's EMAIL cell: suppressing one of them must
-/// take exactly that member out.
-async fn lone_members(w: &World, n: usize) -> Vec<(i64, String)> {
-    let rows =
-        w.db.client()
-            .await
-            .query(
-                "SELECT c.id::bigint, c.email::text, f.default_country::text
-                   FROM customers_master c
-                   JOIN cdp_rfm_analysis r ON r.customer_id = c.id
-                   JOIN cdp.facebook_configurations f ON c.tenant_id = ANY(f.tenant_ids)
-                  WHERE f.system_name = $1 AND r.rfm_segment NOT IN ('Lost', 'Hibernating')
-                  ORDER BY c.id",
-                &[&SYSTEM],
-            )
-            .await
-            .unwrap();
-    let mut by_email: HashMap<String, Vec<i64>> = HashMap::new();
-    for r in &rows {
-        let normalizer = Normalizer::new(r.get(2)).unwrap();
-        let mut cell = String::new();
-        if let Some(raw) = r.get::<_, Option<&str>>(1)
-            && normalizer
-                .row_cell_into(MatchKey::Email, raw, None, &mut cell)
-                .is_ok()
-            && !cell.is_empty()
-        {
-            by_email.entry(cell).or_default().push(r.get(0));
-        }
-    }
-    let expected = expected_members(&w.db, SYSTEM).await;
-    let mut lone: Vec<(i64, String)> = by_email
-        .into_iter()
-        .filter(|(email, ids)| {
-            ids.len() == 1
-                && expected
-                    .iter()
-                    .any(|m| m.get("EMAIL").is_some_and(|e| e == email))
-        })
-        .map(|(email, ids)| (ids[0], email))
-        .collect();
-    lone.sort();
-    assert!(lone.len() >= n, "only {} lone members", lone.len());
-    lone.truncate(n);
-    lone
-}
 
 /// The expected audience without the members of `suppressed`.
 async fn expected_without(w: &World, suppressed: &[(i64, String)]) -> BTreeSet<Row> {
@@ -140,7 +91,7 @@ async fn customers_who_opt_out_leave_a_mirrored_audience_even_past_the_removal_g
         sandbox_members(&w.sandbox, &audience),
         expected_members(&w.db, SYSTEM).await
     );
-    let who = lone_members(&w, 10).await;
+    let who = lone_members(&w, SYSTEM, 10).await;
     // Ten removals of about a thousand members are more than this guard lets through.
     w.db.client()
         .await
@@ -174,7 +125,7 @@ async fn in_append_mode_suppressed_customers_are_never_uploaded_and_later_opt_ou
         )
         .await
         .unwrap();
-    let who = lone_members(&w, 8).await;
+    let who = lone_members(&w, SYSTEM, 8).await;
     let (before, later) = who.split_at(4);
     suppress(&w, before).await;
 

@@ -16,6 +16,7 @@ mod pii;
 mod pipeline;
 mod poison;
 mod process;
+mod rejections;
 mod replace;
 mod resume;
 mod scheduler;

@@ -264,3 +264,51 @@ pub async fn error_log(db: &TestDb, system: &str) -> Option<String> {
         .unwrap()
         .get(0)
 }
+
+/// Customers of the system each alone behind their audience member (no other row of the system
+/// has the same normalized email), with that member's EMAIL cell: whatever happens to one of them
+/// (suppressed, refused by Meta) happens to exactly that member.
+pub async fn lone_members(w: &World, system: &str, n: usize) -> Vec<(i64, String)> {
+    let rows =
+        w.db.client()
+            .await
+            .query(
+                "SELECT c.id::bigint, c.email::text, f.default_country::text
+                   FROM customers_master c
+                   JOIN cdp_rfm_analysis r ON r.customer_id = c.id
+                   JOIN cdp.facebook_configurations f ON c.tenant_id = ANY(f.tenant_ids)
+                  WHERE f.system_name = $1 AND r.rfm_segment NOT IN ('Lost', 'Hibernating')
+                  ORDER BY c.id",
+                &[&system],
+            )
+            .await
+            .unwrap();
+    let mut by_email: HashMap<String, Vec<i64>> = HashMap::new();
+    for r in &rows {
+        let normalizer = Normalizer::new(r.get(2)).unwrap();
+        let mut cell = String::new();
+        if let Some(raw) = r.get::<_, Option<&str>>(1)
+            && normalizer
+                .row_cell_into(MatchKey::Email, raw, None, &mut cell)
+                .is_ok()
+            && !cell.is_empty()
+        {
+            by_email.entry(cell).or_default().push(r.get(0));
+        }
+    }
+    let expected = expected_members(&w.db, system).await;
+    let mut lone: Vec<(i64, String)> = by_email
+        .into_iter()
+        .filter(|(email, ids)| {
+            ids.len() == 1
+                && expected
+                    .iter()
+                    .any(|m| m.get("EMAIL").is_some_and(|e| e == email))
+        })
+        .map(|(email, ids)| (ids[0], email))
+        .collect();
+    lone.sort();
+    assert!(lone.len() >= n, "only {} lone members", lone.len());
+    lone.truncate(n);
+    lone
+}
