@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cdp_meta_sync::sandbox::{
-    FaultCode, Faults, Sandbox, SandboxOptions, UsageFault, WireFault, WireFaultKind, WireTarget,
-    spawn,
+    AudienceStatus, FaultCode, Faults, Sandbox, SandboxOptions, UsageFault, WireFault,
+    WireFaultKind, WireTarget, spawn,
 };
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -1098,6 +1098,59 @@ async fn usage_headers_are_low_normally_and_near_the_limit_under_the_usage_fault
         usage(&r, "x-business-use-case-usage")["4242"][0]["call_count"],
         95
     );
+}
+
+#[tokio::test]
+async fn audience_status_faults_change_what_a_read_reports_and_a_read_error_fails_only_reads() {
+    let app = app().await;
+    let id = app.create("act_1").await;
+    let fields = "operation_status,delivery_status,approximate_count_upper_bound";
+    let read = || app.post(&id, json!({"method": "GET", "fields": fields}));
+    app.sb.set_faults(Faults {
+        audience_operation_status: Some(AudienceStatus::new(471)),
+        audience_delivery_status: Some(AudienceStatus {
+            code: 400,
+            description: "Unusable".into(),
+        }),
+        ..Default::default()
+    });
+    let r = read().await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["operation_status"]["code"], 471);
+    assert!(
+        r.body["operation_status"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("The custom audience or lookalike is blocked"),
+        "Meta's wording: {}",
+        r.body
+    );
+    assert_eq!(
+        r.body["delivery_status"],
+        json!({"code": 400, "description": "Unusable"})
+    );
+    assert_eq!(r.body["approximate_count_upper_bound"], 0);
+    // Only requested fields are reported.
+    let r = app
+        .post(&id, json!({"method": "GET", "fields": "id,name"}))
+        .await;
+    assert!(r.body.get("operation_status").is_none(), "{}", r.body);
+
+    app.sb.set_faults(Faults {
+        audience_read_error: Some(FaultCode::new(100)),
+        ..Default::default()
+    });
+    read().await.assert_error(400, 100);
+    // Writes are not affected.
+    let r = app
+        .users(&id, email_fn(&[[&sha("a@x.com"), ""]]), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    app.sb.set_faults(Faults::default());
+    let r = read().await;
+    assert_eq!(r.body["operation_status"]["code"], 200);
+    assert_eq!(r.body["delivery_status"]["code"], 300);
 }
 
 #[tokio::test]

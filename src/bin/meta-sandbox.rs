@@ -5,8 +5,8 @@
 use std::process::ExitCode;
 
 use cdp_meta_sync::sandbox::{
-    FaultCode, Faults, SandboxOptions, SandboxState, UsageFault, WireFault, parse_error_codes,
-    parse_wire_fault, serve,
+    AudienceStatus, FaultCode, Faults, SandboxOptions, SandboxState, UsageFault, WireFault,
+    parse_error_codes, parse_wire_fault, serve,
 };
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -51,6 +51,9 @@ struct Args {
     /// Refuse every usersreplace (2650/1870144), as Meta does for an audience it cannot replace.
     #[arg(long)]
     refuse_replace: bool,
+    /// Report this operation_status on every audience read (e.g. 471, flagged for integrity).
+    #[arg(long, value_name = "CODE")]
+    audience_status: Option<i64>,
     /// Misbehave on the wire of stateful calls: KIND:TARGET[:TIMES[:SLOW_MS]], repeatable.
     /// KIND: drop_after_success, bad_gateway_html, truncated_json, slow_body; TARGET:
     /// audience_create, replace_first_batch, users_write, events; TIMES default 1, SLOW_MS 30000.
@@ -134,6 +137,9 @@ async fn run(args: Args) -> ExitCode {
             wire: args.wire_fault,
             // Set at run time through POST /_sandbox/faults (cells are hashes, not flags).
             invalid_cells: Vec::new(),
+            audience_operation_status: args.audience_status.map(AudienceStatus::new),
+            audience_delivery_status: None,
+            audience_read_error: None,
         },
         app_secret: args.app_secret,
         allow_method_override: args.allow_method_override,

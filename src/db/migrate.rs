@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0006_lease_fence.sql"),
     ),
     (7, "alerts", include_str!("../../sql/0007_alerts.sql")),
+    (
+        9,
+        "audience_health",
+        include_str!("../../sql/0009_audience_health.sql"),
+    ),
     (10, "consent", include_str!("../../sql/0010_consent.sql")),
     (11, "coverage", include_str!("../../sql/0011_coverage.sql")),
     (

@@ -32,6 +32,54 @@ pub struct Faults {
     /// it has flagged: a row holding one is an invalid entry (counted, sampled, not a member).
     #[serde(default)]
     pub invalid_cells: Vec<String>,
+    /// `GET /{audience_id}` reports this `operation_status` for every audience instead of the
+    /// emulated one (e.g. 471, flagged for integrity).
+    pub audience_operation_status: Option<AudienceStatus>,
+    /// `GET /{audience_id}` reports this `delivery_status` for every audience.
+    pub audience_delivery_status: Option<AudienceStatus>,
+    /// `GET /{audience_id}` answers this error, every time, until faults change.
+    pub audience_read_error: Option<FaultCode>,
+}
+
+/// A `{code, description}` status as Meta reports it on an audience; an empty description is
+/// Meta's own wording for the codes the sandbox knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudienceStatus {
+    pub code: i64,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl AudienceStatus {
+    pub fn new(code: i64) -> Self {
+        AudienceStatus {
+            code,
+            description: String::new(),
+        }
+    }
+
+    /// The status object as Meta sends it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let description = match (self.description.is_empty(), self.code) {
+            (false, _) => self.description.as_str(),
+            (true, 200) => "Normal",
+            (true, 300) => "This audience is too small to use for advertising.",
+            (true, 414) => "Replace in progress",
+            (true, 415) => "Replace error",
+            (true, 441) => {
+                "We're finding people who are part of your audience. Check back in a little while."
+            }
+            (true, 470) => "The account that created this audience is inactive.",
+            (true, 471) => {
+                "The custom audience or lookalike is blocked because it suggests the use of \
+                 information (e.g., health, financial) not allowed under Meta's terms, and is \
+                 restricted from running ads. Review the audience and remove prohibited \
+                 information, or choose a different one."
+            }
+            (true, _) => "",
+        };
+        serde_json::json!({ "code": self.code, "description": description })
+    }
 }
 
 /// Misbehaviour on the wire of stateful calls (Meta or a proxy in front of it).

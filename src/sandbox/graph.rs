@@ -646,7 +646,21 @@ fn read_audience(call: &mut Call<'_>, id: &str) -> Result<Value, GraphError> {
         .audience(id)
         .ok_or_else(|| GraphError::unsupported("GET", id))?;
     let fields = requested_fields(call, &DEFAULT_READ_FIELDS)?;
-    Ok(audience_json(&audience, &fields))
+    let faults = call.state.faults();
+    if let Some(code) = &faults.audience_read_error {
+        return Err(code.to_error());
+    }
+    let mut out = audience_json(&audience, &fields);
+    let overrides = [
+        ("operation_status", &faults.audience_operation_status),
+        ("delivery_status", &faults.audience_delivery_status),
+    ];
+    for (field, status) in overrides {
+        if let (Some(status), Some(v)) = (status, out.get_mut(field)) {
+            *v = status.to_json();
+        }
+    }
+    Ok(out)
 }
 
 /// `GET /{audience_id}/sessions`: the audience's upload sessions, newest first, numbers as

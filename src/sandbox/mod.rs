@@ -60,8 +60,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::{
-    FaultCode, Faults, UsageFault, WireFault, WireFaultKind, WireTarget, parse_error_codes,
-    parse_wire_fault,
+    AudienceStatus, FaultCode, Faults, UsageFault, WireFault, WireFaultKind, WireTarget,
+    parse_error_codes, parse_wire_fault,
 };
 pub use state::{AudienceSummary, ReceivedEvent, RequestRecord, SandboxState};
 

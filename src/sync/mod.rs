@@ -10,6 +10,7 @@ pub mod extract;
 pub mod guard;
 pub mod lease;
 pub mod member;
+pub mod readback;
 pub mod rejections;
 pub mod run;
 pub mod seen;

@@ -22,6 +22,7 @@ use super::consent;
 use super::diff::{self, DiffReport};
 use super::guard::{self, Removals};
 use super::lease::{Lease, LeaseLost, is_lease_lost};
+use super::readback;
 use super::source::Catalog;
 use super::stage::{StageError, Stream, stage_members};
 use super::stream::Streamer;
@@ -69,7 +70,8 @@ impl Trigger {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Success,
-    /// Synced, but removals were held by the guard.
+    /// Synced, but removals were held by the guard, replace was refused, or Meta reports a
+    /// problem with the audience (see [`super::readback`]).
     Partial,
     Failed(String),
     InvalidConfig(String),
@@ -656,14 +658,20 @@ async fn execute(
     }
     let members = diff::count_members(stage, plan.id).await.map_err(failed)?;
     let _ = diff::drop_plan(stage).await;
+    // The audience as Meta reports it now; a problem it reports makes the run partial.
+    let unhealthy = if interrupted {
+        None
+    } else {
+        readback::check(&ctx.meta, stage, run_id, &plan.ad_account_id, &audience_id).await
+    };
     let outcome = if interrupted {
         Outcome::Interrupted
-    } else if held.is_some() || refused.is_some() {
+    } else if held.is_some() || refused.is_some() || unhealthy.is_some() {
         Outcome::Partial
     } else {
         Outcome::Success
     };
-    let note = [held.map(|(why, _)| why), refused]
+    let note = [held.map(|(why, _)| why), refused, unhealthy]
         .into_iter()
         .flatten()
         .collect::<Vec<_>>();

@@ -1,5 +1,6 @@
 //! Integration tests against a real Postgres (and the Meta sandbox): one binary, a module per area.
 mod alerts;
+mod audience_health;
 mod cli;
 mod consent;
 mod coverage;
