@@ -2,7 +2,8 @@
 //! document for scripts (`--json`).
 use chrono::{DateTime, Utc};
 
-use crate::db::configurations::StatusRow;
+use crate::db::configurations::{HealthReport, LastRun, StatusRow};
+use crate::sync::readback::AudienceHealth;
 
 fn when(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(
@@ -11,7 +12,7 @@ fn when(t: Option<DateTime<Utc>>) -> String {
     )
 }
 
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 12] = [
     "SYSTEM",
     "ACTIVE",
     "STATUS",
@@ -19,10 +20,40 @@ const HEADER: [&str; 10] = [
     "NEXT SYNC",
     "MEMBERS",
     "AUDIENCE",
+    "META STATUS",
+    "APPROX. SIZE",
     "FAILS",
     "LEASE",
     "LAST ERROR",
 ];
+
+/// Index of the cells the status page renders richer.
+const META_STATUS: usize = 7;
+const LAST_ERROR: usize = 11;
+
+/// Meta's operation and delivery status codes, `200/300` (`?` for one Meta left out).
+fn status_codes(h: &AudienceHealth) -> String {
+    let code = |c: Option<i32>| c.map_or_else(|| "?".to_string(), |c| c.to_string());
+    format!("{}/{}", code(h.operation_status), code(h.delivery_status))
+}
+
+/// Meta's approximate size, `1000-1100`.
+fn approximate_size(h: &AudienceHealth) -> String {
+    match (h.approximate_count_lower, h.approximate_count_upper) {
+        (Some(lower), Some(upper)) => format!("{lower}-{upper}"),
+        (Some(n), None) | (None, Some(n)) => format!("~{n}"),
+        (None, None) => "-".to_string(),
+    }
+}
+
+/// `text` cut to `max` characters (with `…`).
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max - 1).collect::<String>())
+    } else {
+        text.to_string()
+    }
+}
 
 /// One system's cells, in [`HEADER`] order; the last error cut to one short line.
 fn cells(r: &StatusRow) -> Vec<String> {
@@ -33,11 +64,8 @@ fn cells(r: &StatusRow) -> Vec<String> {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
-    let error = if error.chars().count() > 70 {
-        format!("{}…", error.chars().take(69).collect::<String>())
-    } else {
-        error
-    };
+    let error = cut(&error, 70);
+    let health = r.audience_health.as_ref().map(|h| &h.health);
     let lease = match (&r.lease_owner, r.lease_expires_at) {
         (Some(owner), Some(until)) => format!("{owner} until {}", until.format("%H:%M:%S")),
         _ => "-".to_string(),
@@ -54,6 +82,8 @@ fn cells(r: &StatusRow) -> Vec<String> {
         r.custom_audience_id
             .clone()
             .unwrap_or_else(|| "-".to_string()),
+        health.map_or_else(|| "-".to_string(), status_codes),
+        health.map_or_else(|| "-".to_string(), approximate_size),
         r.consecutive_failures.to_string(),
         lease,
         error,
@@ -87,18 +117,20 @@ pub fn render(rows: &[StatusRow]) -> String {
     out
 }
 
-/// Conversion events waiting per system with a pixel.
-/// The status page served at `/`: the same table, with the whole last error as each error cell's
-/// tooltip, and the event backlog. Plain HTML, no script; every value is escaped.
+/// The status page served at `/`: the same table, with the whole last error and Meta's whole
+/// status descriptions as tooltips, then each system's last run (counts and coverage) and the
+/// event backlog. Plain HTML, no script; every value is escaped.
 pub fn render_html(rows: &[StatusRow], pending: &[crate::events::PendingSummary]) -> String {
     let mut out = String::from(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"30\"><title>cdp-meta-sync</title>\
-         <style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}\
-         td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}\
+         <style>body{font:14px system-ui,sans-serif;margin:2em;color:#111}\
+         table{border-collapse:collapse;margin-bottom:1.5em}\
+         td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;white-space:nowrap}\
+         td.health,td.error{white-space:normal;min-width:14em;max-width:24em}\
          .failed,.invalid_config{background:#fdd}.partial,.interrupted{background:#ffd}\
-         .success{background:#dfd}</style></head><body>\n<h1>cdp-meta-sync</h1>\n\
-         <table id=\"systems\"><thead><tr>",
+         .success{background:#dfd}td.problem{color:#a00;font-weight:bold}</style></head><body>\n\
+         <h1>cdp-meta-sync</h1>\n<table id=\"systems\"><thead><tr>",
     );
     for h in HEADER {
         out.push_str(&format!("<th>{}</th>", escape(h)));
@@ -108,18 +140,38 @@ pub fn render_html(rows: &[StatusRow], pending: &[crate::events::PendingSummary]
         let row = cells(r);
         out.push_str(&format!("<tr class=\"{}\">", escape(&row[2])));
         for (i, cell) in row.iter().enumerate() {
-            match (i, &r.error_log) {
-                (9, Some(whole)) => out.push_str(&format!(
-                    "<td title=\"{}\">{}</td>",
+            match (i, &r.error_log, &r.audience_health) {
+                (LAST_ERROR, Some(whole), _) => out.push_str(&format!(
+                    "<td class=\"error\" title=\"{}\">{}</td>",
                     escape(whole),
                     escape(cell)
                 )),
+                (META_STATUS, _, Some(h)) => out.push_str(&health_cell(h)),
                 _ => out.push_str(&format!("<td>{}</td>", escape(cell))),
             }
         }
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody></table>\n");
+    let runs: Vec<(&str, &LastRun)> = rows
+        .iter()
+        .filter_map(|r| Some((r.system_name.as_str(), r.last_run.as_ref()?)))
+        .collect();
+    if !runs.is_empty() {
+        out.push_str("<h2>Last run</h2>\n<table id=\"runs\"><thead><tr>");
+        for h in RUN_HEADER {
+            out.push_str(&format!("<th>{h}</th>"));
+        }
+        out.push_str("</tr></thead><tbody>\n");
+        for (system, run) in runs {
+            out.push_str(&format!("<tr class=\"{}\">", escape(&run.outcome)));
+            for cell in run_cells(system, run) {
+                out.push_str(&format!("<td>{}</td>", escape(&cell)));
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</tbody></table>\n");
+    }
     if !pending.is_empty() {
         out.push_str(
             "<h2>Conversion events</h2>\n<table id=\"events\"><thead><tr><th>SYSTEM</th>\
@@ -137,6 +189,89 @@ pub fn render_html(rows: &[StatusRow], pending: &[crate::events::PendingSummary]
     }
     out.push_str("</body></html>\n");
     out
+}
+
+/// Meta's statuses as a cell: codes and a short description, Meta's whole words (and when they
+/// were read) as the tooltip, marked when Meta reports a problem.
+fn health_cell(report: &HealthReport) -> String {
+    let h = &report.health;
+    let part = |what: &str, code: Option<i32>, message: &Option<String>| {
+        code.map(|c| match message.as_deref().filter(|m| !m.is_empty()) {
+            Some(m) => format!("{what}{c} {m}"),
+            None => format!("{what}{c}"),
+        })
+    };
+    let parts: Vec<String> = [
+        part("", h.operation_status, &h.operation_message),
+        part("delivery ", h.delivery_status, &h.delivery_message),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let whole = format!("{} (read {})", parts.join("; "), when(report.checked_at));
+    let short = parts
+        .iter()
+        .map(|p| cut(p, 32))
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!(
+        "<td class=\"{}\" title=\"{}\">{}</td>",
+        if report.problem.is_some() {
+            "health problem"
+        } else {
+            "health"
+        },
+        escape(&whole),
+        escape(&short)
+    )
+}
+
+const RUN_HEADER: [&str; 13] = [
+    "SYSTEM",
+    "RUN",
+    "OUTCOME",
+    "FINISHED",
+    "EXTRACTED",
+    "ELIGIBLE",
+    "ADDED",
+    "REMOVED",
+    "REMOVALS HELD",
+    "NO USABLE KEY",
+    "SUPPRESSED",
+    "META INVALID",
+    "COVERAGE",
+];
+
+/// A last run's cells, in [`RUN_HEADER`] order; coverage as `EMAIL 93% PHONE 71%`.
+fn run_cells(system: &str, run: &LastRun) -> Vec<String> {
+    let coverage = match run.coverage.as_object() {
+        Some(keys) if !keys.is_empty() => keys
+            .iter()
+            .map(|(key, share)| {
+                let pct = share
+                    .as_f64()
+                    .map_or_else(|| "?".to_string(), |s| format!("{}%", (s * 100.0).round()));
+                format!("{key} {pct}")
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => "-".to_string(),
+    };
+    vec![
+        system.to_string(),
+        run.run_id.to_string(),
+        run.outcome.clone(),
+        when(run.finished_at),
+        run.extracted.to_string(),
+        run.eligible.to_string(),
+        run.added.to_string(),
+        run.removed.to_string(),
+        run.removals_held.to_string(),
+        run.skipped_no_key.to_string(),
+        run.suppressed.to_string(),
+        run.num_invalid_entries.to_string(),
+        coverage,
+    ]
 }
 
 /// Text as HTML: `&`, `<`, `>`, `"` and `'` as entities.
@@ -161,6 +296,7 @@ pub fn render_json(rows: &[StatusRow], pending: &[crate::events::PendingSummary]
     serde_json::json!({ "systems": rows, "events": pending }).to_string()
 }
 
+/// Conversion events waiting per system with a pixel.
 pub fn render_events(rows: &[crate::events::PendingSummary]) -> String {
     let mut out = format!(
         "{:<32} {:>10}  {}\n",
@@ -195,15 +331,97 @@ mod tests {
             lease_owner: None,
             lease_expires_at: None,
             error_log: Some(format!("\"quoted\" & {}", "long ".repeat(30))),
+            ..StatusRow::default()
         };
         let html = render_html(&[row], &[]);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("<tr class=\"failed\">"));
-        assert!(html.contains("title=\"&quot;quoted&quot; &amp; long long"));
+        assert!(html.contains("<td class=\"error\" title=\"&quot;quoted&quot; &amp; long long"));
         assert!(
             !html.contains("id=\"events\""),
             "no backlog, no events table"
+        );
+    }
+
+    fn flagged() -> StatusRow {
+        StatusRow {
+            system_name: "septimo_system".into(),
+            is_active: true,
+            sync_status: Some("partial".into()),
+            custom_audience_id: Some("120000000000002".into()),
+            error_log: Some("Meta reports audience 120000000000002: 471 blocked".into()),
+            last_run: Some(LastRun {
+                run_id: 41,
+                outcome: "partial".into(),
+                extracted: 2000,
+                eligible: 1500,
+                added: 1490,
+                coverage: serde_json::json!({"EMAIL": 0.93, "PHONE": 0.5}),
+                ..LastRun::default()
+            }),
+            audience_health: Some(HealthReport {
+                run_id: 41,
+                checked_at: None,
+                health: AudienceHealth {
+                    operation_status: Some(471),
+                    operation_message: Some(format!("blocked <b>{}", "x".repeat(80))),
+                    delivery_status: Some(200),
+                    delivery_message: Some("ready".into()),
+                    approximate_count_lower: Some(1400),
+                    approximate_count_upper: Some(1500),
+                },
+                problem: Some("Meta reports audience 120000000000002: 471 blocked".into()),
+            }),
+            ..StatusRow::default()
+        }
+    }
+
+    #[test]
+    fn the_status_page_shows_metas_audience_health_and_the_last_runs_counts_and_coverage() {
+        let html = render_html(&[flagged()], &[]);
+        // Meta's status: codes with a short description, the whole text as the tooltip, escaped.
+        assert!(
+            html.contains("<td class=\"health problem\" title=\"471 blocked &lt;b&gt;xxx"),
+            "{html}"
+        );
+        assert!(html.contains("; delivery 200 ready (read -)\">471 blocked &lt;b&gt;"));
+        assert!(html.contains("<td>1400-1500</td>"));
+        assert!(!html.contains("<b>"));
+        let runs = &html[html.find("<table id=\"runs\">").expect("a last-run table")..];
+        assert!(runs.contains(
+            "<tr class=\"partial\"><td>septimo_system</td><td>41</td><td>partial</td><td>-</td>\
+             <td>2000</td><td>1500</td><td>1490</td>"
+        ));
+        assert!(runs.contains("<td>EMAIL 93% PHONE 50%</td>"), "{runs}");
+        // A system never run has neither.
+        let fresh = StatusRow {
+            system_name: "new_system".into(),
+            ..StatusRow::default()
+        };
+        let html = render_html(&[fresh], &[]);
+        assert!(!html.contains("id=\"runs\"") && !html.contains("class=\"health"));
+    }
+
+    #[test]
+    fn status_json_carries_the_audience_health_with_its_problem_and_the_last_run() {
+        let doc: serde_json::Value = serde_json::from_str(&render_json(&[flagged()], &[])).unwrap();
+        let system = &doc["systems"][0];
+        let health = &system["audience_health"];
+        assert_eq!(health["operation_status"], 471);
+        assert_eq!(health["delivery_status"], 200);
+        assert_eq!(health["approximate_count_upper"], 1500);
+        assert_eq!(health["run_id"], 41);
+        assert!(health["problem"].as_str().unwrap().contains("471"));
+        assert_eq!(system["last_run"]["added"], 1490);
+        assert_eq!(system["last_run"]["coverage"]["EMAIL"], 0.93);
+        let text = render(&[flagged()]);
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .contains("471/200      1400-1500"),
+            "{text}"
         );
     }
 
@@ -221,6 +439,7 @@ mod tests {
             lease_owner: None,
             lease_expires_at: None,
             error_log: Some(format!("removals held: {}", "x".repeat(200))),
+            ..StatusRow::default()
         };
         let pending = crate::events::PendingSummary {
             system_name: "kangoo_system".into(),
@@ -256,6 +475,7 @@ mod tests {
                 "Meta error 190/463 (OAuthException): {}",
                 "x".repeat(200)
             )),
+            ..StatusRow::default()
         };
         let text = render(&[row]);
         let lines: Vec<&str> = text.lines().collect();

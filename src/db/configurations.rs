@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
+use crate::sync::readback::{AudienceHealth, problem};
 use crate::sync::system::SystemRow;
 
 const COLUMNS: &str = "id, system_name, ad_account_id, tenant_ids, custom_audience_id, is_active, schedule_hours,
@@ -270,7 +271,7 @@ pub async fn finish(
 }
 
 /// One line of `cdp-meta-sync status` (one object of `status --json`).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StatusRow {
     pub system_name: String,
     pub is_active: bool,
@@ -283,35 +284,119 @@ pub struct StatusRow {
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub error_log: Option<String>,
+    /// The system's last finished run: its counts and coverage (`None` before any).
+    pub last_run: Option<LastRun>,
+    /// The audience as Meta reported it at the latest run that read it back (`None` before any).
+    pub audience_health: Option<HealthReport>,
+}
+
+/// A finished run's counts, as `cdp.facebook_sync_runs` holds them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LastRun {
+    pub run_id: i64,
+    pub outcome: String,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub extracted: i64,
+    pub eligible: i64,
+    pub added: i64,
+    pub removed: i64,
+    pub removals_held: i64,
+    pub skipped_no_key: i64,
+    pub suppressed: i64,
+    pub num_invalid_entries: i64,
+    /// Per match key, the share of members with a usable value (`{"EMAIL": 0.93, ...}`).
+    pub coverage: serde_json::Value,
+}
+
+/// What Meta reported about the audience after a run, and whether it is a problem.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HealthReport {
+    pub run_id: i64,
+    pub checked_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub health: AudienceHealth,
+    /// Meta's problem in one sentence (see [`crate::sync::readback::problem`]), `None` if none.
+    pub problem: Option<String>,
 }
 
 pub async fn status_rows(
     client: &impl tokio_postgres::GenericClient,
 ) -> Result<Vec<StatusRow>, tokio_postgres::Error> {
+    // Each system's latest finished run, and its latest run with a read-back: both walk the
+    // (configuration_id, started_at) index backwards.
     let rows = client
         .query(
-            "SELECT system_name, coalesce(is_active, false), sync_status, last_sync, next_sync,
-                    coalesce(total_customers, 0), custom_audience_id, consecutive_failures,
-                    CASE WHEN lease_expires_at > now() THEN lease_owner END, 
-                    CASE WHEN lease_expires_at > now() THEN lease_expires_at END, error_log
-               FROM cdp.facebook_configurations ORDER BY system_name",
+            "SELECT c.system_name, coalesce(c.is_active, false), c.sync_status, c.last_sync, c.next_sync,
+                    coalesce(c.total_customers, 0), c.custom_audience_id, c.consecutive_failures,
+                    CASE WHEN c.lease_expires_at > now() THEN c.lease_owner END,
+                    CASE WHEN c.lease_expires_at > now() THEN c.lease_expires_at END, c.error_log,
+                    l.id, l.outcome::text, l.finished_at, l.extracted, l.eligible, l.added, l.removed,
+                    l.removals_held, l.skipped_no_key, l.suppressed, l.num_invalid_entries, l.coverage,
+                    h.id, h.audience_checked_at, h.audience_operation_status,
+                    h.audience_operation_message, h.audience_delivery_status,
+                    h.audience_delivery_message, h.approximate_count_lower, h.approximate_count_upper,
+                    h.audience_id::text
+               FROM cdp.facebook_configurations c
+               LEFT JOIN LATERAL (
+                    SELECT * FROM cdp.facebook_sync_runs r
+                     WHERE r.configuration_id = c.id AND r.outcome <> 'running'
+                     ORDER BY r.started_at DESC LIMIT 1) l ON true
+               LEFT JOIN LATERAL (
+                    SELECT * FROM cdp.facebook_sync_runs r
+                     WHERE r.configuration_id = c.id AND r.audience_checked_at IS NOT NULL
+                     ORDER BY r.started_at DESC LIMIT 1) h ON true
+              ORDER BY c.system_name",
             &[],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| StatusRow {
-            system_name: r.get(0),
-            is_active: r.get(1),
-            sync_status: r.get(2),
-            last_sync: r.get(3),
-            next_sync: r.get(4),
-            total_customers: r.get(5),
-            custom_audience_id: r.get(6),
-            consecutive_failures: r.get(7),
-            lease_owner: r.get(8),
-            lease_expires_at: r.get(9),
-            error_log: r.get(10),
-        })
-        .collect())
+    Ok(rows.iter().map(status_row).collect())
+}
+
+fn status_row(r: &Row) -> StatusRow {
+    let last_run = r.get::<_, Option<i64>>(11).map(|run_id| LastRun {
+        run_id,
+        outcome: r.get(12),
+        finished_at: r.get(13),
+        extracted: r.get(14),
+        eligible: r.get(15),
+        added: r.get(16),
+        removed: r.get(17),
+        removals_held: r.get(18),
+        skipped_no_key: r.get(19),
+        suppressed: r.get(20),
+        num_invalid_entries: r.get(21),
+        coverage: r.get(22),
+    });
+    let audience_health = r.get::<_, Option<i64>>(23).map(|run_id| {
+        let health = AudienceHealth {
+            operation_status: r.get(25),
+            operation_message: r.get(26),
+            delivery_status: r.get(27),
+            delivery_message: r.get(28),
+            approximate_count_lower: r.get(29),
+            approximate_count_upper: r.get(30),
+        };
+        let audience_id: Option<String> = r.get(31);
+        HealthReport {
+            run_id,
+            checked_at: r.get(24),
+            problem: problem(audience_id.as_deref().unwrap_or("-"), &health),
+            health,
+        }
+    });
+    StatusRow {
+        system_name: r.get(0),
+        is_active: r.get(1),
+        sync_status: r.get(2),
+        last_sync: r.get(3),
+        next_sync: r.get(4),
+        total_customers: r.get(5),
+        custom_audience_id: r.get(6),
+        consecutive_failures: r.get(7),
+        lease_owner: r.get(8),
+        lease_expires_at: r.get(9),
+        error_log: r.get(10),
+        last_run,
+        audience_health,
+    }
 }
