@@ -5,6 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/postgres.sh
 ensure_postgres
+
+# The status page's browser test (tests/it/status_page.rs) drives Debian's chromium; it fails,
+# rather than skips, without it.
+ensure_chromium() {
+    [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && return
+    echo "test.sh: installing chromium for the status page test" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    local install="$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium"
+    $install >/dev/null || { $sudo apt-get update >/dev/null && $install >/dev/null; }
+}
+ensure_chromium
 drop_test_databases
 echo "test.sh: Postgres at 127.0.0.1:$PGPORT" >&2
 cargo fmt --all -- --check

@@ -21,6 +21,7 @@ mod rejections;
 mod replace;
 mod resume;
 mod scheduler;
+mod status_page;
 mod support;
 mod takeover;
 mod world;
