@@ -36,6 +36,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub meta: MetaSettings,
     pub worker: WorkerSettings,
+    /// `FACEBOOK_ACCESS_TOKEN_*`: the tokens systems may name in `token_ref`.
+    #[serde(skip)]
+    pub tokens: crate::tokens::NamedTokens,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +211,7 @@ impl Settings {
             get("FACEBOOK_ACCESS_TOKEN").map(|v| SecretString::from(v.to_string()));
         self.meta.app_secret =
             get("FACEBOOK_APP_SECRET").map(|v| SecretString::from(v.to_string()));
+        self.tokens = crate::tokens::NamedTokens::from_env(env);
         set_parsed(
             &get,
             "META_REQUEST_TIMEOUT_SECS",

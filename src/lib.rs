@@ -15,3 +15,4 @@ pub mod secret;
 pub mod status;
 pub mod sync;
 pub mod telemetry;
+pub mod tokens;

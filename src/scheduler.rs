@@ -95,6 +95,8 @@ pub async fn run_scheduler(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut running: JoinSet<RunReport> = JoinSet::new();
+    // Every token in use is checked now and then daily (see `crate::tokens`).
+    let tokens = tokio::spawn(crate::tokens::run_daily(ctx.clone(), shutdown.clone()));
     tracing::info!(worker = %ctx.worker_id, interval_secs = interval.as_secs(), max_concurrent = max, "scheduler started");
     loop {
         health.beat();
@@ -135,6 +137,7 @@ pub async fn run_scheduler(
         tracing::warn!("grace period over; abandoning in-flight syncs (their leases will expire)");
         running.abort_all();
     }
+    tokens.abort();
     Ok(())
 }
 

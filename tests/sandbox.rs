@@ -1982,3 +1982,102 @@ async fn wire_faults_are_set_and_read_over_http() {
     );
     assert_eq!(app.sb.faults().wire[0].kind, WireFaultKind::SlowBody);
 }
+
+#[tokio::test]
+async fn debug_token_answers_inside_a_batch_with_each_tokens_expiry_and_scopes_and_an_expired_token_is_refused_everywhere()
+ {
+    use cdp_meta_sync::sandbox::{SandboxToken, fingerprint};
+    let app = app().await;
+    let soon = now() + 3 * 86_400;
+    app.sb.set_faults(Faults {
+        tokens: BTreeMap::from([
+            (
+                "EAA-soon".to_string(),
+                SandboxToken {
+                    expires_at: soon,
+                    scopes: Some(vec!["ads_read".into()]),
+                    ..SandboxToken::default()
+                },
+            ),
+            (
+                "EAA-old".to_string(),
+                SandboxToken {
+                    expires_at: now() - 60,
+                    ..SandboxToken::default()
+                },
+            ),
+        ]),
+        ..Faults::default()
+    });
+    let batch = |input: &str| {
+        json!([{"method": "GET", "relative_url": format!("debug_token?input_token={input}")}])
+            .to_string()
+    };
+    let inner = |r: &Reply| -> Value {
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body[0]["code"], 200, "{}", r.body);
+        assert!(r.body[0].get("headers").is_none(), "include_headers=false");
+        serde_json::from_str(r.body[0]["body"].as_str().unwrap()).unwrap()
+    };
+    let r = app
+        .post(
+            "",
+            json!({"batch": batch("EAA-soon"), "include_headers": false}),
+        )
+        .await;
+    let data = &inner(&r)["data"];
+    assert_eq!(data["is_valid"], true);
+    assert_eq!(data["expires_at"], soon);
+    assert_eq!(data["scopes"], json!(["ads_read"]));
+    let r = app
+        .post("", json!({"batch": batch(TOKEN), "include_headers": false}))
+        .await;
+    let data = &inner(&r)["data"];
+    assert_eq!(data["expires_at"], 0, "never expires");
+    assert_eq!(
+        data["scopes"],
+        json!(["ads_management", "ads_read", "business_management"])
+    );
+    let r = app
+        .post(
+            "",
+            json!({"batch": batch("EAA-old"), "include_headers": false}),
+        )
+        .await;
+    let data = &inner(&r)["data"];
+    assert_eq!(data["is_valid"], false);
+    assert_eq!(data["error"]["code"], 190);
+    assert_eq!(data["error"]["subcode"], 463);
+    // Made with the expired token, any call is refused.
+    for path in ["", "act_1/customaudiences"] {
+        let r = app
+            .post(
+                path,
+                json!({"access_token": "EAA-old", "batch": batch(TOKEN), "name": "x"}),
+            )
+            .await;
+        r.assert_error(400, 190);
+        assert_eq!(r.subcode(), Some(463));
+    }
+    let log = app.sb.requests();
+    assert_eq!(log[0].operation, "batch");
+    assert_eq!(log[0].batch, ["GET debug_token"]);
+    assert_eq!(log[0].query, None);
+    assert_eq!(
+        log[0].token_fingerprint.as_deref(),
+        Some(fingerprint(TOKEN).as_str())
+    );
+    assert_eq!(
+        log[3].token_fingerprint.as_deref(),
+        Some(fingerprint("EAA-old").as_str())
+    );
+    let shown = serde_json::to_string(&log).unwrap();
+    assert!(
+        !shown.contains(TOKEN) && !shown.contains("EAA-old"),
+        "{shown}"
+    );
+    // Another request inside a batch answers Meta's unknown-path error in its slot.
+    let other = json!([{"method": "GET", "relative_url": "me/adaccounts"}]).to_string();
+    let r = app.post("", json!({"batch": other})).await;
+    assert_eq!(r.body[0]["code"], 400);
+}

@@ -140,6 +140,8 @@ async fn run(args: Args) -> ExitCode {
             audience_operation_status: args.audience_status.map(AudienceStatus::new),
             audience_delivery_status: None,
             audience_read_error: None,
+            // Set at run time through POST /_sandbox/faults (by token value).
+            tokens: Default::default(),
         },
         app_secret: args.app_secret,
         allow_method_override: args.allow_method_override,

@@ -9,7 +9,7 @@ use crate::sync::system::SystemRow;
 const COLUMNS: &str = "id, system_name, ad_account_id, tenant_ids, custom_audience_id, is_active, schedule_hours,
     sync_mode, match_keys, excluded_segments, default_country, schedule_cron, audience_name,
     max_removal_share::float8 AS max_removal_share, force_removals, consecutive_failures, adopt_mode,
-    next_sync, alert_webhook_url, opt_out_column, suppression_table";
+    next_sync, alert_webhook_url, opt_out_column, suppression_table, token_ref";
 
 /// Reads a claimed row. A column that does not decode (a 2-D array, a NULL element where none
 /// is allowed) never panics: it takes its default and is named in `unreadable`, which makes the
@@ -43,6 +43,7 @@ fn system_row(row: &Row) -> SystemRow {
             .map(crate::secret::SecretString::from),
         opt_out_column: read.get("opt_out_column"),
         suppression_table: read.get("suppression_table"),
+        token_ref: read.get("token_ref"),
         unreadable: Vec::new(),
     };
     SystemRow {
@@ -224,7 +225,7 @@ pub async fn finish(
                 .execute(
                     "UPDATE cdp.facebook_configurations
                         SET last_sync = now(), next_sync = $3, total_customers = $4, sync_status = $5,
-                            error_log = $6, consecutive_failures = 0,
+                            error_log = cdp.with_token_warning($6, token_ref), consecutive_failures = 0,
                             force_removals = force_removals AND NOT $7,
                             lease_owner = NULL, lease_expires_at = NULL
                       WHERE id = $1 AND lease_owner = $2",
@@ -248,7 +249,7 @@ pub async fn finish(
             client
                 .execute(
                     "UPDATE cdp.facebook_configurations
-                        SET sync_status = $3, error_log = $4, next_sync = $5,
+                        SET sync_status = $3, error_log = cdp.with_token_warning($4, token_ref), next_sync = $5,
                             consecutive_failures = consecutive_failures + 1,
                             lease_owner = NULL, lease_expires_at = NULL
                       WHERE id = $1 AND lease_owner = $2",

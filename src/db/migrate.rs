@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0006_lease_fence.sql"),
     ),
     (7, "alerts", include_str!("../../sql/0007_alerts.sql")),
+    (8, "token_ref", include_str!("../../sql/0008_token_ref.sql")),
     (
         9,
         "audience_health",

@@ -42,6 +42,7 @@ use super::model::{
 };
 use super::retry::{RetryClass, RetryPolicy};
 use super::throttle::{self, Throttle};
+use super::token::{self, TokenInfo};
 use crate::configuration::MetaSettings;
 use crate::secret::{ExposeSecret, SecretString};
 
@@ -67,10 +68,15 @@ struct Inner {
     graph_url: Url,
     api_version: String,
     access_token: SecretString,
+    /// `FACEBOOK_APP_SECRET`, kept to derive the proof of another token ([`MetaClient::with_token`]).
+    app_secret: Option<SecretString>,
     /// Derived from the token and `FACEBOOK_APP_SECRET` once, at construction.
     appsecret_proof: Option<SecretString>,
     retry: RetryPolicy,
-    throttle: Throttle,
+    /// Shared by the clients of every token: Meta's budgets are the app's and the ad account's.
+    throttle: Arc<Throttle>,
+    /// Set once Meta refused this client's token (code 190: expired, revoked).
+    token_refused: AtomicBool,
 }
 
 impl fmt::Debug for MetaClient {
@@ -122,23 +128,78 @@ impl MetaClient {
         if access_token.expose_secret().trim().is_empty() {
             bail!("FACEBOOK_ACCESS_TOKEN: empty; set it to a Meta system-user access token");
         }
-        let appsecret_proof = settings.app_secret.as_ref().map(|secret| {
-            SecretString::from(appsecret_proof(
-                secret.expose_secret(),
-                access_token.expose_secret(),
-            ))
-        });
+        let app_secret = settings.app_secret.clone();
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 graph_url,
                 api_version: settings.api_version.clone(),
+                appsecret_proof: proof_of(app_secret.as_ref(), &access_token),
                 access_token,
-                appsecret_proof,
+                app_secret,
                 retry: RetryPolicy::from_settings(settings),
-                throttle: Throttle::new(settings.throttle_max_wait()),
+                throttle: Arc::new(Throttle::new(settings.throttle_max_wait())),
+                token_refused: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// The same client with another access token (a system's `token_ref`): connections, retry
+    /// policy and rate budgets are shared; the token and its `appsecret_proof` are its own.
+    pub fn with_token(&self, access_token: SecretString) -> anyhow::Result<Self> {
+        if access_token.expose_secret().trim().is_empty() {
+            bail!("the access token is empty");
+        }
+        let inner = &*self.inner;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                graph_url: inner.graph_url.clone(),
+                api_version: inner.api_version.clone(),
+                appsecret_proof: proof_of(inner.app_secret.as_ref(), &access_token),
+                access_token,
+                app_secret: inner.app_secret.clone(),
+                retry: inner.retry,
+                throttle: inner.throttle.clone(),
+                token_refused: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Whether Meta refused this client's token (code 190) on some call since it was made.
+    pub fn token_refused(&self) -> bool {
+        self.inner.token_refused.load(Ordering::Relaxed)
+    }
+
+    /// `debug_token` for `input_token`, made with this client's token, as a one-request batch
+    /// (`POST /{version}/`, see [`super::token`]) so that no token is ever in a URL. A token Meta
+    /// refuses outright (190: expired, revoked) is an answer too: not valid, with Meta's error.
+    #[tracing::instrument(name = "meta.debug_token", skip_all)]
+    pub async fn debug_token(&self, input_token: &SecretString) -> Result<TokenInfo, MetaError> {
+        let relative_url = format!(
+            "debug_token?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("input_token", input_token.expose_secret())
+                .finish()
+        );
+        let batch = serde_json::json!([{ "method": "GET", "relative_url": relative_url }]);
+        let params = serde_json::json!({ "batch": batch.to_string(), "include_headers": false });
+        let url = self.url(&[], &[]);
+        let body = self.body(&params, 512)?;
+        let secrets = [input_token.expose_secret()];
+        let answer = self
+            .call::<Value>("", Method::POST, url, Some(body))
+            .await
+            .and_then(|answer| token::batch_answer(&answer))
+            .and_then(|inner| token::parse_debug_token(&inner))
+            .map_err(|e| match e {
+                MetaError::Graph(g) => MetaError::from(g.scrub(&secrets)),
+                other => other,
+            });
+        match answer {
+            Err(e) => TokenInfo::from_refusal(&e).ok_or(e),
+            ok => ok,
+        }
     }
 
     /// `POST /act_{id}/customaudiences` (`subtype=CUSTOM`, `customer_file_source=USER_PROVIDED_ONLY`);
@@ -601,6 +662,9 @@ impl MetaClient {
             .as_ref()
             .and_then(|v| GraphError::from_value(status.as_u16(), v))
         {
+            if graph.code == 190 {
+                self.inner.token_refused.store(true, Ordering::Relaxed);
+            }
             return Err(graph.scrub(&self.secrets()).into());
         }
         if !status.is_success() {
@@ -641,6 +705,16 @@ struct Envelope<'a, P> {
     appsecret_proof: Option<&'a str>,
     #[serde(flatten)]
     params: &'a P,
+}
+
+/// `appsecret_proof` of `token`, when there is an app secret.
+fn proof_of(app_secret: Option<&SecretString>, token: &SecretString) -> Option<SecretString> {
+    app_secret.map(|secret| {
+        SecretString::from(appsecret_proof(
+            secret.expose_secret(),
+            token.expose_secret(),
+        ))
+    })
 }
 
 /// `act_{number}` whether the caller passed `act_123` or `123`.

@@ -8,12 +8,14 @@
 //! * `retry.rs` — retry / don't-retry on code and subcode ([`RetryClass`]), backoff with full jitter.
 //! * `throttle.rs` — usage headers → "not before" per ad account (or pixel) and for the app.
 //! * `auth.rs` — `appsecret_proof`.
+//! * `token.rs` — `debug_token`'s answer ([`TokenInfo`]), sent as a batch request.
 mod auth;
 mod client;
 mod error;
 mod model;
 mod retry;
 mod throttle;
+mod token;
 
 pub use auth::appsecret_proof;
 pub use client::{MetaClient, http_client};
@@ -24,3 +26,4 @@ pub use model::{
 };
 pub use retry::{RetryClass, classify_graph, classify_http_status, is_throttle_code};
 pub use throttle::{NEAR_LIMIT_PAUSE, NEAR_LIMIT_PCT};
+pub use token::{EXPIRED_SUBCODE, TokenError, TokenInfo};

@@ -39,6 +39,11 @@ pub struct Faults {
     pub audience_delivery_status: Option<AudienceStatus>,
     /// `GET /{audience_id}` answers this error, every time, until faults change.
     pub audience_read_error: Option<FaultCode>,
+    /// What is true of particular tokens (by value): expiry, scopes, validity. Any other
+    /// non-empty token is valid, never expires and has the default scopes (see
+    /// [`super::tokens`]). An expired or revoked token is refused on every call.
+    #[serde(default)]
+    pub tokens: std::collections::BTreeMap<String, super::tokens::SandboxToken>,
 }
 
 /// A `{code, description}` status as Meta reports it on an audience; an empty description is

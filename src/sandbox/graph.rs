@@ -20,6 +20,7 @@ use super::params::Params;
 use super::state::{
     AudienceView, Direction, RequestRecord, SandboxState, SessionParams, UsersReply,
 };
+use super::tokens;
 
 /// Fields a custom audience answers on `GET /{audience_id}` and in lists: the CustomAudience
 /// reference's list (as in Meta's SDK, `customaudience.py`). Those the sandbox has no value for are
@@ -99,6 +100,8 @@ enum Op {
     RemoveUsers,
     ReplaceUsers,
     SendEvents,
+    /// `POST /{version}/` with `batch` (only `debug_token` is served inside it).
+    Batch,
     Unknown,
 }
 
@@ -114,6 +117,7 @@ impl Op {
             Op::ReplaceUsers => "replace_users",
             Op::ReadSessions => "read_sessions",
             Op::SendEvents => "send_events",
+            Op::Batch => "batch",
             Op::Unknown => "unknown",
         }
     }
@@ -144,7 +148,7 @@ struct Call<'a> {
 fn redact_query(query: &str) -> String {
     form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| {
-            let v = if k == "access_token" || k == "appsecret_proof" {
+            let v = if k == "access_token" || k == "appsecret_proof" || k == "input_token" {
                 "[redacted]".into()
             } else {
                 v
@@ -215,6 +219,7 @@ fn route(method: &Method, segments: &[&str]) -> Op {
         ("DELETE", [_, _, "users"]) => Op::RemoveUsers,
         ("POST", [_, _, "usersreplace"]) => Op::ReplaceUsers,
         ("POST", [_, _, "events"]) => Op::SendEvents,
+        ("POST", [_]) => Op::Batch,
         _ => Op::Unknown,
     }
 }
@@ -290,6 +295,7 @@ pub async fn handle(
             operation: op.name().to_string(),
             object_id: object_id.clone(),
             fbtrace_id: ticket.fbtrace_id.clone(),
+            token_fingerprint: call_token(params, &headers).map(|t| tokens::fingerprint(&t)),
             ..RequestRecord::default()
         },
         usage_key: match (op, object_id.as_deref()) {
@@ -441,18 +447,11 @@ fn preflight(call: &Call<'_>, ticket: &super::state::CallTicket) -> Result<(), G
     if ticket.token_error {
         return Err(GraphError::token_expired());
     }
-    // As a parameter, or in the Authorization header (`Bearer` or `OAuth`), as Graph accepts it.
-    let token = call
-        .params
-        .text("access_token")
-        .or_else(|| {
-            let header = call.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-            let (scheme, token) = header.split_once(' ')?;
-            (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth"))
-                .then(|| token.trim().to_string())
-        })
-        .filter(|t| !t.is_empty())
-        .ok_or_else(GraphError::missing_token)?;
+    let token = call_token(call.params, call.headers).ok_or_else(GraphError::missing_token)?;
+    // An expired or revoked token (by the token table) is refused on every call.
+    if let Some(e) = tokens::lookup(&call.state.token_table(), &token).refusal(now_unix()) {
+        return Err(e);
+    }
     if let Some(proof) = call.params.text("appsecret_proof") {
         let well_formed = proof.len() == 64 && proof.bytes().all(|b| b.is_ascii_hexdigit());
         let matches = match &call.state.options().app_secret {
@@ -483,6 +482,26 @@ fn preflight(call: &Call<'_>, ticket: &super::state::CallTicket) -> Result<(), G
     }
 }
 
+/// The call's token: as a parameter, or in the Authorization header (`Bearer` or `OAuth`), as
+/// Graph accepts it.
+fn call_token(params: &Params<'_>, headers: &HeaderMap) -> Option<String> {
+    params
+        .text("access_token")
+        .or_else(|| {
+            let header = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+            let (scheme, token) = header.split_once(' ')?;
+            (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth"))
+                .then(|| token.trim().to_string())
+        })
+        .filter(|t| !t.is_empty())
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn run(call: &mut Call<'_>, op: Op, segments: &[&str]) -> Result<Value, GraphError> {
     let object = segments.get(1).copied().unwrap_or("");
     match op {
@@ -501,6 +520,12 @@ fn run(call: &mut Call<'_>, op: Op, segments: &[&str]) -> Result<Value, GraphErr
         Op::RemoveUsers => users(call, object, Direction::Remove),
         Op::ReplaceUsers => replace(call, object),
         Op::SendEvents => send_events(call, object),
+        Op::Batch => {
+            let table = call.state.token_table();
+            let done = tokens::batch(call.params, &table, &call.record.fbtrace_id, now_unix())?;
+            call.record.batch = done.paths;
+            Ok(done.answer)
+        }
         Op::Unknown => Err(unknown(call, segments)),
     }
 }

@@ -39,6 +39,10 @@
 //!   effect, logged with status 502); the others run the call and then drop, cut or slow its
 //!   answer (the log shows the call's own status). A stalled call, when faults change, answers code 2 without touching
 //!   state. `reset` restores the start: no audiences, events or log; start faults; RNG re-seeded.
+//! * Tokens: [`Faults::tokens`] gives particular tokens an expiry, scopes or a revocation; an
+//!   expired or revoked one is refused on every call (190/463, 190/460). `debug_token` is served
+//!   inside a batch request only (`POST /{version}/`, see [`tokens`]). The request log keeps a
+//!   fingerprint of each call's token (8 hex digits of its SHA-256), never the token.
 //! * Bodies: JSON or form-urlencoded (multipart is refused with code 100), up to 64 MB. The
 //!   request log keeps the last 100,000 calls.
 pub mod error;
@@ -49,6 +53,7 @@ mod inspect;
 pub mod members;
 mod params;
 pub mod state;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -64,6 +69,7 @@ pub use faults::{
     parse_error_codes, parse_wire_fault,
 };
 pub use state::{AudienceSummary, ReceivedEvent, RequestRecord, SandboxState};
+pub use tokens::{SandboxToken, fingerprint};
 
 /// Largest request body accepted: a 10,000-row, 4-key call is about 3 MB.
 pub const BODY_LIMIT: usize = 64 * 1024 * 1024;

@@ -248,6 +248,10 @@ pub struct RequestRecord {
     pub wire_fault: Option<super::faults::WireFaultKind>,
     pub fbtrace_id: String,
     pub duration_ms: u64,
+    /// The first 8 hex digits of the SHA-256 of the call's token (never the token).
+    pub token_fingerprint: Option<String>,
+    /// A batch request's requests, as `METHOD path` (no query string).
+    pub batch: Vec<String>,
 }
 
 /// One accepted Conversions API event.
@@ -405,6 +409,11 @@ impl SandboxState {
             *inner = Inner::new(&self.shared.options);
         }
         self.release_stalls();
+    }
+
+    /// What the faults say of particular tokens (see [`super::tokens`]).
+    pub fn token_table(&self) -> BTreeMap<String, super::tokens::SandboxToken> {
+        self.lock().faults.tokens.clone()
     }
 
     pub fn latency(&self) -> Duration {

@@ -229,12 +229,20 @@ async fn run_plan(
     lease: &Lease,
     cancel: &CancellationToken,
 ) -> Result<Done, Outcome> {
+    // The system's own token (token_ref), or the worker's.
+    let meta = crate::tokens::client_for(ctx, plan.token_ref.as_deref()).await?;
+    let ctx = &SyncContext {
+        meta,
+        ..ctx.clone()
+    };
     let client = ctx
         .pool
         .get()
         .await
         .map_err(|e| Outcome::Failed(format!("database unavailable: {e}")))?;
-    let result = execute(ctx, &client, plan, run_id, lease, cancel).await;
+    let result = execute(ctx, &client, plan, run_id, lease, cancel)
+        .await
+        .map_err(|o| crate::tokens::explain_refusal(o, &ctx.meta, plan.token_ref.as_deref()));
     // A failed statement may have left a transaction open, which ROLLBACK ends (outside one it
     // only warns); whatever the run left in its session goes.
     if let Err(e) = client

@@ -34,6 +34,9 @@ pub struct SystemRow {
     /// Consent: `opt_out_column` and `suppression_table` (see [`super::consent`]).
     pub opt_out_column: Option<String>,
     pub suppression_table: Option<String>,
+    /// `token_ref`: the environment variable holding this system's Meta token (`None`: the
+    /// worker's `FACEBOOK_ACCESS_TOKEN`). A name, never the token.
+    pub token_ref: Option<String>,
     /// Columns that could not be read as their type (a 2-D array…), each a sentence: the row
     /// is then `invalid_config`, not a crash.
     pub unreadable: Vec<String>,
@@ -97,6 +100,8 @@ pub struct SyncPlan {
     pub consecutive_failures: i32,
     /// Who must never be uploaded, when the row names a rule.
     pub consent: Option<Consent>,
+    /// The variable holding this system's token (`None`: `FACEBOOK_ACCESS_TOKEN`).
+    pub token_ref: Option<String>,
 }
 
 /// Keys that identify a person on their own; a row needs one of them to be worth sending.
@@ -216,6 +221,14 @@ impl SystemRow {
         )
         .map_err(|more| problems.extend(more))
         .ok();
+        if let Some(name) = &self.token_ref
+            && !crate::tokens::is_token_variable(name)
+        {
+            problems.push(format!(
+                "token_ref '{}' is not FACEBOOK_ACCESS_TOKEN or a variable name starting with FACEBOOK_ACCESS_TOKEN_",
+                name.chars().take(100).collect::<String>()
+            ));
+        }
         match (
             mode,
             adopt,
@@ -247,6 +260,7 @@ impl SystemRow {
                     force_removals: self.force_removals,
                     consecutive_failures: self.consecutive_failures,
                     consent,
+                    token_ref: self.token_ref.clone(),
                 })
             }
             _ => Err(problems),
@@ -313,6 +327,7 @@ mod tests {
             alert_webhook_url: None,
             opt_out_column: None,
             suppression_table: None,
+            token_ref: None,
             unreadable: Vec::new(),
         }
     }

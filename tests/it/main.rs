@@ -24,4 +24,5 @@ mod scheduler;
 mod status_page;
 mod support;
 mod takeover;
+mod tokens;
 mod world;
