@@ -35,6 +35,10 @@ pub enum Command {
         /// The system_name of the configuration row.
         #[arg(long)]
         system: String,
+        /// Print what the sync would send (counts per direction, the first request bodies with
+        /// hashes, the removal guard's decision) and change nothing at Meta or in the database.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print every system's status, last and next sync, members, last error and lease.
     Status {

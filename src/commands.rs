@@ -28,7 +28,11 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<()>
                 run_scheduler(settings).await
             }
         }
-        Command::Sync { system } => sync_one(settings, &system).await,
+        Command::Sync {
+            system,
+            dry_run: true,
+        } => dry_run(settings, &system).await,
+        Command::Sync { system, .. } => sync_one(settings, &system).await,
         Command::Status { json } => status(&settings, json).await,
         Command::Normalize { key, country } => normalize(&key, country.as_deref()),
         Command::Events {
@@ -210,6 +214,31 @@ async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `sync --system NAME --dry-run` (see [`crate::sync::dry_run`]).
+async fn dry_run(settings: Settings, system: &str) -> anyhow::Result<()> {
+    let ctx = sync_context(settings)?;
+    let row = {
+        let client = ctx
+            .pool
+            .get()
+            .await
+            .context("Failed to get a database connection")?;
+        db::configurations::read_by_name(&**client, system)
+            .await?
+            .with_context(|| format!("no system named '{system}'"))?
+    };
+    match crate::sync::dry_run::dry_run(&ctx, row).await {
+        Ok(report) => {
+            print!("{}", report.render());
+            Ok(())
+        }
+        Err(outcome) => anyhow::bail!(
+            "dry run of {system}: the sync would end {}",
+            describe(&outcome, 0)
+        ),
+    }
 }
 
 async fn sync_one(settings: Settings, system: &str) -> anyhow::Result<()> {

@@ -152,6 +152,19 @@ pub async fn claim_by_name(
     }
 }
 
+/// Reads one system by name without claiming it (a dry run changes nothing, the lease included).
+pub async fn read_by_name(
+    client: &impl tokio_postgres::GenericClient,
+    name: &str,
+) -> Result<Option<SystemRow>, tokio_postgres::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM cdp.facebook_configurations WHERE system_name = $1");
+    Ok(client
+        .query_opt(&sql, &[&name])
+        .await?
+        .as_ref()
+        .map(system_row))
+}
+
 /// Extends our lease; false when it is no longer ours (expired and taken over).
 pub async fn renew_lease(
     client: &impl tokio_postgres::GenericClient,

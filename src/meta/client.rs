@@ -37,8 +37,8 @@ use super::auth::appsecret_proof;
 use super::error::{GraphError, MetaError};
 use super::model::{
     AUDIENCE_FIELDS, AudienceInfo, AudiencePage, CreateAudience, Created, EventsRequest,
-    EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL, Payload, SessionInfo, SessionPage,
-    UserRows, UsersParams, UsersResponse, UsersUpload,
+    EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL, SessionInfo, SessionPage, UserRows,
+    UsersResponse, UsersUpload,
 };
 use super::retry::{RetryClass, RetryPolicy};
 use super::throttle::{self, Throttle};
@@ -417,14 +417,7 @@ impl MetaClient {
             });
         }
         let url = self.url(&[audience_id, edge], &[]);
-        let params = UsersParams {
-            payload: Payload {
-                schema: upload.schema,
-                data: upload.rows,
-                is_raw: true,
-            },
-            session: upload.session,
-        };
+        let params = upload.params();
         // A SHA-256 cell is 64 hex characters plus quotes and a comma.
         let size_hint = 512 + rows * (2 + upload.schema.len() * 67);
         let body = self.body(&params, size_hint)?;

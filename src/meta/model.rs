@@ -40,6 +40,25 @@ pub struct UsersUpload<'a, R: UserRows + ?Sized = [Vec<String>]> {
     pub session: UploadSession,
 }
 
+impl<'a, R: UserRows + ?Sized> UsersUpload<'a, R> {
+    /// The body parameters of the call, besides the token (the one place they are built).
+    pub(crate) fn params(&self) -> UsersParams<'a, R> {
+        UsersParams {
+            payload: Payload {
+                schema: self.schema,
+                data: self.rows,
+                is_raw: true,
+            },
+            session: self.session,
+        }
+    }
+
+    /// The body as it would be sent, without the token: what `sync --dry-run` prints.
+    pub fn body_preview(&self) -> serde_json::Value {
+        serde_json::to_value(self.params()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
 /// Never prints cells: they are (hashed) personal data.
 impl<R: UserRows + ?Sized> fmt::Debug for UsersUpload<'_, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

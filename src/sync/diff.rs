@@ -61,6 +61,7 @@ pub async fn diff(
     mode: SyncMode,
     staged: &StageReport,
     audience: Option<i64>,
+    refresh_ledger: bool,
 ) -> anyhow::Result<DiffReport> {
     let gone = if staged.gone > 0 {
         "CREATE TEMP TABLE sync_gone AS SELECT DISTINCT member_key FROM sync_stage WHERE cells IS NULL;
@@ -131,7 +132,8 @@ pub async fn diff(
             )
             .await
             .context("Failed to compare the staged members with the ledger")?;
-        refreshed = stage
+        if refresh_ledger {
+            refreshed = stage
             .execute(
                 "UPDATE cdp.facebook_audience_members m
                     SET source_tenant_id = p.tenant_id, source_customer_id = p.customer_id,
@@ -143,6 +145,7 @@ pub async fn diff(
             )
             .await
             .context("Failed to refresh the ledger's sources")? as i64;
+        }
     }
     // Gone members with no candidate left: they leave the audience.
     let leaving = format!(

@@ -6,6 +6,7 @@ pub mod consent;
 pub mod copy;
 pub mod diff;
 pub mod digest;
+pub mod dry_run;
 pub mod extract;
 pub mod guard;
 pub mod lease;

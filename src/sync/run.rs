@@ -24,7 +24,7 @@ use super::guard::{self, Removals};
 use super::lease::{Lease, LeaseLost, is_lease_lost};
 use super::readback;
 use super::source::Catalog;
-use super::stage::{StageError, Stream, stage_members};
+use super::stage::{StageError, StageReport, Stream, stage_members};
 use super::stream::Streamer;
 use super::system::{AdoptMode, Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff};
 use super::upload::{Direction, SessionProgress, Target, Upload, UploadError};
@@ -357,40 +357,7 @@ async fn execute(
     let failed = |e: anyhow::Error| Outcome::Failed(db::describe(&e));
     // Staging and the diff live in session tables on `stage`; the extraction streams on another.
     let extract = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
-    // Before any audience exists: a CDP without the columns the keys need is a configuration
-    // problem.
-    // One catalog query tells what the CDP has: for the default extraction and the consent rule.
-    let consent_tables = plan.consent.as_ref().map_or_else(Vec::new, |c| c.tables());
-    let catalog = Catalog::read_with(&extract, &consent_tables)
-        .await
-        .map_err(failed)?;
-    let sql: Arc<str> = match &ctx.extract_sql {
-        Some(sql) => sql.clone(),
-        None => catalog
-            .default_extraction(&plan.match_keys)
-            .map_err(|problems| Outcome::InvalidConfig(problems.join("; ")))?
-            .into(),
-    };
-    // Suppressed customers leave the extraction itself: they are never staged nor streamed.
-    let (sql, suppressed) = match &plan.consent {
-        Some(rule) => {
-            let problems = rule.check(&catalog);
-            if !problems.is_empty() {
-                return Err(Outcome::InvalidConfig(problems.join("; ")));
-            }
-            let suppressed = consent::count_suppressed(
-                &extract,
-                rule,
-                &sql,
-                &plan.tenant_ids,
-                &plan.excluded_segments,
-            )
-            .await
-            .map_err(failed)?;
-            (Arc::from(rule.filter(&sql)), suppressed)
-        }
-        None => (sql, 0),
-    };
+    let (sql, suppressed) = extraction(ctx, &extract, plan).await?;
 
     let lease_lost = |e: LeaseLost| Outcome::Failed(e.to_string());
     lease.ensure().await.map_err(lease_lost)?;
@@ -425,12 +392,7 @@ async fn execute(
         .await
         .map_err(|e| failed(e.into()))?;
 
-    let keys = plan
-        .match_keys
-        .iter()
-        .map(|k| k.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
+    let keys = match_keys_schema(plan);
     let as_outcome = |e: UploadError| match e {
         UploadError::Meta(m) => Outcome::Failed(m.to_string()),
         UploadError::LeaseLost(lost) => Outcome::Failed(lost.to_string()),
@@ -536,47 +498,12 @@ async fn execute(
     if first_sync && streamed.rows > 0 {
         diff::analyze_ledger(stage).await.map_err(failed)?;
     }
-    let mut planned: DiffReport = diff::diff(stage, plan.id, &keys, mode, &staged, known_audience)
-        .await
-        .map_err(failed)?;
-    let mut held = None;
-    // A replace drops the members that left the source: the guard weighs those.
-    let mut replacing = mode == SyncMode::Replace;
-    // Members removed for consent are not the guard's to weigh (see consent.rs).
-    let consent_leaving = match &plan.consent {
-        Some(rule) => consent::count_leaving(stage, rule, plan.id)
-            .await
-            .map_err(failed)?,
-        None => 0,
-    };
-    let dropping = if replacing {
-        planned.leaving
-    } else {
-        planned.to_remove
-    };
-    let dropping = (dropping - consent_leaving).max(0);
-    let max_share = plan
-        .max_removal_share
-        .unwrap_or(ctx.settings.worker.removal_guard_share);
-    if let Removals::Held(why) =
-        guard::decide(planned.audience, dropping, max_share, plan.force_removals)
-    {
-        tracing::warn!(system = %plan.system_name, to_remove = dropping, audience = planned.audience, "removals held");
-        // Held: only newcomers are added; a replace would have dropped the rest.
-        planned.to_add = diff::hold_removals(stage).await.map_err(failed)?;
-        held = Some((why, dropping));
-        planned.to_remove = 0;
-        replacing = false;
-    } else if replacing {
-        planned.to_add = diff::plan_replace(stage, plan.id).await.map_err(failed)?;
-        planned.to_remove = 0;
-    }
-    // A replace drops them; otherwise (append mode, held removals) they are removed on their own.
-    if let Some(rule) = plan.consent.as_ref().filter(|_| !replacing) {
-        planned.to_remove += consent::plan_removals(stage, rule, plan.id)
-            .await
-            .map_err(failed)?;
-    }
+    let Changes {
+        planned,
+        held,
+        replacing,
+        consent_leaving,
+    } = plan_changes(ctx, stage, plan, mode, &staged, known_audience, true).await?;
 
     let counts = runs::PlanCounts {
         audience_id: audience_id.clone(),
@@ -690,6 +617,144 @@ async fn execute(
         members,
         held: (!note.is_empty()).then(|| note.join("; ")),
     })
+}
+
+/// The extraction query for `plan` and how many customers its consent rule keeps out: the
+/// operator's query or one built from the CDP's columns, with suppressed customers filtered out.
+/// A CDP without the columns the keys need, or a consent rule naming what it lacks, is a
+/// configuration problem (found before any audience exists).
+pub(super) async fn extraction(
+    ctx: &SyncContext,
+    extract: &tokio_postgres::Client,
+    plan: &SyncPlan,
+) -> Result<(Arc<str>, i64), Outcome> {
+    let failed = |e: anyhow::Error| Outcome::Failed(db::describe(&e));
+    // One catalog query tells what the CDP has: for the default extraction and the consent rule.
+    let consent_tables = plan.consent.as_ref().map_or_else(Vec::new, |c| c.tables());
+    let catalog = Catalog::read_with(extract, &consent_tables)
+        .await
+        .map_err(failed)?;
+    let sql: Arc<str> = match &ctx.extract_sql {
+        Some(sql) => sql.clone(),
+        None => catalog
+            .default_extraction(&plan.match_keys)
+            .map_err(|problems| Outcome::InvalidConfig(problems.join("; ")))?
+            .into(),
+    };
+    // Suppressed customers leave the extraction itself: they are never staged nor streamed.
+    let (sql, suppressed) = match &plan.consent {
+        Some(rule) => {
+            let problems = rule.check(&catalog);
+            if !problems.is_empty() {
+                return Err(Outcome::InvalidConfig(problems.join("; ")));
+            }
+            let suppressed = consent::count_suppressed(
+                extract,
+                rule,
+                &sql,
+                &plan.tenant_ids,
+                &plan.excluded_segments,
+            )
+            .await
+            .map_err(failed)?;
+            (Arc::from(rule.filter(&sql)), suppressed)
+        }
+        None => (sql, 0),
+    };
+
+    Ok((sql, suppressed))
+}
+
+/// What a run will send: the diff against the ledger, weighed by the removal guard, with the
+/// consent removals.
+pub(super) struct Changes {
+    pub planned: DiffReport,
+    /// Why removals were held, and how many.
+    pub held: Option<(String, i64)>,
+    /// The additions go through `usersreplace`.
+    pub replacing: bool,
+    /// Members leaving for consent (outside the guard).
+    pub consent_leaving: i64,
+}
+
+/// Plans the run on the staged members (`sync_stage` on `stage`). `refresh_ledger`: whether
+/// the ledger's source columns of unchanged members are brought up to date (not in a dry run).
+pub(super) async fn plan_changes(
+    ctx: &SyncContext,
+    stage: &tokio_postgres::Client,
+    plan: &SyncPlan,
+    mode: SyncMode,
+    staged: &StageReport,
+    known_audience: Option<i64>,
+    refresh_ledger: bool,
+) -> Result<Changes, Outcome> {
+    let failed = |e: anyhow::Error| Outcome::Failed(db::describe(&e));
+    let keys = match_keys_schema(plan);
+    let mut planned: DiffReport = diff::diff(
+        stage,
+        plan.id,
+        &keys,
+        mode,
+        staged,
+        known_audience,
+        refresh_ledger,
+    )
+    .await
+    .map_err(failed)?;
+    let mut held = None;
+    // A replace drops the members that left the source: the guard weighs those.
+    let mut replacing = mode == SyncMode::Replace;
+    // Members removed for consent are not the guard's to weigh (see consent.rs).
+    let consent_leaving = match &plan.consent {
+        Some(rule) => consent::count_leaving(stage, rule, plan.id)
+            .await
+            .map_err(failed)?,
+        None => 0,
+    };
+    let dropping = if replacing {
+        planned.leaving
+    } else {
+        planned.to_remove
+    };
+    let dropping = (dropping - consent_leaving).max(0);
+    let max_share = plan
+        .max_removal_share
+        .unwrap_or(ctx.settings.worker.removal_guard_share);
+    if let Removals::Held(why) =
+        guard::decide(planned.audience, dropping, max_share, plan.force_removals)
+    {
+        tracing::warn!(system = %plan.system_name, to_remove = dropping, audience = planned.audience, "removals held");
+        // Held: only newcomers are added; a replace would have dropped the rest.
+        planned.to_add = diff::hold_removals(stage).await.map_err(failed)?;
+        held = Some((why, dropping));
+        planned.to_remove = 0;
+        replacing = false;
+    } else if replacing {
+        planned.to_add = diff::plan_replace(stage, plan.id).await.map_err(failed)?;
+        planned.to_remove = 0;
+    }
+    // A replace drops them; otherwise (append mode, held removals) they are removed on their own.
+    if let Some(rule) = plan.consent.as_ref().filter(|_| !replacing) {
+        planned.to_remove += consent::plan_removals(stage, rule, plan.id)
+            .await
+            .map_err(failed)?;
+    }
+
+    Ok(Changes {
+        planned,
+        held,
+        replacing,
+        consent_leaving,
+    })
+}
+
+/// The schema keys of `plan`, comma-separated, as the ledger stores them.
+pub(super) fn match_keys_schema(plan: &SyncPlan) -> String {
+    plan.match_keys
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The active configuration other than `configuration_id` that `audience_id` belongs to, if any.

@@ -6,6 +6,7 @@ mod consent;
 mod coverage;
 mod demo;
 mod digest;
+mod dry_run;
 mod events_faults;
 mod events_import;
 mod events_pump;
