@@ -447,6 +447,7 @@ async fn an_audience_create_whose_answer_is_lost_ends_with_exactly_one_audience_
                     &format!("other {i}"),
                     None,
                     "USER_PROVIDED_ONLY",
+                    false,
                 )
                 .unwrap();
         }

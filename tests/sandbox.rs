@@ -2081,3 +2081,65 @@ async fn debug_token_answers_inside_a_batch_with_each_tokens_expiry_and_scopes_a
     let r = app.post("", json!({"batch": other})).await;
     assert_eq!(r.body[0]["code"], 400);
 }
+
+#[tokio::test]
+async fn a_value_based_audience_takes_rows_with_lookalike_value_and_refuses_rows_without() {
+    let app = app().await;
+    let r = app
+        .post(
+            "act_1/customaudiences",
+            json!({"name": "Value", "subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY",
+                   "is_value_based": 1, "fields": "id,is_value_based"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["is_value_based"], json!(true));
+    let valued = r.body["id"].as_str().unwrap().to_string();
+    let plain = app.create("act_1").await;
+    let read = app
+        .post(&plain, json!({"method": "GET", "fields": "is_value_based"}))
+        .await;
+    assert_eq!(read.body["is_value_based"], json!(false), "{}", read.body);
+
+    let with_value = json!({"schema": ["EMAIL", "LOOKALIKE_VALUE"], "data": [[sha("a@x.com"), "44.5"], [sha("b@x.com"), 140]]});
+    let without = json!({"schema": ["EMAIL"], "data": [[sha("c@x.com")]]});
+    let r = app.users(&valued, without.clone(), None).await;
+    r.assert_error(400, 100);
+    assert!(
+        r.message().contains("must include LOOKALIKE_VALUE"),
+        "{}",
+        r.body
+    );
+    let r = app.users(&plain, with_value.clone(), None).await;
+    r.assert_error(400, 100);
+    assert!(r.message().contains("value-based"), "{}", r.body);
+
+    let r = app.users(&valued, with_value, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let values: Vec<String> = app
+        .sb
+        .members(&valued)
+        .iter()
+        .map(|m| m["LOOKALIKE_VALUE"].clone())
+        .collect();
+    assert_eq!(values.len(), 2);
+    assert!(
+        values.contains(&"44.5".to_string()) && values.contains(&"140".to_string()),
+        "{values:?}"
+    );
+    assert_eq!(app.users(&plain, without, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn is_value_based_must_be_a_boolean() {
+    let app = app().await;
+    let r = app
+        .post(
+            "act_1/customaudiences",
+            json!({"name": "x", "subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY",
+                   "is_value_based": "sometimes"}),
+        )
+        .await;
+    r.assert_error(400, 100);
+    assert!(app.sb.audiences().is_empty());
+}

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rejections",
         include_str!("../../sql/0012_rejections.sql"),
     ),
+    (
+        13,
+        "audience_definitions",
+        include_str!("../../sql/0013_audience_definitions.sql"),
+    ),
 ];
 
 /// Upgrades the original design's table in place (see the module docs).

@@ -1,4 +1,5 @@
 //! Postgres: the connection pool, migrations, and one module of queries per table we own.
+pub mod audiences;
 pub mod configurations;
 pub mod error;
 pub mod migrate;

@@ -2,34 +2,54 @@
 //! goes, closed with its outcome.
 use tokio_postgres::GenericClient;
 
+use crate::sync::system::LedgerScope;
+
+/// Who a run is of: the system, and which of its audiences (`definition_id` 0 and no name: its
+/// own; the run of the system's own audience is the system's run, see [`crate::sync::run`]).
+pub struct RunOf<'a> {
+    pub configuration_id: i32,
+    pub system_name: &'a str,
+    pub definition_id: i32,
+    pub audience_name: Option<&'a str>,
+}
+
 pub async fn open(
     client: &impl GenericClient,
-    configuration_id: i32,
-    system_name: &str,
+    of: &RunOf<'_>,
     trigger: &str,
     worker_id: &str,
     sync_mode: &str,
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "INSERT INTO cdp.facebook_sync_runs (configuration_id, system_name, trigger, worker_id, sync_mode)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[&configuration_id, &system_name, &trigger, &worker_id, &sync_mode],
+            "INSERT INTO cdp.facebook_sync_runs
+                    (configuration_id, system_name, trigger, worker_id, sync_mode, definition_id, audience_name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            &[
+                &of.configuration_id,
+                &of.system_name,
+                &trigger,
+                &worker_id,
+                &sync_mode,
+                &of.definition_id,
+                &of.audience_name,
+            ],
         )
         .await?;
     Ok(row.get(0))
 }
 
-/// Customers extracted by the configuration's latest run that got that far (0 if none).
+/// Customers extracted by the audience's latest run that got that far (0 if none).
 pub async fn last_extracted(
     client: &impl GenericClient,
-    configuration_id: i32,
+    scope: LedgerScope,
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT coalesce((SELECT extracted FROM cdp.facebook_sync_runs
-                               WHERE configuration_id = $1 AND extracted > 0 ORDER BY id DESC LIMIT 1), 0)",
-            &[&configuration_id],
+                               WHERE configuration_id = $1 AND definition_id = $2 AND extracted > 0
+                               ORDER BY id DESC LIMIT 1), 0)",
+            &[&scope.configuration_id, &scope.definition_id],
         )
         .await?;
     Ok(row.get(0))
@@ -110,23 +130,23 @@ pub async fn record_sessions(
     Ok(())
 }
 
-/// The replace session of the configuration's previous run when that run stopped part way (it
+/// The replace session of the audience's previous run when that run stopped part way (it
 /// had batches accepted, and neither succeeded nor was refused): `(session id, batches)`. Meta
 /// may still hold the session open for its 90 minutes.
 pub async fn unfinished_replace(
     client: &impl GenericClient,
-    configuration_id: i32,
+    scope: LedgerScope,
     before_run: i64,
 ) -> Result<Option<(i64, i64)>, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT add_session_id, batches FROM cdp.facebook_sync_runs
               WHERE id = (SELECT max(id) FROM cdp.facebook_sync_runs
-                           WHERE configuration_id = $1 AND id < $2)
+                           WHERE configuration_id = $1 AND definition_id = $3 AND id < $2)
                 AND sync_mode = 'replace' AND outcome IN ('running', 'interrupted', 'failed')
                 AND batches > 0 AND add_session_id IS NOT NULL
                 AND started_at > now() - interval '90 minutes'",
-            &[&configuration_id, &before_run],
+            &[&scope.configuration_id, &before_run, &scope.definition_id],
         )
         .await?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
@@ -151,8 +171,8 @@ pub async fn close(
     Ok(())
 }
 
-/// The outcome of the configuration's last finished run before `run_id` (`None` if none):
-/// interrupted runs do not count.
+/// The outcome of the system's last finished run before `run_id` (`None` if none): interrupted
+/// runs do not count, nor its definitions' runs (the system's run carries the system's outcome).
 pub async fn previous_outcome(
     client: &impl GenericClient,
     configuration_id: i32,
@@ -161,7 +181,8 @@ pub async fn previous_outcome(
     let row = client
         .query_opt(
             "SELECT outcome FROM cdp.facebook_sync_runs
-              WHERE configuration_id = $1 AND id < $2 AND outcome NOT IN ('running', 'interrupted')
+              WHERE configuration_id = $1 AND definition_id = 0 AND id < $2
+                AND outcome NOT IN ('running', 'interrupted')
               ORDER BY id DESC LIMIT 1",
             &[&configuration_id, &run_id],
         )

@@ -209,12 +209,25 @@ impl MetaClient {
     /// broken after sending, 5xx without Meta's error JSON, unreadable success body) Meta may hold
     /// the audience already. So before the next attempt the audience is looked up by name (one
     /// try per page, within this call's retry budget); when found, its id is the answer.
-    #[tracing::instrument(name = "meta.create_custom_audience", skip_all, fields(ad_account_id = %ad_account_id))]
     pub async fn create_custom_audience(
         &self,
         ad_account_id: &str,
         name: &str,
         description: &str,
+    ) -> Result<String, MetaError> {
+        self.create_audience(ad_account_id, name, description, false)
+            .await
+    }
+
+    /// [`Self::create_custom_audience`], optionally value-based (`is_value_based=1`: its members
+    /// carry `LOOKALIKE_VALUE`, for value-based lookalikes).
+    #[tracing::instrument(name = "meta.create_custom_audience", skip_all, fields(ad_account_id = %ad_account_id, value_based))]
+    pub async fn create_audience(
+        &self,
+        ad_account_id: &str,
+        name: &str,
+        description: &str,
+        value_based: bool,
     ) -> Result<String, MetaError> {
         let url = self.url(&[&ad_account_path(ad_account_id), "customaudiences"], &[]);
         let params = CreateAudience {
@@ -222,6 +235,7 @@ impl MetaClient {
             description,
             subtype: "CUSTOM",
             customer_file_source: "USER_PROVIDED_ONLY",
+            is_value_based: value_based.then_some(1),
         };
         let body = self.body(&params, 512)?;
         let key = throttle::key(ad_account_id);

@@ -215,6 +215,9 @@ pub(crate) struct CreateAudience<'a> {
     pub description: &'a str,
     pub subtype: &'static str,
     pub customer_file_source: &'static str,
+    /// `1` for a value-based audience; not sent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_value_based: Option<u8>,
 }
 
 /// `{id}` answers (create) and `{data:[{id,name}], paging}` pages (list).

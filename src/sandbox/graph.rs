@@ -568,14 +568,24 @@ fn create_audience(call: &mut Call<'_>, act: &str) -> Result<Value, GraphError> 
             CUSTOMER_FILE_SOURCES.join(", ")
         )));
     }
+    let value_based = match p.text("is_value_based").as_deref() {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(other) => {
+            return Err(GraphError::invalid(format!(
+                "Param is_value_based must be a boolean (is {})",
+                other.chars().take(20).collect::<String>()
+            )));
+        }
+    };
     // Read-after-write: `fields` on a POST asks for the created object's fields back.
     let fields = match p.text("fields") {
         Some(_) => Some(requested_fields(call, &["id"])?),
         None => None,
     };
-    let id = call
-        .state
-        .create_audience(account, &name, p.text("description"), &source)?;
+    let id =
+        call.state
+            .create_audience(account, &name, p.text("description"), &source, value_based)?;
     call.record.object_id = Some(id.clone());
     match (fields, call.state.audience(&id)) {
         (Some(fields), Some(view)) => Ok(audience_json(&view, &fields)),
@@ -655,7 +665,8 @@ fn audience_json(a: &AudienceView, fields: &[String]) -> Value {
             }),
             "time_created" => json!(a.time_created),
             "time_updated" | "time_content_updated" => json!(a.time_updated),
-            "is_value_based" | "is_household" | "is_snapshot" => json!(false),
+            "is_value_based" => json!(a.value_based),
+            "is_household" | "is_snapshot" => json!(false),
             "retention_days" => json!(0),
             "fields_violating_integrity_policy" | "lookalike_audience_ids" => json!([]),
             _ => Value::Null,

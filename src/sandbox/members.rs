@@ -118,6 +118,8 @@ impl Shape {
 #[derive(Debug)]
 pub struct Upload {
     pub shape: Shape,
+    /// The schema has LOOKALIKE_VALUE (a value-based audience's uploads must, others must not).
+    pub valued: bool,
     pub members: Vec<Member>,
     pub received: usize,
     pub invalid: usize,
@@ -216,6 +218,7 @@ pub fn parse_payload(payload: Option<Param<'_>>, flagged: &[String]) -> Result<U
 
     let mut upload = Upload {
         shape,
+        valued: keys.contains(&Key::LookalikeValue),
         members: Vec::with_capacity(rows.len()),
         received: rows.len(),
         invalid: 0,

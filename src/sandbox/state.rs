@@ -66,6 +66,8 @@ struct Audience {
     name: String,
     description: Option<String>,
     customer_file_source: String,
+    /// Created with `is_value_based=1`.
+    value_based: bool,
     shape: Option<Shape>,
     members: MemberSet,
     /// `/users` sessions by (session id, direction).
@@ -211,6 +213,7 @@ pub struct AudienceView {
     pub name: String,
     pub description: Option<String>,
     pub customer_file_source: String,
+    pub value_based: bool,
     pub member_count: usize,
     pub shape: Option<Shape>,
     pub replace_in_progress: bool,
@@ -321,6 +324,7 @@ impl Audience {
             name: self.name.clone(),
             description: self.description.clone(),
             customer_file_source: self.customer_file_source.clone(),
+            value_based: self.value_based,
             member_count: self.members.len(),
             shape: self.shape,
             replace_in_progress: self.replace.is_some(),
@@ -338,7 +342,23 @@ impl Audience {
         }
     }
 
-    fn check_shape(&self, shape: Shape) -> Result<(), GraphError> {
+    /// An added or replacing batch fits the audience: its data source, and LOOKALIKE_VALUE in the
+    /// schema exactly when the audience is value-based (Meta's value-based audience guide).
+    fn check_upload(&self, upload: &Upload) -> Result<(), GraphError> {
+        match (self.value_based, upload.valued) {
+            (true, false) => {
+                return Err(GraphError::invalid(
+                    "The schema of a value-based custom audience must include LOOKALIKE_VALUE",
+                ));
+            }
+            (false, true) => {
+                return Err(GraphError::invalid(
+                    "LOOKALIKE_VALUE can only be uploaded to a value-based custom audience (created with is_value_based)",
+                ));
+            }
+            _ => {}
+        }
+        let shape = upload.shape;
         match self.shape {
             Some(s) if s != shape => Err(GraphError::update_failed(
                 None,
@@ -482,6 +502,7 @@ impl SandboxState {
         name: &str,
         description: Option<String>,
         customer_file_source: &str,
+        value_based: bool,
     ) -> Result<String, GraphError> {
         let mut inner = self.lock();
         let existing = inner
@@ -515,6 +536,7 @@ impl SandboxState {
                 name: name.to_string(),
                 description,
                 customer_file_source: customer_file_source.to_string(),
+                value_based,
                 shape: None,
                 members: MemberSet::default(),
                 sessions: HashMap::new(),
@@ -595,7 +617,7 @@ impl SandboxState {
             ));
         }
         if direction == Direction::Add {
-            audience.check_shape(upload.shape)?;
+            audience.check_upload(&upload)?;
         }
         let rows = upload.received;
         let reply = match session {
@@ -713,7 +735,7 @@ impl SandboxState {
         let audience = inner
             .audience_mut(audience_id)
             .ok_or_else(|| GraphError::unsupported("POST", audience_id))?;
-        audience.check_shape(upload.shape)?;
+        audience.check_upload(&upload)?;
         if audience.finished_replaces.contains(&s.session_id) {
             return Err(GraphError::update_failed(
                 Some(1870159),
@@ -964,7 +986,7 @@ mod tests {
     fn a_replace_batch_after_ninety_minutes_times_out_and_keeps_what_arrived() {
         let state = SandboxState::new(SandboxOptions::default());
         let id = state
-            .create_audience("1", "a", None, "USER_PROVIDED_ONLY")
+            .create_audience("1", "a", None, "USER_PROVIDED_ONLY", false)
             .unwrap();
         let t0 = Instant::now();
         let s = |seq, last| SessionParams {

@@ -3,7 +3,7 @@
 //! never leads to a second audience.
 use crate::db::configurations::store_audience_id;
 use crate::meta::{MetaClient, MetaError};
-use crate::sync::system::SyncPlan;
+use crate::sync::system::{OWN_AUDIENCE, SyncPlan};
 
 pub const DESCRIPTION: &str = "Synced from the CDP by cdp-meta-sync";
 
@@ -39,7 +39,7 @@ pub async fn ensure_audience(
         .await?
     {
         Some(found) => {
-            tracing::info!(system = %plan.system_name, audience_id = %found, "audience found by name");
+            tracing::info!(system = %plan.label(), audience_id = %found, "audience found by name");
             Ensured {
                 id: found,
                 created: false,
@@ -47,15 +47,25 @@ pub async fn ensure_audience(
         }
         None => {
             let created = meta
-                .create_custom_audience(&plan.ad_account_id, &plan.audience_name, DESCRIPTION)
+                .create_audience(
+                    &plan.ad_account_id,
+                    &plan.audience_name,
+                    DESCRIPTION,
+                    plan.value_based,
+                )
                 .await?;
-            tracing::info!(system = %plan.system_name, audience_id = %created, "audience created");
+            tracing::info!(system = %plan.label(), audience_id = %created, value_based = plan.value_based, "audience created");
             Ensured {
                 id: created,
                 created: true,
             }
         }
     };
-    store_audience_id(client, plan.id, &ensured.id).await?;
+    match plan.definition_id {
+        OWN_AUDIENCE => store_audience_id(client, plan.id, &ensured.id).await?,
+        definition => {
+            crate::db::audiences::store_audience_id(client, definition, &ensured.id).await?
+        }
+    }
     Ok(ensured)
 }

@@ -10,6 +10,7 @@
 use anyhow::Context;
 
 use super::source::Catalog;
+use super::system::LedgerScope;
 
 /// A system's consent rule: validated names, safe to put in SQL (quoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,12 +166,12 @@ pub async fn count_suppressed(
 pub async fn count_leaving(
     stage: &tokio_postgres::Client,
     consent: &Consent,
-    configuration_id: i32,
+    scope: LedgerScope,
 ) -> anyhow::Result<i64> {
     let row = stage
         .query_one(
             &format!("SELECT count(*) FROM ({}) l", leaving(consent)),
-            &[&configuration_id],
+            &[&scope.configuration_id, &scope.definition_id],
         )
         .await
         .context("Failed to count the suppressed audience members")?;
@@ -182,7 +183,7 @@ pub async fn count_leaving(
 pub async fn plan_removals(
     stage: &tokio_postgres::Client,
     consent: &Consent,
-    configuration_id: i32,
+    scope: LedgerScope,
 ) -> anyhow::Result<i64> {
     let added = stage
         .execute(
@@ -195,20 +196,20 @@ pub async fn plan_removals(
                   WHERE NOT EXISTS (SELECT 1 FROM sync_removes r WHERE r.member_key = l.member_key)",
                 leaving(consent)
             ),
-            &[&configuration_id],
+            &[&scope.configuration_id, &scope.definition_id],
         )
         .await
         .context("Failed to plan the removals for consent")?;
     Ok(added as i64)
 }
 
-/// The ledger members (`$1` = configuration id) whose source customer is suppressed and that no
+/// The ledger members (`$1`, `$2` = configuration and definition id) whose source customer is suppressed and that no
 /// staged candidate keeps.
 fn leaving(consent: &Consent) -> String {
     format!(
         "SELECT m.member_key, m.match_keys, m.cells
            FROM cdp.facebook_audience_members m
-          WHERE m.configuration_id = $1 AND {}
+          WHERE m.configuration_id = $1 AND m.definition_id = $2 AND {}
             AND NOT EXISTS (SELECT 1 FROM sync_stage s
                              WHERE s.member_key = m.member_key AND s.cells IS NOT NULL)",
         consent.suppressed("m.source_customer_id")

@@ -21,7 +21,7 @@
 use anyhow::Context;
 
 use super::stage::StageReport;
-use super::system::SyncMode;
+use super::system::{LedgerScope, SyncMode};
 
 /// Sizes after dedupe and diff.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,7 +56,7 @@ const RANK: &str = "filled DESC, tenant_id, customer_id";
 /// (see [`ledger_join`]).
 pub async fn diff(
     stage: &tokio_postgres::Client,
-    configuration_id: i32,
+    scope: LedgerScope,
     match_keys: &str,
     mode: SyncMode,
     staged: &StageReport,
@@ -97,7 +97,7 @@ pub async fn diff(
     }
     let audience: i64 = match audience {
         Some(n) => n,
-        None => count_members(stage, configuration_id).await?,
+        None => count_members(stage, scope).await?,
     };
     let ledger = |key: &str| ledger_join(key, staged.in_table, audience);
     let mut refreshed = 0;
@@ -119,7 +119,7 @@ pub async fn diff(
                                                    AND (c.tenant_id, c.customer_id)
                                                        < (m.source_tenant_id, m.source_customer_id)))
                                           THEN 'keep'
-                                     WHEN c.cells = m.cells AND m.match_keys = $2 THEN 'refresh'
+                                     WHEN c.cells = m.cells AND m.match_keys = $3 THEN 'refresh'
                                      ELSE 'change' END AS action
                            FROM sync_stage c
                            {}
@@ -128,23 +128,24 @@ pub async fn diff(
                   WHERE s.seq = d.seq",
                     ledger("c.member_key")
                 ),
-                &[&configuration_id, &match_keys],
+                &[&scope.configuration_id, &scope.definition_id, &match_keys],
             )
             .await
             .context("Failed to compare the staged members with the ledger")?;
         if refresh_ledger {
             refreshed = stage
-            .execute(
-                "UPDATE cdp.facebook_audience_members m
+                .execute(
+                    "UPDATE cdp.facebook_audience_members m
                     SET source_tenant_id = p.tenant_id, source_customer_id = p.customer_id,
                         source_digest = p.digest, filled = p.filled, invalid_keys = p.invalid_keys,
                         filled_keys = p.filled_keys
                    FROM sync_stage p
-                  WHERE p.action = 'refresh' AND m.configuration_id = $1 AND m.member_key = p.member_key",
-                &[&configuration_id],
-            )
-            .await
-            .context("Failed to refresh the ledger's sources")? as i64;
+                  WHERE p.action = 'refresh' AND m.configuration_id = $1 AND m.definition_id = $2
+                    AND m.member_key = p.member_key",
+                    &[&scope.configuration_id, &scope.definition_id],
+                )
+                .await
+                .context("Failed to refresh the ledger's sources")? as i64;
         }
     }
     // Gone members with no candidate left: they leave the audience.
@@ -169,7 +170,7 @@ pub async fn diff(
                              SELECT member_key, old_match_keys, old_cells FROM sync_stage
                               WHERE action = 'change') r"
                 ),
-                &[&configuration_id],
+                &[&scope.configuration_id, &scope.definition_id],
             )
             .await
             .context("Failed to plan removals")? as i64;
@@ -195,7 +196,7 @@ pub async fn diff(
         stage
             .query_one(
                 &format!("SELECT count(*) FROM ({leaving}) l"),
-                &[&configuration_id],
+                &[&scope.configuration_id, &scope.definition_id],
             )
             .await
             .context("Failed to count the leaving members")?
@@ -219,7 +220,7 @@ pub async fn diff(
 }
 
 /// How a statement reaches the ledger rows (alias `m`) of the members it compares (`key`, a
-/// column of the staged side; `$1` is the configuration id). With few staged rows next to a large
+/// column of the staged side; `$1` and `$2` are the configuration and definition ids). With few staged rows next to a large
 /// ledger, each one is looked up in the ledger's primary key; otherwise the ledger's rows for the
 /// configuration are scanned once and hash-joined. The planner would choose from the ledger's
 /// statistics, which lag behind a ledger that has just grown by millions (a first sync).
@@ -228,25 +229,28 @@ fn ledger_join(key: &str, staged_rows: u64, audience: i64) -> String {
     if staged_rows.saturating_mul(12) < audience.max(0) as u64 {
         format!(
             "CROSS JOIN LATERAL (SELECT * FROM cdp.facebook_audience_members m
-                                  WHERE m.configuration_id = $1 AND m.member_key = {key}
+                                  WHERE m.configuration_id = $1 AND m.definition_id = $2
+                                    AND m.member_key = {key}
                                  OFFSET 0) m"
         )
     } else {
         format!(
-            "JOIN cdp.facebook_audience_members m ON m.configuration_id = $1 AND m.member_key = {key}"
+            "JOIN cdp.facebook_audience_members m
+               ON m.configuration_id = $1 AND m.definition_id = $2 AND m.member_key = {key}"
         )
     }
 }
 
-/// Members in the configuration's ledger.
+/// Members in the audience's ledger.
 pub async fn count_members(
     stage: &tokio_postgres::Client,
-    configuration_id: i32,
+    scope: LedgerScope,
 ) -> anyhow::Result<i64> {
     Ok(stage
         .query_one(
-            "SELECT count(*) FROM cdp.facebook_audience_members WHERE configuration_id = $1",
-            &[&configuration_id],
+            "SELECT count(*) FROM cdp.facebook_audience_members
+              WHERE configuration_id = $1 AND definition_id = $2",
+            &[&scope.configuration_id, &scope.definition_id],
         )
         .await
         .context("Failed to count the audience")?
@@ -262,22 +266,23 @@ pub async fn analyze_ledger(stage: &tokio_postgres::Client) -> anyhow::Result<()
     stage
         .batch_execute(
             "SET default_statistics_target = 10;
-             ANALYZE cdp.facebook_audience_members (configuration_id);
+             ANALYZE cdp.facebook_audience_members (configuration_id, definition_id);
              RESET default_statistics_target",
         )
         .await
         .context("Failed to update the ledger's statistics")
 }
 
-/// Whether the configuration's ledger has no member (a first sync, or a new audience).
+/// Whether the audience's ledger has no member (a first sync, or a new audience).
 pub async fn ledger_is_empty(
     stage: &tokio_postgres::Client,
-    configuration_id: i32,
+    scope: LedgerScope,
 ) -> anyhow::Result<bool> {
     Ok(stage
         .query_one(
-            "SELECT NOT EXISTS (SELECT 1 FROM cdp.facebook_audience_members WHERE configuration_id = $1)",
-            &[&configuration_id],
+            "SELECT NOT EXISTS (SELECT 1 FROM cdp.facebook_audience_members
+                                 WHERE configuration_id = $1 AND definition_id = $2)",
+            &[&scope.configuration_id, &scope.definition_id],
         )
         .await
         .context("Failed to look at the ledger")?
@@ -310,7 +315,7 @@ pub async fn hold_removals(stage: &tokio_postgres::Client) -> anyhow::Result<i64
 /// candidate is added to the plan after the staged rows).
 pub async fn plan_replace(
     stage: &tokio_postgres::Client,
-    configuration_id: i32,
+    scope: LedgerScope,
 ) -> anyhow::Result<i64> {
     stage
         .execute(
@@ -319,8 +324,9 @@ pub async fn plan_replace(
                     customer_id = m.source_customer_id, digest = m.source_digest,
                     invalid_keys = m.invalid_keys, filled_keys = m.filled_keys, action = 'stay'
                FROM cdp.facebook_audience_members m
-              WHERE p.action = 'keep' AND m.configuration_id = $1 AND m.member_key = p.member_key",
-            &[&configuration_id],
+              WHERE p.action = 'keep' AND m.configuration_id = $1 AND m.definition_id = $2
+                AND m.member_key = p.member_key",
+            &[&scope.configuration_id, &scope.definition_id],
         )
         .await
         .context("Failed to plan the replace upload")?;
@@ -332,11 +338,11 @@ pub async fn plan_replace(
                     m.member_key, m.cells, m.filled, m.source_tenant_id, m.source_customer_id,
                     m.source_digest, m.invalid_keys, m.filled_keys, false, 'stay'
                FROM cdp.facebook_audience_members m
-              WHERE m.configuration_id = $1
+              WHERE m.configuration_id = $1 AND m.definition_id = $2
                 AND NOT EXISTS (SELECT 1 FROM sync_gone g WHERE g.member_key = m.member_key)
                 AND NOT EXISTS (SELECT 1 FROM sync_stage s
                                  WHERE s.member_key = m.member_key AND s.cells IS NOT NULL)",
-            &[&configuration_id],
+            &[&scope.configuration_id, &scope.definition_id],
         )
         .await
         .context("Failed to plan the replace upload")?;

@@ -104,10 +104,10 @@ async fn plan_in(
     audience_id: Option<&str>,
 ) -> Result<Planned, Outcome> {
     let failed = |e: anyhow::Error| Outcome::Failed(db::describe(&e));
-    let expected = runs::last_extracted(stage, plan.id)
+    let expected = runs::last_extracted(stage, plan.scope())
         .await
         .map_err(|e| failed(e.into()))?;
-    let ledger_empty = super::diff::ledger_is_empty(stage, plan.id)
+    let ledger_empty = super::diff::ledger_is_empty(stage, plan.scope())
         .await
         .map_err(failed)?;
     // As a sync decides it: an audience it did not fill is replaced on its first run.

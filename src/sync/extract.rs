@@ -112,8 +112,8 @@ pub fn map_columns(
 }
 
 /// The run's query: the operator's extraction, reduced to the columns the match keys read, next to
-/// each ledger member's source (`$3` = the configuration id), with each customer's source digest
-/// (`$4` = its seed, see [`super::digest`]). A full join, so each row is one of:
+/// each ledger member's source (`$3`, `$5` = the configuration and definition id), with each
+/// customer's source digest (`$4` = its seed, see [`super::digest`]). A full join, so each row is one of:
 ///
 /// * an unchanged customer: its ledger member carries this digest. Only `same` and the member's
 ///   `invalid_keys` and `filled_keys` come back; the values stay in Postgres;
@@ -182,7 +182,8 @@ impl Extraction {
                                FROM (\n{operator_sql}\n) x
                                FULL JOIN (SELECT member_key, source_tenant_id, source_customer_id, source_digest,
                                                  invalid_keys, filled_keys
-                                            FROM cdp.facebook_audience_members WHERE configuration_id = $3) l
+                                            FROM cdp.facebook_audience_members
+                                           WHERE configuration_id = $3 AND definition_id = $5) l
                                  ON l.source_tenant_id = x.tenant_id AND l.source_customer_id = x.customer_id
                              OFFSET 0) j) k"
         );

@@ -1,9 +1,11 @@
 //! One system's audience sync: from the CDP's customers to a Meta Custom Audience equal to them.
 //! [`run::sync_system`] is the entry point; each step has its own file.
 pub mod audience;
+pub mod audience_runs;
 pub mod cells;
 pub mod consent;
 pub mod copy;
+pub mod definition;
 pub mod diff;
 pub mod digest;
 pub mod dry_run;

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::audience::ensure_audience;
+use super::audience_runs;
 use super::consent;
 use super::diff::{self, DiffReport};
 use super::guard::{self, Removals};
@@ -26,7 +27,9 @@ use super::readback;
 use super::source::Catalog;
 use super::stage::{StageError, StageReport, Stream, stage_members};
 use super::stream::Streamer;
-use super::system::{AdoptMode, Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff};
+use super::system::{
+    AdoptMode, LedgerScope, OWN_AUDIENCE, Schedule, SyncMode, SyncPlan, SystemRow, failure_backoff,
+};
 use super::upload::{Direction, SessionProgress, Target, Upload, UploadError};
 use crate::configuration::Settings;
 use crate::db::configurations::{Finish, finish};
@@ -57,7 +60,7 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Schedule => "schedule",
             Trigger::Manual => "manual",
@@ -146,10 +149,18 @@ pub async fn sync_system(
                             Err(Outcome::Failed(PANICKED.into()))
                         }),
                 };
+                // Then the system's other audiences, unless the run is stopping.
+                let interrupted = matches!(&done, Ok(d) if d.outcome == Outcome::Interrupted);
+                let audiences = match &plan {
+                    Ok(plan) if !interrupted && !lease.is_lost() && !run_cancel.is_cancelled() => {
+                        audience_runs::sync_all(ctx, plan, trigger, &lease, &run_cancel).await
+                    }
+                    _ => Vec::new(),
+                };
                 renewing.cancel();
-                done
+                (done, audiences)
             };
-            let (done, ()) = tokio::join!(work, lease.keep(&renewing, &run_cancel));
+            let ((done, audiences), ()) = tokio::join!(work, lease.keep(&renewing, &run_cancel));
             match done {
                 Ok(done) => {
                     report.added = done.added;
@@ -160,6 +171,7 @@ pub async fn sync_system(
                 }
                 Err(outcome) => report.outcome = outcome,
             }
+            (report.outcome, held) = audience_runs::combine(report.outcome, held, &audiences);
         }
     }
     if lease.is_lost() {
@@ -196,21 +208,26 @@ pub async fn sync_system(
 }
 
 /// What a run that panicked records (the panic's own text may hold anything).
-const PANICKED: &str =
+pub(super) const PANICKED: &str =
     "the sync stopped on an internal error (a panic; the worker's log has where)";
 
 /// `work`'s output, or `None` when it panicked: the panic ends the run, not the worker's task
 /// with its lease still held.
-async fn unless_it_panics<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
+pub(super) async fn unless_it_panics<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
     AssertUnwindSafe(work).catch_unwind().await.ok()
 }
 
 async fn open_run(ctx: &SyncContext, row: &SystemRow, trigger: Trigger) -> anyhow::Result<i64> {
     let client = ctx.pool.get().await.context("database unavailable")?;
+    let of = runs::RunOf {
+        configuration_id: row.id,
+        system_name: &row.system_name,
+        definition_id: OWN_AUDIENCE,
+        audience_name: None,
+    };
     let id = runs::open(
         &**client,
-        row.id,
-        &row.system_name,
+        &of,
         trigger.as_str(),
         &ctx.worker_id,
         &row.sync_mode,
@@ -222,7 +239,7 @@ async fn open_run(ctx: &SyncContext, row: &SystemRow, trigger: Trigger) -> anyho
 
 /// Runs a valid plan on a connection of its own (its session holds the staging and plan tables),
 /// which goes back to the pool clean, or is closed when it cannot be cleaned.
-async fn run_plan(
+pub(super) async fn run_plan(
     ctx: &SyncContext,
     plan: &SyncPlan,
     run_id: i64,
@@ -337,12 +354,13 @@ async fn write_finish(
     finish(client, row.id, &ctx.worker_id, &finish_row).await
 }
 
-struct Done {
-    outcome: Outcome,
-    added: i64,
-    removed: i64,
-    members: i64,
-    held: Option<String>,
+pub(super) struct Done {
+    pub outcome: Outcome,
+    pub added: i64,
+    pub removed: i64,
+    pub members: i64,
+    /// Why the run is partial (held removals, a refused replace, Meta's word on the audience).
+    pub held: Option<String>,
 }
 
 /// `stage` is the run's own connection: the staging and plan tables live in its session.
@@ -368,13 +386,14 @@ async fn execute(
         .map_err(|e| failed(e.into()))?;
     let audience_id = audience.id;
     // One audience, one configuration: two would remove each other's members.
-    if let Some(other) = audience_owner(stage, plan.id, &audience_id)
+    if let Some(other) = audience_owner(stage, plan.scope(), &audience_id)
         .await
         .map_err(failed)?
     {
         return Err(Outcome::InvalidConfig(format!(
-            "audience {audience_id} is the audience of system '{other}' already; give this system an \
-             audience of its own (custom_audience_id, or a different audience name)"
+            "audience {audience_id} is the audience of '{other}' already; give '{}' an audience of \
+             its own (custom_audience_id, or a different audience name)",
+            plan.label()
         )));
     }
     // Ledger rows of another audience (an operator changed custom_audience_id) no longer apply.
@@ -384,10 +403,11 @@ async fn execute(
     stage
         .execute(
             "DELETE FROM cdp.facebook_audience_members
-              WHERE configuration_id = $1
+              WHERE configuration_id = $1 AND definition_id = $3
                 AND (SELECT audience_id FROM cdp.facebook_audience_members
-                      WHERE configuration_id = $1 ORDER BY member_key LIMIT 1) <> $2",
-            &[&plan.id, &audience_id],
+                      WHERE configuration_id = $1 AND definition_id = $3
+                      ORDER BY member_key LIMIT 1) <> $2",
+            &[&plan.id, &audience_id, &plan.definition_id],
         )
         .await
         .map_err(|e| failed(e.into()))?;
@@ -401,10 +421,10 @@ async fn execute(
     };
 
     let started = std::time::Instant::now();
-    let expected = runs::last_extracted(stage, plan.id)
+    let expected = runs::last_extracted(stage, plan.scope())
         .await
         .map_err(|e| failed(e.into()))?;
-    let ledger_empty = diff::ledger_is_empty(stage, plan.id)
+    let ledger_empty = diff::ledger_is_empty(stage, plan.scope())
         .await
         .map_err(failed)?;
     // An audience this worker did not fill (the original worker's, one found by name, one an
@@ -446,6 +466,7 @@ async fn execute(
         ad_account_id: &plan.ad_account_id,
         audience_id: &audience_id,
         configuration_id: plan.id,
+        definition_id: plan.definition_id,
         match_keys: &keys,
         run_id,
         session_id: add_session,
@@ -477,7 +498,9 @@ async fn execute(
     let staged = match staging {
         Ok(report) => report,
         Err(_) if interrupted => {
-            let members = diff::count_members(stage, plan.id).await.map_err(failed)?;
+            let members = diff::count_members(stage, plan.scope())
+                .await
+                .map_err(failed)?;
             let _ = diff::drop_plan(stage).await;
             return Ok(Done {
                 outcome: Outcome::Interrupted,
@@ -525,7 +548,7 @@ async fn execute(
         .await
         .map_err(|e| failed(e.into()))?;
     tracing::info!(
-        system = %plan.system_name,
+        system = %plan.label(),
         extracted = counts.extracted,
         eligible = counts.eligible,
         to_add = counts.to_add,
@@ -577,7 +600,7 @@ async fn execute(
             // Meta will not replace this audience: when adopting it, add the source set instead
             // (what was there stays) and say so.
             Err(UploadError::Meta(e)) if adopting && e.refuses_replace() => {
-                tracing::warn!(system = %plan.system_name, error = %e, "usersreplace refused; adding instead");
+                tracing::warn!(system = %plan.label(), error = %e, "usersreplace refused; adding instead");
                 refused = Some(format!(
                     "usersreplace was refused for audience {audience_id} ({e}); the source set was \
                      added, and members the audience held before were not removed"
@@ -591,7 +614,9 @@ async fn execute(
         };
         interrupted = added.interrupted;
     }
-    let members = diff::count_members(stage, plan.id).await.map_err(failed)?;
+    let members = diff::count_members(stage, plan.scope())
+        .await
+        .map_err(failed)?;
     let _ = diff::drop_plan(stage).await;
     // The audience as Meta reports it now; a problem it reports makes the run partial.
     let unhealthy = if interrupted {
@@ -692,7 +717,7 @@ pub(super) async fn plan_changes(
     let keys = match_keys_schema(plan);
     let mut planned: DiffReport = diff::diff(
         stage,
-        plan.id,
+        plan.scope(),
         &keys,
         mode,
         staged,
@@ -706,7 +731,7 @@ pub(super) async fn plan_changes(
     let mut replacing = mode == SyncMode::Replace;
     // Members removed for consent are not the guard's to weigh (see consent.rs).
     let consent_leaving = match &plan.consent {
-        Some(rule) => consent::count_leaving(stage, rule, plan.id)
+        Some(rule) => consent::count_leaving(stage, rule, plan.scope())
             .await
             .map_err(failed)?,
         None => 0,
@@ -723,19 +748,21 @@ pub(super) async fn plan_changes(
     if let Removals::Held(why) =
         guard::decide(planned.audience, dropping, max_share, plan.force_removals)
     {
-        tracing::warn!(system = %plan.system_name, to_remove = dropping, audience = planned.audience, "removals held");
+        tracing::warn!(system = %plan.label(), to_remove = dropping, audience = planned.audience, "removals held");
         // Held: only newcomers are added; a replace would have dropped the rest.
         planned.to_add = diff::hold_removals(stage).await.map_err(failed)?;
         held = Some((why, dropping));
         planned.to_remove = 0;
         replacing = false;
     } else if replacing {
-        planned.to_add = diff::plan_replace(stage, plan.id).await.map_err(failed)?;
+        planned.to_add = diff::plan_replace(stage, plan.scope())
+            .await
+            .map_err(failed)?;
         planned.to_remove = 0;
     }
     // A replace drops them; otherwise (append mode, held removals) they are removed on their own.
     if let Some(rule) = plan.consent.as_ref().filter(|_| !replacing) {
-        planned.to_remove += consent::plan_removals(stage, rule, plan.id)
+        planned.to_remove += consent::plan_removals(stage, rule, plan.scope())
             .await
             .map_err(failed)?;
     }
@@ -757,33 +784,53 @@ pub(super) fn match_keys_schema(plan: &SyncPlan) -> String {
         .join(",")
 }
 
-/// The active configuration other than `configuration_id` that `audience_id` belongs to, if any.
-/// Of several configurations naming one audience, it belongs to the one whose ledger holds it,
-/// else to the oldest (lowest id).
+/// The audience of the system's (or its definitions') that `audience_id` belongs to already, if
+/// it is not `scope`'s: named as custom_audience_id by an active system or definition. Of several
+/// naming one audience, it belongs to the one whose ledger holds it, else to the oldest (lowest
+/// ids).
 async fn audience_owner(
     client: &tokio_postgres::Client,
-    configuration_id: i32,
+    scope: LedgerScope,
     audience_id: &str,
 ) -> anyhow::Result<Option<String>> {
     // A ledger holds one audience: its first row in key order tells which (see `execute`).
+    let holds = |c: &str, d: &str| {
+        format!(
+            "(SELECT m.audience_id FROM cdp.facebook_audience_members m
+               WHERE m.configuration_id = {c} AND m.definition_id = {d}
+               ORDER BY m.member_key LIMIT 1) = $2"
+        )
+    };
     let row = client
         .query_opt(
-            "WITH named AS (
-                 SELECT c.id, c.system_name,
-                        (SELECT m.audience_id FROM cdp.facebook_audience_members m
-                          WHERE m.configuration_id = c.id ORDER BY m.member_key LIMIT 1) = $2 AS holds
-                   FROM cdp.facebook_configurations c
-                  WHERE (c.custom_audience_id = $2 AND coalesce(c.is_active, false)) OR c.id = $1)
-             SELECT id, system_name FROM named
-              ORDER BY coalesce(holds, false) DESC, id
-              LIMIT 1",
-            &[&configuration_id, &audience_id],
+            &format!(
+                "WITH named AS (
+                     SELECT c.id AS cid, 0 AS did, c.system_name::text AS name, {} AS holds
+                       FROM cdp.facebook_configurations c
+                      WHERE (c.custom_audience_id = $2 AND coalesce(c.is_active, false))
+                         OR (c.id = $1 AND $3 = 0)
+                     UNION ALL
+                     SELECT a.configuration_id, a.id, c.system_name || ' / ' || a.name, {}
+                       FROM cdp.facebook_audiences a
+                       JOIN cdp.facebook_configurations c ON c.id = a.configuration_id
+                      WHERE (a.custom_audience_id = $2 AND a.is_active AND coalesce(c.is_active, false))
+                         OR (a.configuration_id = $1 AND a.id = $3))
+                 SELECT cid, did, name FROM named
+                  ORDER BY coalesce(holds, false) DESC, cid, did
+                  LIMIT 1",
+                holds("c.id", "0"),
+                holds("a.configuration_id", "a.id")
+            ),
+            &[&scope.configuration_id, &audience_id, &scope.definition_id],
         )
         .await
         .context("Failed to check which system the audience belongs to")?;
     Ok(row
-        .filter(|r| r.get::<_, i32>(0) != configuration_id)
-        .map(|r| r.get(1)))
+        .filter(|r| {
+            (r.get::<_, i32>(0), r.get::<_, i32>(1))
+                != (scope.configuration_id, scope.definition_id)
+        })
+        .map(|r| r.get(2)))
 }
 
 /// The previous run's replace session, with the batches it sent, when Meta still holds it open
@@ -795,7 +842,7 @@ async fn open_replace_session(
     stage: &tokio_postgres::Client,
     run_id: i64,
 ) -> Option<(i64, i64)> {
-    let (session, batches) = runs::unfinished_replace(stage, plan.id, run_id)
+    let (session, batches) = runs::unfinished_replace(stage, plan.scope(), run_id)
         .await
         .ok()??;
     let sessions = match ctx
@@ -805,14 +852,14 @@ async fn open_replace_session(
     {
         Ok(sessions) => sessions,
         Err(e) => {
-            tracing::warn!(system = %plan.system_name, error = %e, "could not read the audience's sessions; starting a new replace");
+            tracing::warn!(system = %plan.label(), error = %e, "could not read the audience's sessions; starting a new replace");
             return None;
         }
     };
     let open = sessions
         .iter()
         .any(|s| s.session_id == session.to_string() && s.is_open());
-    tracing::info!(system = %plan.system_name, session, batches, open, "the previous run left a replace session");
+    tracing::info!(system = %plan.label(), session, batches, open, "the previous run left a replace session");
     open.then_some((session, batches))
 }
 

@@ -15,7 +15,7 @@ use crate::identity::MatchKey;
 
 /// How the source tables are named in the query (resolved through the `search_path`).
 const CUSTOMERS: &str = "customers_master";
-const RFM: &str = "cdp_rfm_analysis";
+pub(super) const RFM: &str = "cdp_rfm_analysis";
 const CLV: &str = "cdp_clv_analysis";
 
 /// What a source column may hold to be read as a value.

@@ -131,8 +131,13 @@ pub async fn stage_members(
         .context("COPY into the staging table failed")?;
 
     let seed = digest::seed(&plan.match_keys, &plan.normalizer);
-    let params: [&(dyn ToSql + Sync); 4] =
-        [&plan.tenant_ids, &plan.excluded_segments, &plan.id, &seed];
+    let params: [&(dyn ToSql + Sync); 5] = [
+        &plan.tenant_ids,
+        &plan.excluded_segments,
+        &plan.id,
+        &seed,
+        &plan.definition_id,
+    ];
     // Without a previous run, the planner's estimate sizes the Bloom filter.
     let expected = match expected {
         0 => planned_rows(extract, &extraction.sql, &params).await,

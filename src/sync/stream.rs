@@ -183,9 +183,9 @@ impl Streamer<'_> {
         let sink = tx
             .copy_in(
                 "COPY cdp.facebook_audience_members
-                     (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
-                      source_tenant_id, source_customer_id, source_digest, filled, invalid_keys,
-                      filled_keys)
+                     (configuration_id, definition_id, audience_id, member_key, match_keys, cells,
+                      added_run_id, source_tenant_id, source_customer_id, source_digest, filled,
+                      invalid_keys, filled_keys)
                  FROM STDIN (FORMAT binary)",
             )
             .await
@@ -199,8 +199,8 @@ impl Streamer<'_> {
         buf.put_slice(copy::HEADER);
         // Everything but the cells: field lengths, the ids, the key, the audience and schema.
         let fixed = 2
-            + 12 * 4
-            + (4 + 8 + 4 + 8 + 8 + 2 + 4 + 4)
+            + 13 * 4
+            + (4 + 4 + 8 + 4 + 8 + 8 + 2 + 4 + 4)
             + 32
             + self.target.audience_id.len()
             + self.target.match_keys.len();
@@ -249,8 +249,9 @@ const COPY_PIECE_ROWS: usize = 1000;
 
 /// One ledger row.
 fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &Source, cells: &[u8]) {
-    Tuple::start(buf, 12)
+    Tuple::start(buf, 13)
         .i32(t.configuration_id)
+        .i32(t.definition_id)
         .bytes(t.audience_id.as_bytes())
         .bytes(&source.member_key)
         .bytes(t.match_keys.as_bytes())

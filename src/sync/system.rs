@@ -102,6 +102,43 @@ pub struct SyncPlan {
     pub consent: Option<Consent>,
     /// The variable holding this system's token (`None`: `FACEBOOK_ACCESS_TOKEN`).
     pub token_ref: Option<String>,
+    /// Which of the system's audiences this plan syncs: [`OWN_AUDIENCE`], or the id of an
+    /// audience definition (see [`super::definition`]).
+    pub definition_id: i32,
+    /// The definition's name, for logs and messages (`None`: the system's own audience).
+    pub definition_name: Option<String>,
+    /// Only customers in one of these segments (`None`: every segment not excluded).
+    pub included_segments: Option<Vec<String>>,
+    /// A value-based audience: created with `is_value_based`, each member with LOOKALIKE_VALUE.
+    pub value_based: bool,
+}
+
+/// The `definition_id` of a system's own audience (the one its configuration row describes).
+pub const OWN_AUDIENCE: i32 = 0;
+
+/// Which audience's ledger rows a statement reads or writes: a system's own audience or one of
+/// its definitions. Every ledger statement filters on both columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerScope {
+    pub configuration_id: i32,
+    pub definition_id: i32,
+}
+
+impl SyncPlan {
+    pub fn scope(&self) -> LedgerScope {
+        LedgerScope {
+            configuration_id: self.id,
+            definition_id: self.definition_id,
+        }
+    }
+
+    /// How logs and messages name the audience: the system, and the definition if any.
+    pub fn label(&self) -> String {
+        match &self.definition_name {
+            Some(name) => format!("{} / {name}", self.system_name),
+            None => self.system_name.clone(),
+        }
+    }
 }
 
 /// Keys that identify a person on their own; a row needs one of them to be worth sending.
@@ -261,6 +298,10 @@ impl SystemRow {
                     consecutive_failures: self.consecutive_failures,
                     consent,
                     token_ref: self.token_ref.clone(),
+                    definition_id: OWN_AUDIENCE,
+                    definition_name: None,
+                    included_segments: None,
+                    value_based: false,
                 })
             }
             _ => Err(problems),

@@ -47,6 +47,8 @@ pub struct Target<'a> {
     pub ad_account_id: &'a str,
     pub audience_id: &'a str,
     pub configuration_id: i32,
+    /// Which of the system's audiences (see [`crate::sync::system::OWN_AUDIENCE`]).
+    pub definition_id: i32,
     /// `EMAIL,PHONE,FN,LN`: the schema of added rows.
     pub match_keys: &'a str,
     pub run_id: i64,
@@ -399,7 +401,7 @@ impl Upload<'_> {
             }
             Direction::Add => {
                 let upsert = if self.upsert {
-                    "ON CONFLICT (configuration_id, member_key) DO UPDATE
+                    "ON CONFLICT (configuration_id, definition_id, member_key) DO UPDATE
                         SET audience_id = EXCLUDED.audience_id, match_keys = EXCLUDED.match_keys,
                             cells = EXCLUDED.cells, added_run_id = EXCLUDED.added_run_id, added_at = now(),
                             source_tenant_id = EXCLUDED.source_tenant_id,
@@ -417,10 +419,10 @@ impl Upload<'_> {
                             "WITH cfg AS (SELECT $6::int AS id WHERE cdp.hold_lease($6, $9)),
                                   ins AS (
                                  INSERT INTO cdp.facebook_audience_members
-                                        (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
-                                         source_tenant_id, source_customer_id, source_digest, filled, invalid_keys,
-                                         filled_keys)
-                                 SELECT cfg.id, $7, a.member_key, $8, a.cells, $1, a.tenant_id, a.customer_id, a.digest,
+                                        (configuration_id, definition_id, audience_id, member_key, match_keys, cells,
+                                         added_run_id, source_tenant_id, source_customer_id, source_digest, filled,
+                                         invalid_keys, filled_keys)
+                                 SELECT cfg.id, $10, $7, a.member_key, $8, a.cells, $1, a.tenant_id, a.customer_id, a.digest,
                                         a.filled, a.invalid_keys, a.filled_keys
                                    FROM cfg, sync_stage a WHERE a.seq BETWEEN $2 AND $3 AND a.upload
                                   -- In key order, the ledger's index takes a batch much faster.
@@ -440,6 +442,7 @@ impl Upload<'_> {
                             &self.target.audience_id,
                             &self.target.match_keys,
                             &self.target.lease.worker_id(),
+                            &self.target.definition_id,
                         ],
                     )
                     .await?;
@@ -453,7 +456,7 @@ impl Upload<'_> {
                                  DELETE FROM cdp.facebook_audience_members m
                                   USING sync_removes r, cfg
                                   WHERE r.match_keys = $7 AND r.seq BETWEEN $2 AND $3
-                                    AND m.configuration_id = $6
+                                    AND m.configuration_id = $6 AND m.definition_id = $9
                                     AND m.member_key = r.member_key AND m.cells = r.cells
                                  RETURNING 1)
                              {progress}, removed = removed + (SELECT count(*) FROM del)
@@ -468,6 +471,7 @@ impl Upload<'_> {
                             &self.target.configuration_id,
                             &a.schema,
                             &self.target.lease.worker_id(),
+                            &self.target.definition_id,
                         ],
                     )
                     .await?;
@@ -494,21 +498,22 @@ impl Upload<'_> {
                 .await?;
             self.stage
                 .execute(
-                    "DELETE FROM cdp.facebook_audience_members WHERE configuration_id = $1",
-                    &[&t.configuration_id],
+                    "DELETE FROM cdp.facebook_audience_members
+                      WHERE configuration_id = $1 AND definition_id = $2",
+                    &[&t.configuration_id, &t.definition_id],
                 )
                 .await?;
             let added = self
                 .stage
                 .execute(
                     "INSERT INTO cdp.facebook_audience_members
-                            (configuration_id, audience_id, member_key, match_keys, cells, added_run_id,
-                             source_tenant_id, source_customer_id, source_digest, filled, invalid_keys,
-                             filled_keys)
-                     SELECT $1, $2, member_key, $3, cells, $4, tenant_id, customer_id, digest,
+                            (configuration_id, definition_id, audience_id, member_key, match_keys, cells,
+                             added_run_id, source_tenant_id, source_customer_id, source_digest, filled,
+                             invalid_keys, filled_keys)
+                     SELECT $1, $5, $2, member_key, $3, cells, $4, tenant_id, customer_id, digest,
                             filled, invalid_keys, filled_keys
                        FROM sync_stage WHERE upload",
-                    &[&t.configuration_id, &t.audience_id, &t.match_keys, &t.run_id],
+                    &[&t.configuration_id, &t.audience_id, &t.match_keys, &t.run_id, &t.definition_id],
                 )
                 .await?;
             self.stage
