@@ -55,6 +55,16 @@ fn cut(text: &str, max: usize) -> String {
     }
 }
 
+/// How a line names its audience: the system, and the definition's name when it is one of its
+/// definitions (`(value-based)` for a value-based one).
+pub fn label(r: &StatusRow) -> String {
+    match &r.audience_name {
+        None => r.system_name.clone(),
+        Some(name) if r.value_based => format!("{} / {name} (value-based)", r.system_name),
+        Some(name) => format!("{} / {name}", r.system_name),
+    }
+}
+
 /// One system's cells, in [`HEADER`] order; the last error cut to one short line.
 fn cells(r: &StatusRow) -> Vec<String> {
     let error: String = r
@@ -71,7 +81,7 @@ fn cells(r: &StatusRow) -> Vec<String> {
         _ => "-".to_string(),
     };
     vec![
-        r.system_name.clone(),
+        label(r),
         if r.is_active { "yes" } else { "no" }.to_string(),
         r.sync_status
             .clone()
@@ -153,9 +163,9 @@ pub fn render_html(rows: &[StatusRow], pending: &[crate::events::PendingSummary]
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody></table>\n");
-    let runs: Vec<(&str, &LastRun)> = rows
+    let runs: Vec<(String, &LastRun)> = rows
         .iter()
-        .filter_map(|r| Some((r.system_name.as_str(), r.last_run.as_ref()?)))
+        .filter_map(|r| Some((label(r), r.last_run.as_ref()?)))
         .collect();
     if !runs.is_empty() {
         out.push_str("<h2>Last run</h2>\n<table id=\"runs\"><thead><tr>");
@@ -165,7 +175,7 @@ pub fn render_html(rows: &[StatusRow], pending: &[crate::events::PendingSummary]
         out.push_str("</tr></thead><tbody>\n");
         for (system, run) in runs {
             out.push_str(&format!("<tr class=\"{}\">", escape(&run.outcome)));
-            for cell in run_cells(system, run) {
+            for cell in run_cells(&system, run) {
                 out.push_str(&format!("<td>{}</td>", escape(&cell)));
             }
             out.push_str("</tr>\n");

@@ -288,6 +288,10 @@ pub async fn finish(
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StatusRow {
     pub system_name: String,
+    /// The audience definition this line is of (`None`: the system's own audience; a
+    /// definition's line takes the system's schedule, lease and failures).
+    pub audience_name: Option<String>,
+    pub value_based: bool,
     pub is_active: bool,
     pub sync_status: Option<String>,
     pub last_sync: Option<DateTime<Utc>>,
@@ -336,30 +340,45 @@ pub struct HealthReport {
 pub async fn status_rows(
     client: &impl tokio_postgres::GenericClient,
 ) -> Result<Vec<StatusRow>, tokio_postgres::Error> {
-    // Each system's latest finished run, and its latest run with a read-back: both walk the
-    // (configuration_id, started_at) index backwards.
+    // Each audience's latest finished run, and its latest run with a read-back: both walk the
+    // (configuration_id, started_at) index backwards. A system's own audience first, then its
+    // definitions.
     let rows = client
         .query(
-            "SELECT c.system_name, coalesce(c.is_active, false), c.sync_status, c.last_sync, c.next_sync,
-                    coalesce(c.total_customers, 0), c.custom_audience_id, c.consecutive_failures,
+            "WITH audiences AS (
+                 SELECT c.id AS cid, 0 AS did, NULL::text AS audience_name, false AS value_based,
+                        coalesce(c.is_active, false) AS active, c.sync_status, c.last_sync,
+                        coalesce(c.total_customers, 0) AS total, c.custom_audience_id, c.error_log
+                   FROM cdp.facebook_configurations c
+                 UNION ALL
+                 SELECT a.configuration_id, a.id, a.name::text, a.value_based,
+                        coalesce(c.is_active, false) AND a.is_active, a.sync_status, a.last_sync,
+                        a.total_customers, a.custom_audience_id, a.error_log
+                   FROM cdp.facebook_audiences a
+                   JOIN cdp.facebook_configurations c ON c.id = a.configuration_id)
+             SELECT c.system_name, t.active, t.sync_status, t.last_sync, c.next_sync,
+                    t.total, t.custom_audience_id, c.consecutive_failures,
                     CASE WHEN c.lease_expires_at > now() THEN c.lease_owner END,
-                    CASE WHEN c.lease_expires_at > now() THEN c.lease_expires_at END, c.error_log,
+                    CASE WHEN c.lease_expires_at > now() THEN c.lease_expires_at END, t.error_log,
                     l.id, l.outcome::text, l.finished_at, l.extracted, l.eligible, l.added, l.removed,
                     l.removals_held, l.skipped_no_key, l.suppressed, l.num_invalid_entries, l.coverage,
                     h.id, h.audience_checked_at, h.audience_operation_status,
                     h.audience_operation_message, h.audience_delivery_status,
                     h.audience_delivery_message, h.approximate_count_lower, h.approximate_count_upper,
-                    h.audience_id::text
-               FROM cdp.facebook_configurations c
+                    h.audience_id::text, t.audience_name, t.value_based
+               FROM audiences t
+               JOIN cdp.facebook_configurations c ON c.id = t.cid
                LEFT JOIN LATERAL (
                     SELECT * FROM cdp.facebook_sync_runs r
-                     WHERE r.configuration_id = c.id AND r.outcome <> 'running'
+                     WHERE r.configuration_id = t.cid AND r.definition_id = t.did
+                       AND r.outcome <> 'running'
                      ORDER BY r.started_at DESC LIMIT 1) l ON true
                LEFT JOIN LATERAL (
                     SELECT * FROM cdp.facebook_sync_runs r
-                     WHERE r.configuration_id = c.id AND r.audience_checked_at IS NOT NULL
+                     WHERE r.configuration_id = t.cid AND r.definition_id = t.did
+                       AND r.audience_checked_at IS NOT NULL
                      ORDER BY r.started_at DESC LIMIT 1) h ON true
-              ORDER BY c.system_name",
+              ORDER BY c.system_name, t.did <> 0, t.audience_name",
             &[],
         )
         .await?;
@@ -400,6 +419,8 @@ fn status_row(r: &Row) -> StatusRow {
     });
     StatusRow {
         system_name: r.get(0),
+        audience_name: r.get(32),
+        value_based: r.get(33),
         is_active: r.get(1),
         sync_status: r.get(2),
         last_sync: r.get(3),

@@ -1,6 +1,7 @@
 //! Integration tests against a real Postgres (and the Meta sandbox): one binary, a module per area.
 mod alerts;
 mod audience_health;
+mod audiences;
 mod cli;
 mod consent;
 mod coverage;

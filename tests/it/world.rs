@@ -110,6 +110,23 @@ pub type Row = BTreeMap<String, String>;
 /// with neither email nor phone left out, one row per person (email, else phone), the fullest row
 /// first, then the lowest tenant and customer id.
 pub async fn expected_members(db: &TestDb, system: &str) -> BTreeSet<Row> {
+    expected_selection(
+        db,
+        system,
+        "r.rfm_segment NOT IN ('Lost', 'Hibernating')",
+        false,
+    )
+    .await
+}
+
+/// [`expected_members`] for another selection of the system's customers (`segments`: a condition
+/// on `r.rfm_segment`); `valued`: each member also carries LOOKALIKE_VALUE, its CLV.
+pub async fn expected_selection(
+    db: &TestDb,
+    system: &str,
+    segments: &str,
+    valued: bool,
+) -> BTreeSet<Row> {
     let client = db.client().await;
     let has_country: bool = client
         .query_one(
@@ -125,11 +142,16 @@ pub async fn expected_members(db: &TestDb, system: &str) -> BTreeSet<Row> {
         .query(
             &format!(
                 "SELECT c.id::bigint, c.tenant_id, c.email::text, c.phone::text, c.firstname::text,
-                        c.lastname::text, {country}::text, f.default_country::text
+                        c.lastname::text, {country}::text, f.default_country::text, {value}
                    FROM customers_master c
                    JOIN cdp_rfm_analysis r ON r.customer_id = c.id
                    JOIN cdp.facebook_configurations f ON c.tenant_id = ANY(f.tenant_ids)
-                  WHERE f.system_name = $1 AND r.rfm_segment NOT IN ('Lost', 'Hibernating')"
+                  WHERE f.system_name = $1 AND {segments}",
+                value = if valued {
+                    "(SELECT v.clv::text FROM cdp_clv_analysis v WHERE v.customer_id = c.id)"
+                } else {
+                    "NULL::text"
+                }
             ),
             &[&system],
         )
@@ -153,6 +175,15 @@ pub async fn expected_members(db: &TestDb, system: &str) -> BTreeSet<Row> {
             {
                 cells.insert(key.as_str().to_string(), cell);
             }
+        }
+        let mut value = String::new();
+        if let Some(raw) = r.get::<_, Option<&str>>(8)
+            && normalizer
+                .row_cell_into(MatchKey::LookalikeValue, raw, None, &mut value)
+                .is_ok()
+            && !value.is_empty()
+        {
+            cells.insert("LOOKALIKE_VALUE".to_string(), value);
         }
         let person = match (cells.get("EMAIL"), cells.get("PHONE")) {
             (Some(e), _) => format!("EMAIL:{e}"),
@@ -193,7 +224,7 @@ pub async fn ledger_size(db: &TestDb, system: &str) -> usize {
         .query_one(
             "SELECT count(*) FROM cdp.facebook_audience_members m
                JOIN cdp.facebook_configurations f ON f.id = m.configuration_id
-              WHERE f.system_name = $1",
+              WHERE f.system_name = $1 AND m.definition_id = 0",
             &[&system],
         )
         .await
@@ -226,14 +257,19 @@ pub async fn only_kangoo(w: &World) {
 
 /// The system's ledger, decoded to rows as the sandbox reports its members.
 pub async fn ledger_rows(w: &World, system: &str) -> BTreeSet<Row> {
+    ledger_rows_of(w, system, 0).await
+}
+
+/// The ledger of one of the system's audiences (`definition_id` 0: its own).
+pub async fn ledger_rows_of(w: &World, system: &str, definition_id: i32) -> BTreeSet<Row> {
     let rows =
         w.db.client()
             .await
             .query(
                 "SELECT m.match_keys, m.cells FROM cdp.facebook_audience_members m
                    JOIN cdp.facebook_configurations f ON f.id = m.configuration_id
-                  WHERE f.system_name = $1",
-                &[&system],
+                  WHERE f.system_name = $1 AND m.definition_id = $2",
+                &[&system, &definition_id],
             )
             .await
             .unwrap();
