@@ -120,6 +120,30 @@ def _():
     assert [m["EMAIL"] for m in members] == [sha("zoe@example.com")], members
 
 
+@check("create a value-based audience and add users with LOOKALIKE_VALUE (pre-hashed: the SDK would hash the value)")
+def _():
+    audience = AdAccount(ACCOUNT).create_custom_audience(
+        fields=["is_value_based"],
+        params={
+            "name": "SDK value-based",
+            "subtype": "CUSTOM",
+            "is_value_based": True,
+            "customer_file_source": "USER_PROVIDED_ONLY",
+        },
+    )
+    assert audience["is_value_based"] is True, audience
+    response = CustomAudience(audience["id"]).add_users(
+        schema=["EMAIL", "LOOKALIKE_VALUE"],
+        users=[[sha("mary@example.com"), "44.5"], [sha("john@example.com"), "140"]],
+        is_raw=True,
+        pre_hashed=True,
+        session={"session_id": 104, "batch_seq": 1, "last_batch_flag": True},
+    ).json()
+    assert response["num_received"] == 2 and response["num_invalid_entries"] == 0, response
+    members = sandbox(f"audiences/{audience['id']}/members")
+    assert sorted(m["LOOKALIKE_VALUE"] for m in members) == ["140", "44.5"], members
+
+
 @check("read the audience back with documented fields")
 def _():
     audience = state["audience"].api_get(
