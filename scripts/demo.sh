@@ -43,10 +43,10 @@ export META_GRAPH_URL="http://127.0.0.1:$port" FACEBOOK_ACCESS_TOKEN="sandbox-to
 # Besides its own audience, each system gets two more, as an operator adds them: one INSERT each.
 su postgres -c "psql -p $PGPORT -d cdp_demo -qv ON_ERROR_STOP=1" <<'SQL'
 INSERT INTO cdp.facebook_audiences (configuration_id, name, included_segments)
-SELECT id, 'CDP - ' || system_name || ' - Win-back', ARRAY['At Risk', 'Can''t Lose Them']
+SELECT id, 'CDP - Win-back', ARRAY['At Risk', 'Can''t Lose Them']
   FROM cdp.facebook_configurations;
 INSERT INTO cdp.facebook_audiences (configuration_id, name, included_segments, value_based)
-SELECT id, 'CDP - ' || system_name || ' - Best customers by value', ARRAY['Champions', 'Loyal Customers'], true
+SELECT id, 'CDP - Best customers by value', ARRAY['Champions', 'Loyal Customers'], true
   FROM cdp.facebook_configurations;
 SQL
 # run --once exits 1 when a system failed: show the status anyway, then pass the code on.
@@ -60,7 +60,7 @@ curl -fs "http://127.0.0.1:$port/_sandbox/audiences" | python3 -c '
 import json, sys
 for a in json.load(sys.stdin):
     name, ident, count, account = a["name"], a["id"], a["member_count"], a["ad_account_id"]
-    print(f"  {name:<58} id {ident:<18} {count:>8} members  (ad account {account})")
+    print(f"  {name:<36} id {ident:<18} {count:>8} members  (ad account {account})")
 '
 # The status page: the worker serving it (the scheduler, with nothing due for 48 hours).
 http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
