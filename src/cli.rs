@@ -39,6 +39,10 @@ pub enum Command {
         /// hashes, the removal guard's decision) and change nothing at Meta or in the database.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: one of the system's audience definitions (cdp.facebook_audiences.name)
+        /// instead of its own audience.
+        #[arg(long, requires = "dry_run", value_name = "NAME")]
+        audience: Option<String>,
     },
     /// Print every system's status, last and next sync, members, last error and lease.
     Status {

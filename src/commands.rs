@@ -31,7 +31,8 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<()>
         Command::Sync {
             system,
             dry_run: true,
-        } => dry_run(settings, &system).await,
+            audience,
+        } => dry_run(settings, &system, audience.as_deref()).await,
         Command::Sync { system, .. } => sync_one(settings, &system).await,
         Command::Status { json } => status(&settings, json).await,
         Command::Normalize { key, country } => normalize(&key, country.as_deref()),
@@ -217,19 +218,30 @@ async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// `sync --system NAME --dry-run` (see [`crate::sync::dry_run`]).
-async fn dry_run(settings: Settings, system: &str) -> anyhow::Result<()> {
+async fn dry_run(settings: Settings, system: &str, audience: Option<&str>) -> anyhow::Result<()> {
     let ctx = sync_context(settings)?;
-    let row = {
+    let (row, definition) = {
         let client = ctx
             .pool
             .get()
             .await
             .context("Failed to get a database connection")?;
-        db::configurations::read_by_name(&**client, system)
+        let row = db::configurations::read_by_name(&**client, system)
             .await?
-            .with_context(|| format!("no system named '{system}'"))?
+            .with_context(|| format!("no system named '{system}'"))?;
+        let definition = match audience {
+            None => None,
+            Some(name) => Some(
+                db::audiences::by_name(&**client, row.id, name)
+                    .await?
+                    .with_context(|| {
+                        format!("system '{system}' has no audience definition named '{name}'")
+                    })?,
+            ),
+        };
+        (row, definition)
     };
-    match crate::sync::dry_run::dry_run(&ctx, row).await {
+    match crate::sync::dry_run::dry_run(&ctx, row, definition.as_ref()).await {
         Ok(report) => {
             print!("{}", report.render());
             Ok(())

@@ -13,16 +13,33 @@ pub async fn active(
 ) -> Result<Vec<DefinitionRow>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT id, name, included_segments, excluded_segments, sync_mode, value_based,
-                    custom_audience_id, max_removal_share::float8 AS max_removal_share, force_removals
-               FROM cdp.facebook_audiences
-              WHERE configuration_id = $1 AND is_active
-              ORDER BY id",
+            &format!(
+                "SELECT {COLUMNS} FROM cdp.facebook_audiences
+                  WHERE configuration_id = $1 AND is_active ORDER BY id"
+            ),
             &[&configuration_id],
         )
         .await?;
     Ok(rows.iter().map(definition_row).collect())
 }
+
+/// The system's definition named `name`, active or not (for a dry run).
+pub async fn by_name(
+    client: &impl GenericClient,
+    configuration_id: i32,
+    name: &str,
+) -> Result<Option<DefinitionRow>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM cdp.facebook_audiences WHERE configuration_id = $1 AND name = $2"),
+            &[&configuration_id, &name],
+        )
+        .await?;
+    Ok(row.as_ref().map(definition_row))
+}
+
+const COLUMNS: &str = "id, name, included_segments, excluded_segments, sync_mode, value_based,
+    custom_audience_id, max_removal_share::float8 AS max_removal_share, force_removals";
 
 /// A column that does not decode (a 2-D array) makes the definition `invalid_config`, not a crash.
 fn definition_row(row: &Row) -> DefinitionRow {

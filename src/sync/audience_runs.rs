@@ -156,7 +156,10 @@ async fn sync_one(
 
 /// A plan with included segments, turned into the one list of excluded segments the extraction
 /// takes (`$2`): every other segment the CDP holds.
-async fn with_segments(ctx: &SyncContext, mut plan: SyncPlan) -> Result<SyncPlan, Outcome> {
+pub(super) async fn with_segments(
+    ctx: &SyncContext,
+    mut plan: SyncPlan,
+) -> Result<SyncPlan, Outcome> {
     let Some(included) = plan.included_segments.clone() else {
         return Ok(plan);
     };

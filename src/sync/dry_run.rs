@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::definition::DefinitionRow;
 use super::run::{Changes, Outcome, SyncContext, extraction, match_keys_schema, plan_changes};
 use super::stage::{StageError, stage_members};
 use super::system::{AdoptMode, SyncMode, SystemRow};
@@ -51,12 +52,22 @@ pub struct Request {
     pub body: Value,
 }
 
-/// Plans a sync of `row` and reports it. A row that does not validate is `invalid_config`
-/// (returned as the outcome a sync would end with).
-pub async fn dry_run(ctx: &SyncContext, row: SystemRow) -> Result<DryRun, Outcome> {
-    let plan = row
-        .validate()
-        .map_err(|problems| Outcome::InvalidConfig(problems.join("; ")))?;
+/// Plans a sync of `row`'s own audience, or of one of its definitions, and reports it. A row
+/// that does not validate is `invalid_config` (returned as the outcome a sync would end with).
+pub async fn dry_run(
+    ctx: &SyncContext,
+    row: SystemRow,
+    definition: Option<&DefinitionRow>,
+) -> Result<DryRun, Outcome> {
+    let invalid = |problems: Vec<String>| Outcome::InvalidConfig(problems.join("; "));
+    let plan = row.validate().map_err(invalid)?;
+    let plan = match definition {
+        None => plan,
+        Some(definition) => {
+            super::audience_runs::with_segments(ctx, definition.plan(&plan).map_err(invalid)?)
+                .await?
+        }
+    };
     let failed = |e: anyhow::Error| Outcome::Failed(db::describe(&e));
     let meta = crate::tokens::client_for(ctx, plan.token_ref.as_deref()).await?;
     let extract = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
@@ -79,7 +90,7 @@ pub async fn dry_run(ctx: &SyncContext, row: SystemRow) -> Result<DryRun, Outcom
     let (mode, changes, extracted, first_requests) = planned?;
     rolled_back.map_err(|e| failed(e.into()))?;
     Ok(DryRun {
-        system_name: plan.system_name.clone(),
+        system_name: plan.label(),
         audience_id,
         audience_name: plan.audience_name.clone(),
         mode: mode.as_str(),

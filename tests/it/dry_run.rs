@@ -59,7 +59,7 @@ async fn a_dry_run_reports_what_the_next_sync_does_and_changes_nothing_at_meta_o
         .await
         .unwrap()
         .unwrap();
-    let report = dry_run(&w.ctx, row).await.unwrap();
+    let report = dry_run(&w.ctx, row, None).await.unwrap();
 
     assert_eq!(
         snapshot(&w).await,
@@ -128,7 +128,7 @@ async fn a_dry_run_of_a_new_system_says_it_would_create_the_audience_and_creates
         .await
         .unwrap()
         .unwrap();
-    let report = dry_run(&w.ctx, row).await.unwrap();
+    let report = dry_run(&w.ctx, row, None).await.unwrap();
     assert!(report.audience_id.is_none(), "{report:?}");
     assert!(report.to_add > 0 && report.to_remove == 0, "{report:?}");
     assert!(
@@ -171,6 +171,74 @@ async fn sync_dry_run_through_the_binary_prints_the_plan_and_an_unknown_system_e
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("no system named 'no_such_system'"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_of_an_audience_definition_plans_its_own_selection_and_writes_nothing() {
+    let w = world(1_000).await;
+    w.db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO cdp.facebook_audiences (configuration_id, name, included_segments, value_based)
+             SELECT id, 'Best by value', ARRAY['Champions'], true
+               FROM cdp.facebook_configurations WHERE system_name = 'kangoo_system'",
+        )
+        .await
+        .unwrap();
+    let champions = crate::world::expected_selection(
+        &w.db,
+        "kangoo_system",
+        "r.rfm_segment = 'Champions'",
+        true,
+    )
+    .await;
+    let run = |audience: &'static str| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", w.db.url())
+            .envs(crate::world::env(&w.sandbox))
+            .args([
+                "sync",
+                "--system",
+                "kangoo_system",
+                "--dry-run",
+                "--audience",
+                audience,
+            ]);
+        command.output()
+    };
+    let output = run("Best by value").await.unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("dry run of kangoo_system / Best by value"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("would add:    {}\n", champions.len())),
+        "{} champions: {stdout}",
+        champions.len()
+    );
+    assert!(stdout.contains("LOOKALIKE_VALUE"), "{stdout}");
+    assert!(w.sandbox.requests().iter().all(|r| !is_write(&r.operation)));
+    let status: Option<String> =
+        w.db.client()
+            .await
+            .query_one("SELECT sync_status FROM cdp.facebook_audiences", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(status, None, "the definition's row is left as it was");
+
+    let output = run("Nope").await.unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("has no audience definition named 'Nope'"),
         "{stderr}"
     );
 }
