@@ -7,7 +7,7 @@
 //! row with every problem listed, and the system's other audiences carry on.
 use crate::identity::MatchKey;
 
-use super::system::{SyncMode, SyncPlan};
+use super::system::{AudienceColumns, SyncPlan};
 
 /// The columns of `cdp.facebook_audiences` that drive one sync, as stored.
 #[derive(Debug, Clone)]
@@ -32,29 +32,13 @@ impl DefinitionRow {
         if self.name.trim().is_empty() {
             problems.push("name must not be empty".to_string());
         }
-        if let Some(id) = &self.custom_audience_id
-            && (id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()))
-        {
-            problems.push(format!(
-                "custom_audience_id '{}' is not a numeric Meta id",
-                id.chars().take(60).collect::<String>()
-            ));
+        let mode = AudienceColumns {
+            custom_audience_id: self.custom_audience_id.as_deref(),
+            sync_mode: &self.sync_mode,
+            excluded_segments: &self.excluded_segments,
+            max_removal_share: self.max_removal_share,
         }
-        let mode = match self.sync_mode.as_str() {
-            "mirror" => Some(SyncMode::Mirror),
-            "append" => Some(SyncMode::Append),
-            "replace" => Some(SyncMode::Replace),
-            other => {
-                problems.push(format!(
-                    "sync_mode '{other}' is not one of mirror, append, replace"
-                ));
-                None
-            }
-        };
-        // A NULL segment would make `rfm_segment <> ALL(...)` NULL for everyone: nobody eligible.
-        if self.excluded_segments.iter().any(Option::is_none) {
-            problems.push("excluded_segments must not contain NULL".to_string());
-        }
+        .check(&mut problems);
         let included = match &self.included_segments {
             None => None,
             Some(list) if list.iter().any(Option::is_none) => {
@@ -70,13 +54,6 @@ impl DefinitionRow {
             }
             Some(list) => Some(list.iter().flatten().cloned().collect::<Vec<_>>()),
         };
-        if let Some(share) = self.max_removal_share
-            && !(0.0..=1.0).contains(&share)
-        {
-            problems.push(format!(
-                "max_removal_share must be between 0 and 1 (is {share})"
-            ));
-        }
         let Some(mode) = mode.filter(|_| problems.is_empty()) else {
             return Err(problems);
         };
@@ -121,7 +98,7 @@ pub fn excluded_for(included: &[String], excluded: &[String], in_cdp: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::system::{OWN_AUDIENCE, SystemRow};
+    use crate::sync::system::{OWN_AUDIENCE, SyncMode, SystemRow};
 
     fn system() -> SyncPlan {
         SystemRow {

@@ -163,24 +163,13 @@ impl SystemRow {
         if tenant_ids.is_empty() || tenant_ids.len() != self.tenant_ids.len() {
             problems.push("tenant_ids must list at least one tenant and no NULLs".to_string());
         }
-        if let Some(id) = &self.custom_audience_id
-            && (id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()))
-        {
-            problems.push(format!(
-                "custom_audience_id '{id}' is not a numeric Meta id"
-            ));
-        }
-        let mode = match self.sync_mode.as_str() {
-            "mirror" => Some(SyncMode::Mirror),
-            "append" => Some(SyncMode::Append),
-            "replace" => Some(SyncMode::Replace),
-            other => {
-                problems.push(format!(
-                    "sync_mode '{other}' is not one of mirror, append, replace"
-                ));
-                None
-            }
+        let audience = AudienceColumns {
+            custom_audience_id: self.custom_audience_id.as_deref(),
+            sync_mode: &self.sync_mode,
+            excluded_segments: &self.excluded_segments,
+            max_removal_share: self.max_removal_share,
         };
+        let mode = audience.check(&mut problems);
         let adopt = match self.adopt_mode.as_str() {
             "replace" => Some(AdoptMode::Replace),
             "append" => Some(AdoptMode::Append),
@@ -209,10 +198,6 @@ impl SystemRow {
                 "match_keys must include at least one of EMAIL, PHONE, EXTERN_ID, MADID"
                     .to_string(),
             );
-        }
-        // A NULL segment would make `rfm_segment <> ALL(...)` NULL for everyone: nobody eligible.
-        if self.excluded_segments.iter().any(Option::is_none) {
-            problems.push("excluded_segments must not contain NULL".to_string());
         }
         let normalizer = match Normalizer::new(self.default_country.as_deref()) {
             Ok(n) => Some(n),
@@ -245,13 +230,6 @@ impl SystemRow {
                 }
             },
         };
-        if let Some(share) = self.max_removal_share
-            && !(0.0..=1.0).contains(&share)
-        {
-            problems.push(format!(
-                "max_removal_share must be between 0 and 1 (is {share})"
-            ));
-        }
         let consent = Consent::from_row(
             self.opt_out_column.as_deref(),
             self.suppression_table.as_deref(),
@@ -305,6 +283,51 @@ impl SystemRow {
                 })
             }
             _ => Err(problems),
+        }
+    }
+}
+
+/// The columns a system row and an audience definition both have for their audience, checked
+/// alike (see [`super::definition`]).
+pub(super) struct AudienceColumns<'a> {
+    pub custom_audience_id: Option<&'a str>,
+    pub sync_mode: &'a str,
+    pub excluded_segments: &'a [Option<String>],
+    pub max_removal_share: Option<f64>,
+}
+
+impl AudienceColumns<'_> {
+    /// Adds each problem to `problems`; the sync mode when it is one.
+    pub fn check(&self, problems: &mut Vec<String>) -> Option<SyncMode> {
+        if let Some(id) = self.custom_audience_id
+            && (id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()))
+        {
+            problems.push(format!(
+                "custom_audience_id '{}' is not a numeric Meta id",
+                id.chars().take(60).collect::<String>()
+            ));
+        }
+        // A NULL segment would make `rfm_segment <> ALL(...)` NULL for everyone: nobody eligible.
+        if self.excluded_segments.iter().any(Option::is_none) {
+            problems.push("excluded_segments must not contain NULL".to_string());
+        }
+        if let Some(share) = self.max_removal_share
+            && !(0.0..=1.0).contains(&share)
+        {
+            problems.push(format!(
+                "max_removal_share must be between 0 and 1 (is {share})"
+            ));
+        }
+        match self.sync_mode {
+            "mirror" => Some(SyncMode::Mirror),
+            "append" => Some(SyncMode::Append),
+            "replace" => Some(SyncMode::Replace),
+            other => {
+                problems.push(format!(
+                    "sync_mode '{other}' is not one of mirror, append, replace"
+                ));
+                None
+            }
         }
     }
 }

@@ -146,16 +146,7 @@ async fn a_dry_run_of_a_new_system_says_it_would_create_the_audience_and_creates
 #[tokio::test]
 async fn sync_dry_run_through_the_binary_prints_the_plan_and_an_unknown_system_exits_1() {
     let w = world(300).await;
-    let run = |system: &'static str| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", w.db.url())
-            .envs(crate::world::env(&w.sandbox))
-            .args(["sync", "--system", system, "--dry-run"]);
-        command.output()
-    };
+    let run = |system: &'static str| cli(&w, &["sync", "--system", system, "--dry-run"]);
     let output = run("kangoo_system").await.unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(output.status.code(), Some(0), "{stdout}");
@@ -195,21 +186,15 @@ async fn a_dry_run_of_an_audience_definition_plans_its_own_selection_and_writes_
     )
     .await;
     let run = |audience: &'static str| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", w.db.url())
-            .envs(crate::world::env(&w.sandbox))
-            .args([
-                "sync",
-                "--system",
-                "kangoo_system",
-                "--dry-run",
-                "--audience",
-                audience,
-            ]);
-        command.output()
+        let args = [
+            "sync",
+            "--system",
+            "kangoo_system",
+            "--dry-run",
+            "--audience",
+            audience,
+        ];
+        cli(&w, &args)
     };
     let output = run("Best by value").await.unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
@@ -241,4 +226,20 @@ async fn a_dry_run_of_an_audience_definition_plans_its_own_selection_and_writes_
         stderr.contains("has no audience definition named 'Nope'"),
         "{stderr}"
     );
+}
+
+/// The binary with `args`, pointed at the world's database and sandbox (and nothing else from
+/// this environment).
+fn cli(
+    w: &World,
+    args: &[&str],
+) -> impl std::future::Future<Output = std::io::Result<std::process::Output>> + use<> {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", w.db.url())
+        .envs(crate::world::env(&w.sandbox))
+        .args(args);
+    async move { command.output().await }
 }
