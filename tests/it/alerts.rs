@@ -125,3 +125,68 @@ async fn a_system_that_breaks_alerts_once_and_once_more_when_it_recovers() {
     assert!(!everything.contains(TOKEN), "no token in alerts");
     assert!(!everything.contains('@'), "no email in alerts");
 }
+
+#[tokio::test]
+async fn an_alert_the_webhook_refuses_at_first_is_retried_and_a_broken_audience_definition_alerts_its_system()
+ {
+    let mut w = world(300).await;
+    // Refuses the first attempt (503), takes the next ones.
+    let attempts: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(
+                |State(a): State<Arc<Mutex<Vec<serde_json::Value>>>>,
+                 axum::Json(body): axum::Json<serde_json::Value>| async move {
+                    let mut a = a.lock().unwrap();
+                    a.push(body);
+                    if a.len() == 1 {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .with_state(attempts.clone());
+    let port = free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    w.ctx = context_with(
+        &w.db,
+        &w.sandbox,
+        "worker-a",
+        &[(
+            "ALERT_WEBHOOK_URL",
+            &format!("http://127.0.0.1:{port}/hook"),
+        )],
+    );
+    w.db.client()
+        .await
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET is_active = (system_name = 'kangoo_system');
+             INSERT INTO cdp.facebook_audiences (configuration_id, name, included_segments)
+             SELECT id, 'Nobody', '{}'::text[] FROM cdp.facebook_configurations
+              WHERE system_name = 'kangoo_system';",
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(sync(&w).await[0].1, Outcome::Partial);
+
+    let attempts = attempts.lock().unwrap().clone();
+    assert_eq!(
+        attempts.len(),
+        2,
+        "refused once, then delivered: {attempts:?}"
+    );
+    assert_eq!(attempts[0], attempts[1], "the same message again");
+    let text = attempts[1]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("cdp-meta-sync: kangoo_system is partial: ")
+            && text.contains("audience 'Nobody' invalid_config"),
+        "{text}"
+    );
+}
