@@ -19,8 +19,9 @@ pub struct AudienceResult {
     pub note: Option<String>,
 }
 
-/// Syncs the system's active definitions one after another; stops early on shutdown or when the
-/// lease is lost (the next run takes them up).
+/// Syncs the system's active definitions one after another; stops early on shutdown (then the
+/// first definition left is `interrupted`, which keeps the system due) or when the lease is lost
+/// (which fails the system's run).
 pub async fn sync_all(
     ctx: &SyncContext,
     system: &SyncPlan,
@@ -47,7 +48,16 @@ pub async fn sync_all(
     };
     let mut results = Vec::with_capacity(definitions.len());
     for definition in &definitions {
-        if cancel.is_cancelled() || lease.is_lost() {
+        if lease.is_lost() {
+            break;
+        }
+        if cancel.is_cancelled() {
+            // Not started: the system stays due, so the next run syncs it.
+            results.push(AudienceResult {
+                name: definition.name.clone(),
+                outcome: Outcome::Interrupted,
+                note: None,
+            });
             break;
         }
         results.push(sync_one(ctx, system, definition, trigger, lease, cancel).await);

@@ -152,7 +152,7 @@ pub async fn sync_system(
                 // Then the system's other audiences, unless the run is stopping.
                 let interrupted = matches!(&done, Ok(d) if d.outcome == Outcome::Interrupted);
                 let audiences = match &plan {
-                    Ok(plan) if !interrupted && !lease.is_lost() && !run_cancel.is_cancelled() => {
+                    Ok(plan) if !interrupted && !lease.is_lost() => {
                         audience_runs::sync_all(ctx, plan, trigger, &lease, &run_cancel).await
                     }
                     _ => Vec::new(),
