@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use clap::ValueEnum;
 use serde::Deserialize;
 
 use crate::secret::SecretString;
@@ -107,21 +108,21 @@ impl MetaSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RunMode {
     Scheduler,
     Once,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Json,
     Pretty,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerMode {
     Facebook,
@@ -165,197 +166,14 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Each variable of [`VARIABLES`] that is set (and not blank) overrides its setting.
     fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
-        let get = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-        if let Some(v) = get("DATABASE_URL") {
-            self.database.url = SecretString::from(v.to_string());
-        }
-        set_parsed(
-            &get,
-            "DATABASE_POOL_SIZE",
-            "a whole number from 1 to 64",
-            &mut self.database.pool_size,
-        )?;
-        set_parsed(
-            &get,
-            "DATABASE_CONNECT_TIMEOUT_SECS",
-            "a whole number of seconds",
-            &mut self.database.connect_timeout_secs,
-        )?;
-        set_parsed(
-            &get,
-            "DATABASE_STATEMENT_TIMEOUT_SECS",
-            "a whole number of seconds",
-            &mut self.database.statement_timeout_secs,
-        )?;
-        set_parsed(
-            &get,
-            "DATABASE_LOCK_TIMEOUT_SECS",
-            "a whole number of seconds",
-            &mut self.database.lock_timeout_secs,
-        )?;
-        set_parsed(
-            &get,
-            "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECS",
-            "a whole number of seconds",
-            &mut self.database.idle_in_transaction_timeout_secs,
-        )?;
-
-        if let Some(v) = get("META_GRAPH_URL") {
-            self.meta.graph_url = v.trim_end_matches('/').to_string();
-        }
-        if let Some(v) = get("META_API_VERSION") {
-            self.meta.api_version = v.to_string();
-        }
-        self.meta.access_token =
-            get("FACEBOOK_ACCESS_TOKEN").map(|v| SecretString::from(v.to_string()));
-        self.meta.app_secret =
-            get("FACEBOOK_APP_SECRET").map(|v| SecretString::from(v.to_string()));
-        self.tokens = crate::tokens::NamedTokens::from_env(env);
-        set_parsed(
-            &get,
-            "META_REQUEST_TIMEOUT_SECS",
-            "a whole number of seconds",
-            &mut self.meta.request_timeout_secs,
-        )?;
-        set_parsed(
-            &get,
-            "META_CONNECT_TIMEOUT_SECS",
-            "a whole number of seconds",
-            &mut self.meta.connect_timeout_secs,
-        )?;
-        set_parsed(
-            &get,
-            "META_RETRY_MAX_ATTEMPTS",
-            "a whole number of attempts",
-            &mut self.meta.retry_max_attempts,
-        )?;
-        set_parsed(
-            &get,
-            "META_RETRY_MIN_DELAY_MS",
-            "a whole number of milliseconds",
-            &mut self.meta.retry_min_delay_ms,
-        )?;
-        set_parsed(
-            &get,
-            "META_RETRY_MAX_DELAY_SECS",
-            "a whole number of seconds",
-            &mut self.meta.retry_max_delay_secs,
-        )?;
-        set_parsed(
-            &get,
-            "META_RETRY_MAX_ELAPSED_SECS",
-            "a whole number of seconds",
-            &mut self.meta.retry_max_elapsed_secs,
-        )?;
-        set_parsed(
-            &get,
-            "META_THROTTLE_MAX_WAIT_SECS",
-            "a whole number of seconds",
-            &mut self.meta.throttle_max_wait_secs,
-        )?;
-
-        if let Some(v) = get("WORKER_MODE") {
-            self.worker.mode = match v.to_ascii_lowercase().as_str() {
-                "facebook" => WorkerMode::Facebook,
-                _ => {
-                    return Err(ConfigError::new(
-                        "WORKER_MODE",
-                        format!("'{v}' is not accepted; expected facebook"),
-                    ));
-                }
-            };
-        }
-        if let Some(v) = get("RUN_MODE") {
-            self.worker.run_mode = match v.to_ascii_lowercase().as_str() {
-                "scheduler" => RunMode::Scheduler,
-                "once" => RunMode::Once,
-                _ => {
-                    return Err(ConfigError::new(
-                        "RUN_MODE",
-                        format!("'{v}' is not accepted; expected scheduler or once"),
-                    ));
-                }
-            };
-        }
-        if let Some(v) = get("TZ") {
-            // A leading ':' is the POSIX "read from the tz database" form (TZ=:America/Bogota).
-            self.worker.timezone = v.trim_start_matches(':').parse().map_err(|_| {
-                ConfigError::new("TZ", format!("'{v}' is not accepted; expected an IANA time zone such as America/Argentina/Buenos_Aires or UTC"))
-            })?;
-        }
-        set_parsed(
-            &get,
-            "PORT",
-            "a port number from 0 to 65535",
-            &mut self.worker.port,
-        )?;
-        if let Some(v) = get("LOG_FORMAT") {
-            self.worker.log_format = match v.to_ascii_lowercase().as_str() {
-                "json" => LogFormat::Json,
-                "pretty" => LogFormat::Pretty,
-                _ => {
-                    return Err(ConfigError::new(
-                        "LOG_FORMAT",
-                        format!("'{v}' is not accepted; expected json or pretty"),
-                    ));
-                }
-            };
-        }
-        set_parsed(
-            &get,
-            "SCHEDULER_INTERVAL_SECS",
-            "a whole number of seconds",
-            &mut self.worker.poll_interval_secs,
-        )?;
-        set_parsed(
-            &get,
-            "SCHEDULER_MAX_CONCURRENT",
-            "a whole number from 1 to 64",
-            &mut self.worker.max_concurrent_systems,
-        )?;
-        set_parsed(
-            &get,
-            "LEASE_SECS",
-            "a whole number of seconds",
-            &mut self.worker.lease_secs,
-        )?;
-        set_parsed(
-            &get,
-            "REMOVAL_GUARD_SHARE",
-            "a share from 0 to 1, such as 0.2",
-            &mut self.worker.removal_guard_share,
-        )?;
-        set_parsed(
-            &get,
-            "UPLOAD_BATCH_ROWS",
-            "a whole number from 1 to 10000",
-            &mut self.worker.upload_batch_rows,
-        )?;
-        set_parsed(
-            &get,
-            "EVENTS_INTERVAL_SECS",
-            "a whole number of seconds",
-            &mut self.worker.events_interval_secs,
-        )?;
-        set_parsed(
-            &get,
-            "SHUTDOWN_GRACE_SECS",
-            "a whole number of seconds",
-            &mut self.worker.shutdown_grace_secs,
-        )?;
-        if let Some(v) = get("EXTRACT_SQL_FILE") {
-            self.worker.extract_sql_file = v.to_string();
-        }
-        if let Some(v) = get("ALERT_WEBHOOK_URL") {
-            if !crate::alerts::is_webhook_url(v) {
-                return Err(ConfigError::new(
-                    "ALERT_WEBHOOK_URL",
-                    "expected an http:// or https:// URL",
-                ));
+        for (name, apply) in VARIABLES {
+            if let Some(value) = env.get(*name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                apply(self, value).map_err(|problem| ConfigError::new(*name, problem))?;
             }
-            self.worker.alert_webhook_url = Some(SecretString::from(v.to_string()));
         }
+        self.tokens = crate::tokens::NamedTokens::from_env(env);
         Ok(())
     }
 
@@ -447,17 +265,159 @@ impl Settings {
     }
 }
 
-fn set_parsed<'a, T: FromStr>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-    name: &str,
-    accepted: &str,
-    target: &mut T,
-) -> Result<(), ConfigError> {
-    if let Some(v) = get(name) {
-        *target = v.parse().map_err(|_| {
-            ConfigError::new(name, format!("'{v}' is not accepted; expected {accepted}"))
+/// Puts one variable's value (trimmed, not blank) into the settings, or says what it accepts.
+type Apply = fn(&mut Settings, &str) -> Result<(), String>;
+
+/// Every environment variable read into [`Settings`] (the README's "Configuration" table lists
+/// the same), and where its value goes. `FACEBOOK_ACCESS_TOKEN_*` are read apart, as a family.
+pub const VARIABLES: &[(&str, Apply)] = &[
+    ("DATABASE_URL", |s, v| {
+        s.database.url = SecretString::from(v.to_string());
+        Ok(())
+    }),
+    ("DATABASE_POOL_SIZE", |s, v| {
+        parse(v, "a whole number from 1 to 64", &mut s.database.pool_size)
+    }),
+    ("DATABASE_CONNECT_TIMEOUT_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.database.connect_timeout_secs)
+    }),
+    ("DATABASE_STATEMENT_TIMEOUT_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.database.statement_timeout_secs)
+    }),
+    ("DATABASE_LOCK_TIMEOUT_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.database.lock_timeout_secs)
+    }),
+    ("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.database.idle_in_transaction_timeout_secs)
+    }),
+    ("META_GRAPH_URL", |s, v| {
+        s.meta.graph_url = v.trim_end_matches('/').to_string();
+        Ok(())
+    }),
+    ("META_API_VERSION", |s, v| {
+        s.meta.api_version = v.to_string();
+        Ok(())
+    }),
+    ("FACEBOOK_ACCESS_TOKEN", |s, v| {
+        s.meta.access_token = Some(SecretString::from(v.to_string()));
+        Ok(())
+    }),
+    ("FACEBOOK_APP_SECRET", |s, v| {
+        s.meta.app_secret = Some(SecretString::from(v.to_string()));
+        Ok(())
+    }),
+    ("META_REQUEST_TIMEOUT_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.meta.request_timeout_secs)
+    }),
+    ("META_CONNECT_TIMEOUT_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.meta.connect_timeout_secs)
+    }),
+    ("META_RETRY_MAX_ATTEMPTS", |s, v| {
+        parse(
+            v,
+            "a whole number of attempts",
+            &mut s.meta.retry_max_attempts,
+        )
+    }),
+    ("META_RETRY_MIN_DELAY_MS", |s, v| {
+        parse(
+            v,
+            "a whole number of milliseconds",
+            &mut s.meta.retry_min_delay_ms,
+        )
+    }),
+    ("META_RETRY_MAX_DELAY_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.meta.retry_max_delay_secs)
+    }),
+    ("META_RETRY_MAX_ELAPSED_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.meta.retry_max_elapsed_secs)
+    }),
+    ("META_THROTTLE_MAX_WAIT_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.meta.throttle_max_wait_secs)
+    }),
+    ("WORKER_MODE", |s, v| choice(v, &mut s.worker.mode)),
+    ("RUN_MODE", |s, v| choice(v, &mut s.worker.run_mode)),
+    ("TZ", |s, v| {
+        // A leading ':' is the POSIX "read from the tz database" form (TZ=:America/Bogota).
+        s.worker.timezone = v.trim_start_matches(':').parse().map_err(|_| {
+            format!("'{v}' is not accepted; expected an IANA time zone such as America/Argentina/Buenos_Aires or UTC")
         })?;
-    }
+        Ok(())
+    }),
+    ("PORT", |s, v| {
+        parse(v, "a port number from 0 to 65535", &mut s.worker.port)
+    }),
+    ("LOG_FORMAT", |s, v| choice(v, &mut s.worker.log_format)),
+    ("SCHEDULER_INTERVAL_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.worker.poll_interval_secs)
+    }),
+    ("SCHEDULER_MAX_CONCURRENT", |s, v| {
+        parse(
+            v,
+            "a whole number from 1 to 64",
+            &mut s.worker.max_concurrent_systems,
+        )
+    }),
+    ("LEASE_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.worker.lease_secs)
+    }),
+    ("REMOVAL_GUARD_SHARE", |s, v| {
+        parse(
+            v,
+            "a share from 0 to 1, such as 0.2",
+            &mut s.worker.removal_guard_share,
+        )
+    }),
+    ("UPLOAD_BATCH_ROWS", |s, v| {
+        parse(
+            v,
+            "a whole number from 1 to 10000",
+            &mut s.worker.upload_batch_rows,
+        )
+    }),
+    ("EVENTS_INTERVAL_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.worker.events_interval_secs)
+    }),
+    ("SHUTDOWN_GRACE_SECS", |s, v| {
+        parse(v, SECONDS, &mut s.worker.shutdown_grace_secs)
+    }),
+    ("EXTRACT_SQL_FILE", |s, v| {
+        s.worker.extract_sql_file = v.to_string();
+        Ok(())
+    }),
+    ("ALERT_WEBHOOK_URL", |s, v| {
+        // The URL is a secret: the problem does not repeat it.
+        if !crate::alerts::is_webhook_url(v) {
+            return Err("expected an http:// or https:// URL".to_string());
+        }
+        s.worker.alert_webhook_url = Some(SecretString::from(v.to_string()));
+        Ok(())
+    }),
+];
+
+const SECONDS: &str = "a whole number of seconds";
+
+fn parse<T: FromStr>(v: &str, accepted: &str, target: &mut T) -> Result<(), String> {
+    *target = v
+        .parse()
+        .map_err(|_| format!("'{v}' is not accepted; expected {accepted}"))?;
+    Ok(())
+}
+
+/// One of an enum's values, in any case; the error lists them (`expected json or pretty`).
+fn choice<E: ValueEnum>(v: &str, target: &mut E) -> Result<(), String> {
+    *target = E::from_str(v, true).map_err(|_| {
+        let names: Vec<String> = E::value_variants()
+            .iter()
+            .filter_map(|e| e.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        let expected = match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        format!("'{v}' is not accepted; expected {expected}")
+    })?;
     Ok(())
 }
 
@@ -472,10 +432,10 @@ fn timezone_from_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono
 
 impl fmt::Display for RunMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RunMode::Scheduler => "scheduler",
-            RunMode::Once => "once",
-        })
+        match self.to_possible_value() {
+            Some(value) => f.write_str(value.get_name()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -586,6 +546,39 @@ mod tests {
         for secret in ["hunter2", "EAAsecret", "appsecret123", "hooksecret"] {
             assert!(!shown.contains(secret), "{secret} leaked in {shown}");
         }
+    }
+
+    #[test]
+    fn every_variable_read_is_in_the_readmes_table_and_a_bad_value_names_that_variable() {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("## Configuration")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README has a Configuration section");
+        for (name, _) in VARIABLES {
+            assert!(
+                table.contains(&format!("`{name}`")),
+                "{name} is not in the README's table"
+            );
+        }
+        // A value that does not parse for one variable names that variable (not another).
+        for (name, _) in VARIABLES {
+            if let Err(e) = Settings::from_env(&env(&[(name, "\u{1}not a value")])) {
+                assert_eq!(e.variable, *name, "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn enum_values_are_read_in_any_case_and_the_error_lists_them() {
+        let s =
+            Settings::from_env(&env(&[("LOG_FORMAT", "Pretty"), ("RUN_MODE", "ONCE")])).unwrap();
+        assert_eq!(s.worker.log_format, LogFormat::Pretty);
+        assert_eq!(s.worker.run_mode, RunMode::Once);
+        let e = Settings::from_env(&env(&[("LOG_FORMAT", "xml")])).unwrap_err();
+        assert_eq!(e.problem, "'xml' is not accepted; expected json or pretty");
+        assert_eq!(RunMode::Once.to_string(), "once");
     }
 
     #[test]
