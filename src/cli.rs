@@ -1,13 +1,8 @@
-//! The command line: one subcommand per operator task, each with `--help`.
-//!
-//! Exit codes: 0 done; 1 the task failed (database down, Meta refused, …); 2 a bad argument or
-//! setting, reported on one line that names it.
+//! The command line's clap types: one subcommand per operator task, each with `--help` (run by
+//! [`crate::commands::execute`]; `main.rs` maps the outcome to the exit code).
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-use crate::configuration::{ConfigError, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -105,38 +100,4 @@ pub enum EventsCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-}
-
-/// Runs the command and maps the outcome to an exit code.
-pub fn main(cli: Cli) -> ExitCode {
-    let settings = match Settings::load() {
-        Ok(s) => s,
-        Err(e) => return config_error(&e),
-    };
-    crate::telemetry::init(settings.worker.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(crate::commands::execute(cli.command, settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => match e.downcast_ref::<ConfigError>() {
-            Some(config) => config_error(config),
-            None => {
-                eprintln!("error: {}", crate::db::describe(&e));
-                ExitCode::FAILURE
-            }
-        },
-    }
-}
-
-fn config_error(e: &ConfigError) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(2)
 }

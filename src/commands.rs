@@ -1,8 +1,6 @@
 //! What each subcommand does, once settings are loaded: the glue between the CLI and the library.
-use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Command, DemoSchema, EventsCommand};
@@ -10,7 +8,7 @@ use crate::configuration::{RunMode, Settings};
 use crate::db;
 use crate::events::EventPump;
 use crate::meta::MetaClient;
-use crate::scheduler::{self, Health};
+use crate::scheduler;
 use crate::sync::{Outcome, SyncContext, Trigger};
 
 pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
@@ -120,101 +118,10 @@ async fn run_once(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long the event pump, the listener and the HTTP server get to stop once the syncs have
-/// (within `SHUTDOWN_GRACE_SECS`): a send in flight is bounded by Meta's timeout, not by this.
-const SHUTDOWN_REST: std::time::Duration = std::time::Duration::from_secs(3);
-
+/// `run`: the long-running worker (see [`crate::startup::Worker`]).
 async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
-    let port = settings.worker.port;
-    let interval = std::time::Duration::from_secs(settings.worker.poll_interval_secs);
-    let database = settings.database.clone();
-    let ctx = sync_context(settings)?;
-    let shutdown = shutdown_on_signal();
-    let health = Arc::new(Health::default());
-    let wake = Arc::new(Notify::new());
-    let events_wake = Arc::new(Notify::new());
-    let events_interval = std::time::Duration::from_secs(ctx.settings.worker.events_interval_secs);
-
-    let listener = tokio::net::TcpListener::bind(("::", port))
-        .await
-        .with_context(|| format!("PORT {port}: cannot listen"))?;
-    let app = crate::http::router(ctx.pool.clone(), health.clone(), interval);
-    let http = tokio::spawn(crate::http::serve(listener, app, shutdown.clone()));
-    // The listener and the event pump are restarted if they ever stop (see `supervise`).
-    let listen = {
-        let (health, shutdown, wake, events_wake) = (
-            health.clone(),
-            shutdown.clone(),
-            wake.clone(),
-            events_wake.clone(),
-        );
-        tokio::spawn(scheduler::supervise(
-            "listener",
-            |_| {},
-            shutdown.clone(),
-            move || {
-                scheduler::listen(
-                    database.clone(),
-                    vec![
-                        (scheduler::CONFIG_CHANNEL, wake.clone()),
-                        (crate::events::NOTIFY_CHANNEL, events_wake.clone()),
-                    ],
-                    health.clone(),
-                    shutdown.clone(),
-                )
-            },
-        ))
-    };
-    let events = {
-        let (pool, meta, worker_id, shutdown) = (
-            ctx.pool.clone(),
-            ctx.meta.clone(),
-            ctx.worker_id.clone(),
-            shutdown.clone(),
-        );
-        let up = {
-            let health = health.clone();
-            move |running: bool| {
-                health
-                    .pump
-                    .store(running, std::sync::atomic::Ordering::Relaxed)
-            }
-        };
-        tokio::spawn(scheduler::supervise(
-            "event pump",
-            up,
-            shutdown.clone(),
-            move || {
-                let pump = EventPump::new(pool.clone(), meta.clone(), worker_id.clone());
-                scheduler::run_event_pump(
-                    pump,
-                    events_interval,
-                    events_wake.clone(),
-                    shutdown.clone(),
-                )
-            },
-        ))
-    };
-    scheduler::run_scheduler(ctx, health, wake, shutdown.clone()).await?;
-    shutdown.cancel();
-    // The syncs had the grace period; the rest stopped with them, or is given a moment more.
-    let (events_abort, listen_abort, http_abort) = (
-        events.abort_handle(),
-        listen.abort_handle(),
-        http.abort_handle(),
-    );
-    let stopped = tokio::time::timeout(SHUTDOWN_REST, async {
-        let _ = tokio::join!(events, listen, http);
-    })
-    .await;
-    if stopped.is_err() {
-        tracing::warn!("the event pump or the HTTP server did not stop in time; abandoning them");
-        for task in [events_abort, listen_abort, http_abort] {
-            task.abort();
-        }
-    }
-    tracing::info!("stopped");
-    Ok(())
+    let worker = crate::startup::Worker::build(sync_context(settings)?).await?;
+    worker.run_until_stopped(shutdown_on_signal()).await
 }
 
 /// `sync --system NAME --dry-run` (see [`crate::sync::dry_run`]).

@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Pool;
-use crate::scheduler::Health;
+use crate::health::Health;
 
 #[derive(Clone)]
 struct AppState {

@@ -3,6 +3,7 @@ pub mod audiences;
 pub mod configurations;
 pub mod error;
 pub mod migrate;
+pub mod notify;
 pub mod pool;
 pub mod runs;
 

@@ -92,6 +92,39 @@ impl EventPump {
         self
     }
 
+    /// The pump's loop in scheduler mode: conversion events flow continuously, not on the
+    /// audience schedule. Wakes on the outbox's NOTIFY ([`NOTIFY_CHANNEL`]) and on `interval`;
+    /// each turn sends everything pending.
+    pub async fn run_until_stopped(
+        &self,
+        interval: Duration,
+        wake: Arc<tokio::sync::Notify>,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = wake.notified() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            match self.run_once(&shutdown).await {
+                Ok(report) if report.sent + report.rejected + report.expired > 0 => tracing::info!(
+                    sent = report.sent,
+                    accepted = report.accepted,
+                    rejected = report.rejected,
+                    expired = report.expired,
+                    "events delivered"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %crate::db::describe(&e), "event pump failed; will retry")
+                }
+            }
+        }
+    }
+
     /// Sends every pending event of every active system with a pixel_id, until none is left or
     /// `cancel` fires (the in-flight batch is finished first).
     #[tracing::instrument(name = "events.run_once", skip_all)]

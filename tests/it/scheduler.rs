@@ -2,8 +2,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cdp_meta_sync::db::notify::listen;
+use cdp_meta_sync::health::Health;
 use cdp_meta_sync::sandbox::Faults;
-use cdp_meta_sync::scheduler::{CONFIG_CHANNEL, Health, listen, run_event_pump, run_scheduler};
+use cdp_meta_sync::scheduler::{CONFIG_CHANNEL, run_scheduler};
 use cdp_meta_sync::sync::Outcome;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -299,12 +301,13 @@ async fn an_event_inserted_while_the_worker_runs_is_sent_within_seconds() {
         shutdown.clone(),
     ));
     // An interval of an hour: only the outbox's NOTIFY can wake the pump in time.
-    let events = tokio::spawn(run_event_pump(
-        pump,
-        Duration::from_secs(3600),
-        wake,
-        shutdown.clone(),
-    ));
+    let events = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            pump.run_until_stopped(Duration::from_secs(3600), wake, shutdown)
+                .await
+        })
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     client
         .batch_execute(
@@ -420,5 +423,57 @@ async fn a_killed_listen_connection_is_restarted_and_healthz_is_503_until_it_is_
             status_of(&w, "after_reconnect").await.0.as_deref() == Some("success")
         })
         .await
+    );
+}
+
+#[tokio::test]
+async fn a_worker_built_in_process_on_port_0_syncs_serves_its_pages_and_stops_on_shutdown() {
+    let w = world(300).await;
+    let mut ctx = w.ctx.clone();
+    let mut settings = (*ctx.settings).clone();
+    settings.worker.port = 0;
+    ctx.settings = Arc::new(settings);
+    let worker = cdp_meta_sync::startup::Worker::build(ctx).await.unwrap();
+    let port = worker.port();
+    assert_ne!(port, 0, "a free port was bound");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run_until_stopped(shutdown.clone()));
+
+    let http = reqwest::Client::new();
+    let healthy = eventually(Duration::from_secs(20), || async {
+        http.get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(healthy, "/healthz never answered 200");
+    let synced = eventually(Duration::from_secs(30), || async {
+        status_of(&w, "kangoo_system").await.0.as_deref() == Some("success")
+    })
+    .await;
+    assert!(synced, "the worker did not sync the due systems");
+    let page = http
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("kangoo_system"), "{page}");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("stopped within the grace period")
+        .unwrap()
+        .unwrap();
+    assert!(
+        http.get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "the port is closed after shutdown"
     );
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cdp_meta_sync::health::Health;
 use cdp_meta_sync::sandbox::{AudienceStatus, Faults};
-use cdp_meta_sync::scheduler::Health;
 use cdp_meta_sync::sync::Outcome;
 use tokio_util::sync::CancellationToken;
 
