@@ -19,7 +19,7 @@ fn run(cli: Cli) -> ExitCode {
         Ok(s) => s,
         Err(e) => return config_error(&e),
     };
-    cdp_meta_sync::telemetry::init(settings.worker.log_format);
+    cdp_meta_sync::telemetry::init(settings.worker.log_format, std::io::stderr);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@
 //! requests — and personal data and tokens never go to the log.
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -32,13 +33,17 @@ pub fn wire_limit() -> Targets {
     )
 }
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`). Safe to call twice.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber, writing to `writer` (the binary: stderr; tests: their own
+/// output when `TEST_LOG` is set). `RUST_LOG` filters (default `info`). Safe to call twice.
+pub fn init<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(wire_limit());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let _ = match format {
         LogFormat::Json => registry
             .with(fmt.json().flatten_event(true).with_current_span(true))

@@ -43,8 +43,23 @@ pub fn settings_for(database_url: &str, extra: &[(&str, &str)]) -> Settings {
     Settings::from_env(&env).expect("test settings")
 }
 
+/// `TEST_LOG=1 cargo test --test it NAME` shows the worker's logs in the test's output (pretty,
+/// filtered by `RUST_LOG`); without it nothing is installed and tests log nothing.
+pub fn show_logs_if_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            cdp_meta_sync::telemetry::init(
+                cdp_meta_sync::configuration::LogFormat::Pretty,
+                tracing_subscriber::fmt::TestWriter::new,
+            );
+        }
+    });
+}
+
 /// Creates an empty database (not migrated).
 pub async fn empty_database() -> TestDb {
+    show_logs_if_asked();
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
     let admin = db::connect_single(&database_settings(&server_url()))
         .await
