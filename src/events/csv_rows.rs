@@ -3,7 +3,7 @@
 //! the csv reader's buffer, the current row and the line breaks not yet behind it are held.
 //!
 //! A bad row (wrong width, a value the map refuses, bytes that are not UTF-8, a NUL byte, which
-//! PostgreSQL text cannot hold) is a [`Rejection`] naming its line and the reason — never its
+//! PostgreSQL text cannot hold) is a [`RejectedRow`] naming its line and the reason — never its
 //! values; the rows after it are read as usual.
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -12,11 +12,11 @@ use std::rc::Rc;
 
 use anyhow::Context;
 
-use super::map::{ColumnMap, Layout, NewEvent};
+use super::map::{CsvMap, Layout, NewEvent};
 
 /// One rejected row: where, why, and the raw fields (for the rejects file only).
 #[derive(Debug, Clone)]
-pub struct Rejection {
+pub struct RejectedRow {
     pub file: String,
     pub line: u64,
     pub reason: String,
@@ -27,12 +27,12 @@ pub struct Rejection {
 #[derive(Debug)]
 pub enum Row {
     Good { line: u64, event: Box<NewEvent> },
-    Bad(Rejection),
+    Bad(RejectedRow),
 }
 
 /// Reads `input` row by row (see the module docs); `name` is used in rejections.
 pub struct RowReader<'m, R: Read> {
-    map: &'m ColumnMap,
+    map: &'m CsvMap,
     name: String,
     reader: csv::Reader<Tracked<R>>,
     breaks: Rc<RefCell<LineBreaks>>,
@@ -42,7 +42,7 @@ pub struct RowReader<'m, R: Read> {
 }
 
 impl<'m, R: Read> RowReader<'m, R> {
-    pub fn new(map: &'m ColumnMap, name: &str, input: R) -> Self {
+    pub fn new(map: &'m CsvMap, name: &str, input: R) -> Self {
         let breaks = Rc::new(RefCell::new(LineBreaks::default()));
         let tracked = Tracked {
             inner: input,
@@ -96,7 +96,7 @@ impl<'m, R: Read> RowReader<'m, R> {
 
     fn data_row(&mut self, line: u64) -> anyhow::Result<Row> {
         let reject = |record: &csv::ByteRecord, reason: String| {
-            Row::Bad(Rejection {
+            Row::Bad(RejectedRow {
                 file: self.name.clone(),
                 line,
                 reason,
@@ -146,10 +146,10 @@ impl<'m, R: Read> RowReader<'m, R> {
 
 /// Every row of `input` at once, good and bad, in file order (for small inputs and tests).
 pub fn read_all(
-    map: &ColumnMap,
+    map: &CsvMap,
     name: &str,
     input: impl Read,
-) -> anyhow::Result<(Vec<NewEvent>, Vec<Rejection>)> {
+) -> anyhow::Result<(Vec<NewEvent>, Vec<RejectedRow>)> {
     let mut rows = RowReader::new(map, name, input);
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     while let Some(row) = rows.next_row()? {
@@ -228,14 +228,14 @@ mod tests {
         event_id = "id"
     "#;
 
-    fn lines(bad: &[Rejection]) -> Vec<(u64, &str)> {
+    fn lines(bad: &[RejectedRow]) -> Vec<(u64, &str)> {
         bad.iter().map(|r| (r.line, r.reason.as_str())).collect()
     }
 
     #[test]
     fn header_rows_are_skipped_and_bad_rows_carry_their_file_line() {
         let csv = "export of 2024-07-01;;\nname;time;id\nLead;1719852447;a\n\nLead;yesterday;b\nLead;1719852447\n";
-        let map = ColumnMap::parse(MAP).unwrap();
+        let map = CsvMap::parse(MAP).unwrap();
         let (good, bad) = read_all(&map, "f.csv", csv.as_bytes()).unwrap();
         assert_eq!(good.len(), 1);
         assert_eq!(good[0].event_id, "a");
@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn a_nul_byte_or_bad_utf8_makes_that_row_bad_and_the_rest_is_read() {
         let csv = b"h;h;h\nname;time;id\r\nLead;1719852447;a\0b\r\n\r\n\r\nLead;1719852447;\xff\nLead;1719852447;c\n\"Lead\";\"17198\n52447\";d\nLead;x;e\n";
-        let map = ColumnMap::parse(MAP).unwrap();
+        let map = CsvMap::parse(MAP).unwrap();
         let (good, bad) = read_all(&map, "f.csv", &csv[..]).unwrap();
         let ids: Vec<&str> = good.iter().map(|e| e.event_id.as_str()).collect();
         assert_eq!(ids, vec!["c"]);
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn a_blank_event_id_cell_is_a_bad_row_not_a_made_up_id() {
         let csv = "h;h;h\nname;time;id\nLead;1719852447;   \nLead;1719852447;ok\n";
-        let map = ColumnMap::parse(MAP).unwrap();
+        let map = CsvMap::parse(MAP).unwrap();
         let (good, bad) = read_all(&map, "f.csv", csv.as_bytes()).unwrap();
         assert_eq!(good.len(), 1);
         assert_eq!(bad.len(), 1);

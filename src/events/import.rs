@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-pub use super::csv_rows::{Rejection, read_all};
+pub use super::csv_rows::{RejectedRow, read_all};
 use super::csv_rows::{Row, RowReader};
-use super::map::{ColumnMap, NewEvent};
+use super::map::{CsvMap, NewEvent};
 
 /// Rows per INSERT.
 pub const IMPORT_BATCH: usize = 1_000;
@@ -39,7 +39,7 @@ pub async fn run(
     rejects: Option<PathBuf>,
     files: &[PathBuf],
 ) -> anyhow::Result<()> {
-    let column_map = ColumnMap::from_file(map)?;
+    let column_map = CsvMap::from_file(map)?;
     let rejects = rejects.unwrap_or_else(|| default_rejects_path(files));
     let client = crate::db::connect_single(&settings.database).await?;
     let report = import_files(&client, &column_map, tenant, files, &rejects).await?;
@@ -51,7 +51,7 @@ pub async fn run(
 /// stale file from an earlier import is never mistaken for this one's).
 pub async fn import_files(
     client: &tokio_postgres::Client,
-    map: &ColumnMap,
+    map: &CsvMap,
     tenant: i32,
     files: &[PathBuf],
     rejects: &Path,
@@ -109,7 +109,7 @@ pub async fn import_files(
 fn reject(
     report: &mut ImportReport,
     out: &mut csv::Writer<std::fs::File>,
-    r: &Rejection,
+    r: &RejectedRow,
 ) -> anyhow::Result<()> {
     report.rejected += 1;
     eprintln!("{}:line {}: {}", r.file, r.line, r.reason);
@@ -128,7 +128,7 @@ async fn insert_rows(
     file: &str,
     batch: &[(u64, NewEvent)],
     report: &mut ImportReport,
-) -> anyhow::Result<Vec<Rejection>> {
+) -> anyhow::Result<Vec<RejectedRow>> {
     let events: Vec<&NewEvent> = batch.iter().map(|(_, e)| e).collect();
     let error = match insert_batch(client, tenant, &events).await {
         Ok(inserted) => {
@@ -149,7 +149,7 @@ async fn insert_rows(
                 report.duplicates += 1 - inserted;
             }
             Err(e) => match refused_row(&e) {
-                Some(reason) => refused.push(Rejection {
+                Some(reason) => refused.push(RejectedRow {
                     file: file.to_string(),
                     line: *line,
                     reason,

@@ -84,7 +84,7 @@ pub enum EventIdFrom {
 /// A map file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ColumnMap {
+pub struct CsvMap {
     #[serde(default = "default_delimiter")]
     pub delimiter: char,
     /// Rows skipped before the data starts.
@@ -127,7 +127,7 @@ fn default_time_formats() -> Vec<String> {
     ]
 }
 
-impl ColumnMap {
+impl CsvMap {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("Failed to read the map {}", path.display()))?;
@@ -135,7 +135,7 @@ impl ColumnMap {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let map: ColumnMap = toml::from_str(text)?;
+        let map: CsvMap = toml::from_str(text)?;
         if !map.delimiter.is_ascii() {
             bail!("delimiter must be one ASCII character");
         }
@@ -436,7 +436,7 @@ mod tests {
             .iter()
             .map(|r| r.iter().map(|s| s.to_string()).collect())
             .collect();
-        ColumnMap::parse(map).unwrap().resolve(&headers).unwrap()
+        CsvMap::parse(map).unwrap().resolve(&headers).unwrap()
     }
 
     const STORE: &str = r#"
@@ -559,14 +559,14 @@ mod tests {
 
     #[test]
     fn a_map_without_an_event_time_is_refused() {
-        let err = ColumnMap::parse("[columns]\nevent_name = 0\naction_source = 2\n").unwrap_err();
+        let err = CsvMap::parse("[columns]\nevent_name = 0\naction_source = 2\n").unwrap_err();
         assert!(err.to_string().contains("EventTime"), "{err}");
     }
 
     #[test]
     fn a_header_name_that_is_not_in_the_file_is_named() {
         let map = "[columns]\nevent_name = \"Evento\"\nevent_time = 1\naction_source = 2\n";
-        let err = ColumnMap::parse(map)
+        let err = CsvMap::parse(map)
             .unwrap()
             .resolve(&[vec!["a".into(), "b".into(), "c".into()]])
             .unwrap_err();

@@ -203,7 +203,7 @@ fn event_from_row(r: &Row, with_customers: bool) -> Result<OutboxEvent, String> 
 
 /// The final state of one event for one system.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub struct EventOutcome {
     pub row_id: i64,
     /// `sent`, `rejected`, `expired` or `failed`.
     pub status: &'static str,
@@ -229,7 +229,7 @@ pub async fn record_outcomes(
     tx: &impl GenericClient,
     configuration_id: i32,
     run_id: i64,
-    outcomes: &[Outcome],
+    outcomes: &[EventOutcome],
     counts: BatchCounts,
 ) -> anyhow::Result<()> {
     if !outcomes.is_empty() {

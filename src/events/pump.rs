@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{self, Claim};
-use super::outbox::{self, BatchCounts, Outcome, PixelSystem};
+use super::outbox::{self, BatchCounts, EventOutcome, PixelSystem};
 use super::payload::{self, OutboxEvent, UserDataHasher};
 use super::split::{self, Fate};
 use super::verdict::{self, MAX_UNRECORDED_SENDS};
@@ -360,7 +360,7 @@ impl EventPump {
             batch
                 .unreadable
                 .into_iter()
-                .map(|(row_id, reason)| Outcome {
+                .map(|(row_id, reason)| EventOutcome {
                     row_id,
                     status: "rejected",
                     attempts: 0,
@@ -396,7 +396,7 @@ impl EventPump {
             outcomes.push(match fate {
                 Fate::Sent { fbtrace_id } => {
                     counts.sent += 1;
-                    Outcome {
+                    EventOutcome {
                         row_id,
                         status: "sent",
                         attempts,
@@ -410,7 +410,7 @@ impl EventPump {
                 } => {
                     counts.rejected += 1;
                     tracing::warn!(event_row_id = row_id, "Meta rejected an event");
-                    Outcome {
+                    EventOutcome {
                         row_id,
                         status: "rejected",
                         attempts,
@@ -435,7 +435,7 @@ impl EventPump {
 
 /// What one claimed batch came to.
 struct Delivered {
-    outcomes: Vec<Outcome>,
+    outcomes: Vec<EventOutcome>,
     counts: BatchCounts,
     /// Why delivery stopped (the events in `retry` are released for later), if it did.
     stopped: Option<split::Stopped>,
@@ -445,7 +445,7 @@ struct Delivered {
 /// A batch split into what is settled without Meta (expired, unsendable, sent too often
 /// unrecorded) and what is sent.
 struct Prepared {
-    settled: Vec<Outcome>,
+    settled: Vec<EventOutcome>,
     ids: Vec<i64>,
     data: Vec<Value>,
     /// Undocumented `user_data` keys left out, one entry per event and key.
@@ -466,7 +466,7 @@ fn prepare(
         data: Vec::with_capacity(batch.len()),
         dropped_keys: Vec::new(),
     };
-    let settle = |row_id, status, error: String| Outcome {
+    let settle = |row_id, status, error: String| EventOutcome {
         row_id,
         status,
         attempts: 0,

@@ -2,13 +2,13 @@
 use std::path::{Path, PathBuf};
 
 use cdp_meta_sync::events::import::{ImportReport, import_files};
-use cdp_meta_sync::events::map::ColumnMap;
+use cdp_meta_sync::events::map::CsvMap;
 
 use crate::support::migrated_database;
 
-fn example_map(name: &str) -> ColumnMap {
+fn example_map(name: &str) -> CsvMap {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/maps/{name}.toml"));
-    ColumnMap::from_file(&path).unwrap()
+    CsvMap::from_file(&path).unwrap()
 }
 
 /// A store export as the POS writes it: four header rows, `;`, decimal commas, local times.
