@@ -50,7 +50,7 @@ pub struct DatabaseSettings {
     pub pool_size: usize,
     pub connect_timeout_secs: u64,
     /// Longest a statement may run. The longest the worker sends is the COPY that stages a
-    /// system's customers, which lasts as long as the extraction (about 80 s for 10 M).
+    /// system's customers, which lasts as long as the extraction (over a minute at 10M customers).
     pub statement_timeout_secs: u64,
     /// Longest a statement waits for a lock (an operator's open transaction on the configuration
     /// table, a `LOCK TABLE`): the run fails and is retried, instead of hanging.

@@ -48,9 +48,9 @@ fn config_error(e: &ConfigError) -> ExitCode {
 }
 
 /// glibc gives each thread that allocates its own arena (up to 8 per core), and memory freed into
-/// one is not reused by another: hashing threads hand their chunks to the async threads, so at
-/// 10 M customers the peak RSS was 110 MB with the default and 81 MB with two arenas. Runs before
-/// any other thread exists. `MALLOC_ARENA_MAX` in the environment still wins.
+/// one is not reused by another: hashing threads hand their chunks to the async threads, which
+/// grew the peak RSS by a third at 10M customers (README "Dependency choices", `libc`). Runs
+/// before any other thread exists. `MALLOC_ARENA_MAX` in the environment still wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
