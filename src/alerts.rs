@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 
+use crate::db::configurations::SystemRow;
 use crate::secret::{ExposeSecret, SecretString};
-use crate::sync::system::SystemRow;
 use crate::sync::{Outcome, RunReport, SyncContext};
 
 /// Sends the alert a run's outcome calls for, if the system has a webhook (its own, else

@@ -49,7 +49,7 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<()>
 fn sync_context(settings: Settings) -> anyhow::Result<SyncContext> {
     let token = settings.meta.require_access_token()?;
     let meta = MetaClient::new(&settings.meta, token).context("Failed to build the Meta client")?;
-    crate::sync::run::context(settings, meta)
+    crate::sync::context(settings, meta)
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {

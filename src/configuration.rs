@@ -57,6 +57,10 @@ pub struct DatabaseSettings {
     pub lock_timeout_secs: u64,
     /// A session left idle inside a transaction this long is ended by the server.
     pub idle_in_transaction_timeout_secs: u64,
+    /// `PG_CA_CERT`: a PEM file to verify the server's certificate against; empty: encrypt
+    /// without verification when the server offers TLS (see [`crate::db::tls_connector`]).
+    #[serde(default)]
+    pub ca_cert: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +153,22 @@ pub struct WorkerSettings {
     /// A Slack webhook URL is its own secret.
     #[serde(skip)]
     pub alert_webhook_url: Option<SecretString>,
+    /// `WORKER_ID`: names this worker in leases and run rows; empty: host name and process id.
+    #[serde(default)]
+    pub worker_id: String,
+}
+
+impl WorkerSettings {
+    /// `WORKER_ID`, else host name and process id (unique among workers sharing a database).
+    pub fn worker_id(&self) -> String {
+        if !self.worker_id.is_empty() {
+            return self.worker_id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}:{}", std::process::id())
+    }
 }
 
 impl Settings {
@@ -380,6 +400,14 @@ pub const VARIABLES: &[(&str, Apply)] = &[
     }),
     ("SHUTDOWN_GRACE_SECS", |s, v| {
         parse(v, SECONDS, &mut s.worker.shutdown_grace_secs)
+    }),
+    ("PG_CA_CERT", |s, v| {
+        s.database.ca_cert = v.to_string();
+        Ok(())
+    }),
+    ("WORKER_ID", |s, v| {
+        s.worker.worker_id = v.to_string();
+        Ok(())
     }),
     ("EXTRACT_SQL_FILE", |s, v| {
         s.worker.extract_sql_file = v.to_string();

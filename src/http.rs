@@ -79,7 +79,7 @@ async fn status_page(State(state): State<AppState>) -> axum::response::Response 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let database = tokio::time::timeout(
         Duration::from_secs(5),
-        crate::sync::run::database_answers(&state.pool),
+        crate::db::database_answers(&state.pool),
     )
     .await
     .unwrap_or(false);

@@ -110,7 +110,7 @@ pub async fn run_scheduler(
 async fn claim(
     ctx: &SyncContext,
     limit: i64,
-) -> anyhow::Result<Vec<crate::sync::system::SystemRow>> {
+) -> anyhow::Result<Vec<crate::db::configurations::SystemRow>> {
     let client = ctx
         .pool
         .get()

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::db::configurations::{HealthReport, LastRun, StatusRow};
-use crate::sync::readback::AudienceHealth;
+use crate::meta::audience_health::AudienceHealth;
 
 fn when(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(

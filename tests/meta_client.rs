@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use cdp_meta_sync::configuration::MetaSettings;
 use cdp_meta_sync::meta::{
-    EventsRequest, MetaClient, MetaError, RetryClass, UploadSession, UsersUpload, appsecret_proof,
+    Direction, EventsRequest, MetaClient, MetaError, RetryClass, UploadSession, UsersUpload,
+    appsecret_proof,
 };
 use cdp_meta_sync::secret::SecretString;
 use serde_json::{Value, json};
@@ -282,7 +283,7 @@ async fn add_users_posts_payload_and_session_and_parses_the_answer() {
         session: session(1, false),
     };
     let r = client(&settings(&server.uri()))
-        .add_users("act_123", "238", &upload)
+        .upload_users(Direction::Add, "act_123", "238", &upload)
         .await
         .unwrap();
     assert_eq!(r.audience_id.as_deref(), Some("238"));
@@ -323,7 +324,7 @@ async fn remove_users_is_an_http_delete_with_the_same_json_body() {
         session: session(2, true),
     };
     let r = client(&settings(&server.uri()))
-        .remove_users("act_123", "238", &upload)
+        .upload_users(Direction::Remove, "act_123", "238", &upload)
         .await
         .unwrap();
     assert_eq!(r.session_id.as_deref(), Some("9001"));
@@ -354,7 +355,7 @@ async fn replace_users_posts_to_usersreplace() {
         session: session(1, false),
     };
     let r = client(&settings(&server.uri()))
-        .replace_users("act_123", "238", &upload)
+        .upload_users(Direction::Replace, "act_123", "238", &upload)
         .await
         .unwrap();
     assert_eq!(r.num_received, 2);
@@ -447,7 +448,7 @@ async fn too_many_rows_are_refused_without_any_request() {
         session: session(1, true),
     };
     let e = client(&settings(&server.uri()))
-        .add_users("act_1", "238", &upload)
+        .upload_users(Direction::Add, "act_1", "238", &upload)
         .await
         .unwrap_err();
     assert!(matches!(
@@ -476,7 +477,7 @@ async fn a_full_10000_row_batch_is_sent_in_one_call() {
         session: session(1, true),
     };
     client(&settings(&server.uri()))
-        .add_users("act_1", "238", &upload)
+        .upload_users(Direction::Add, "act_1", "238", &upload)
         .await
         .unwrap();
     let req = &server.received_requests().await.unwrap()[0];
@@ -848,7 +849,9 @@ async fn add_two_users(c: &MetaClient, account: &str) {
         rows: &rows,
         session: session(1, false),
     };
-    c.add_users(account, "238", &upload).await.unwrap();
+    c.upload_users(Direction::Add, account, "238", &upload)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]

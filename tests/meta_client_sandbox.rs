@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cdp_meta_sync::configuration::MetaSettings;
 use cdp_meta_sync::meta::{
-    EventsRequest, MetaClient, MetaError, RetryClass, UploadSession, UsersUpload,
+    Direction, EventsRequest, MetaClient, MetaError, RetryClass, UploadSession, UsersUpload,
 };
 use cdp_meta_sync::sandbox::{
     self, FaultCode, Faults, Sandbox, SandboxOptions, UsageFault, WireFault, WireFaultKind,
@@ -95,7 +95,8 @@ async fn an_audience_is_created_found_read_filled_trimmed_and_replaced() {
     // Two batches of one add session.
     let first = vec![row(1), row(2)];
     let r = c
-        .add_users(
+        .upload_users(
+            Direction::Add,
             ACCOUNT,
             &id,
             &UsersUpload {
@@ -110,7 +111,8 @@ async fn an_audience_is_created_found_read_filled_trimmed_and_replaced() {
     assert_eq!(r.session_id.as_deref(), Some("11"));
     let second = vec![row(3)];
     let r = c
-        .add_users(
+        .upload_users(
+            Direction::Add,
             ACCOUNT,
             &id,
             &UsersUpload {
@@ -127,7 +129,8 @@ async fn an_audience_is_created_found_read_filled_trimmed_and_replaced() {
 
     // Remove one (with the row it was added with).
     let gone = vec![row(2)];
-    c.remove_users(
+    c.upload_users(
+        Direction::Remove,
         ACCOUNT,
         &id,
         &UsersUpload {
@@ -145,7 +148,8 @@ async fn an_audience_is_created_found_read_filled_trimmed_and_replaced() {
     // Replace everything with one member.
     let only = vec![row(9)];
     let r = c
-        .replace_users(
+        .upload_users(
+            Direction::Replace,
             ACCOUNT,
             &id,
             &UsersUpload {
@@ -337,7 +341,8 @@ async fn injected_transient_errors_are_retried_until_the_batches_land() {
     });
     for batch in 1..=5u32 {
         let rows = vec![row(batch)];
-        c.add_users(
+        c.upload_users(
+            Direction::Add,
             ACCOUNT,
             &id,
             &UsersUpload {
@@ -385,7 +390,8 @@ async fn too_large_batches_never_reach_the_sandbox() {
     let sb = start().await;
     let rows = vec![row(1); 10_001];
     let e = client(&settings(&sb))
-        .add_users(
+        .upload_users(
+            Direction::Add,
             ACCOUNT,
             "1",
             &UsersUpload {
@@ -506,7 +512,8 @@ async fn a_replace_upload_whose_first_batch_answer_is_lost_ends_with_the_uploade
                 .await
                 .unwrap();
             let old = vec![row(100), row(101)];
-            c.add_users(
+            c.upload_users(
+                Direction::Add,
                 ACCOUNT,
                 &id,
                 &UsersUpload {
@@ -522,7 +529,8 @@ async fn a_replace_upload_whose_first_batch_answer_is_lost_ends_with_the_uploade
             for seq in 1..=batches {
                 let rows = vec![row(seq * 2), row(seq * 2 + 1)];
                 let r = c
-                    .replace_users(
+                    .upload_users(
+                        Direction::Replace,
                         ACCOUNT,
                         &id,
                         &UsersUpload {
@@ -565,7 +573,8 @@ async fn users_batches_whose_answers_are_lost_are_resent_and_counted_once() {
         for seq in 1..=2u32 {
             let rows = vec![row(seq * 2), row(seq * 2 + 1)];
             let r = c
-                .add_users(
+                .upload_users(
+                    Direction::Add,
                     ACCOUNT,
                     &id,
                     &UsersUpload {
@@ -677,7 +686,8 @@ async fn a_502_html_page_on_an_upload_is_reported_as_not_json_without_echoing_th
     ));
     let rows = vec![row(1)];
     let e = c
-        .remove_users(
+        .upload_users(
+            Direction::Remove,
             ACCOUNT,
             &id,
             &UsersUpload {

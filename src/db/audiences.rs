@@ -4,7 +4,22 @@
 use tokio_postgres::{GenericClient, Row};
 
 use super::configurations::ColumnReader;
-use crate::sync::definition::DefinitionRow;
+
+/// The columns of `cdp.facebook_audiences` that drive one sync, as stored.
+#[derive(Debug, Clone)]
+pub struct DefinitionRow {
+    pub id: i32,
+    pub name: String,
+    pub included_segments: Option<Vec<Option<String>>>,
+    pub excluded_segments: Vec<Option<String>>,
+    pub sync_mode: String,
+    pub value_based: bool,
+    pub custom_audience_id: Option<String>,
+    pub max_removal_share: Option<f64>,
+    pub force_removals: bool,
+    /// Columns that could not be read as their type, each a sentence.
+    pub unreadable: Vec<String>,
+}
 
 /// The system's active definitions, in id order (the order they sync in).
 pub async fn active(

@@ -3,8 +3,40 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
-use crate::sync::readback::{AudienceHealth, problem};
-use crate::sync::system::SystemRow;
+use crate::meta::audience_health::{AudienceHealth, problem};
+
+/// The columns of `cdp.facebook_configurations` that drive one sync, as stored.
+#[derive(Debug, Clone)]
+pub struct SystemRow {
+    pub id: i32,
+    pub system_name: String,
+    pub ad_account_id: String,
+    pub tenant_ids: Vec<Option<i32>>,
+    pub custom_audience_id: Option<String>,
+    pub schedule_hours: Option<i32>,
+    pub sync_mode: String,
+    pub match_keys: Vec<Option<String>>,
+    pub excluded_segments: Vec<Option<String>>,
+    pub default_country: Option<String>,
+    pub schedule_cron: Option<String>,
+    pub audience_name: Option<String>,
+    pub max_removal_share: Option<f64>,
+    pub force_removals: bool,
+    pub consecutive_failures: i32,
+    pub adopt_mode: String,
+    /// `alert_webhook_url`: where this system's alerts go (else `ALERT_WEBHOOK_URL`). It holds
+    /// the webhook's secret, hence never printed.
+    pub alert_webhook_url: Option<crate::secret::SecretString>,
+    /// Consent: `opt_out_column` and `suppression_table` (see [`crate::sync::consent`]).
+    pub opt_out_column: Option<String>,
+    pub suppression_table: Option<String>,
+    /// `token_ref`: the environment variable holding this system's Meta token (`None`: the
+    /// worker's `FACEBOOK_ACCESS_TOKEN`). A name, never the token.
+    pub token_ref: Option<String>,
+    /// Columns that could not be read as their type (a 2-D array…), each a sentence: the row
+    /// is then `invalid_config`, not a crash.
+    pub unreadable: Vec<String>,
+}
 
 const COLUMNS: &str = "id, system_name, ad_account_id, tenant_ids, custom_audience_id, is_active, schedule_hours,
     sync_mode, match_keys, excluded_segments, default_country, schedule_cron, audience_name,

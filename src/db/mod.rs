@@ -2,10 +2,11 @@
 pub mod audiences;
 pub mod configurations;
 pub mod error;
+pub mod ledger;
 pub mod migrate;
 pub mod notify;
 pub mod pool;
 pub mod runs;
 
 pub use error::{describe, error_text};
-pub use pool::{Pool, connect_pool, connect_single, tls_connector};
+pub use pool::{Pool, cancel_query, connect_pool, connect_single, database_answers, tls_connector};

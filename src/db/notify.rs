@@ -41,7 +41,7 @@ async fn listen_once(
 ) -> anyhow::Result<()> {
     let config = super::pool::pg_config(settings)?;
     let (client, mut connection) = config
-        .connect(super::tls_connector()?)
+        .connect(super::tls_connector(settings)?)
         .await
         .context("Failed to connect for LISTEN")?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -25,7 +25,7 @@ pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     let config = pg_config(settings)?;
     let manager = Manager::from_config(
         config,
-        tls_connector()?,
+        tls_connector(settings)?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Verified,
         },
@@ -46,7 +46,7 @@ pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
 pub async fn connect_single(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::Client> {
     let config = pg_config(settings)?;
     let (client, connection) = config
-        .connect(tls_connector()?)
+        .connect(tls_connector(settings)?)
         .await
         .context("Failed to connect to Postgres")?;
     tokio::spawn(async move {
@@ -94,15 +94,15 @@ pub fn pg_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::
 
 /// rustls for Postgres: verify against `PG_CA_CERT` when given, otherwise encrypt without
 /// verification (libpq's `sslmode=require`).
-pub fn tls_connector() -> anyhow::Result<MakeRustlsConnect> {
+pub fn tls_connector(settings: &DatabaseSettings) -> anyhow::Result<MakeRustlsConnect> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("Failed to set up TLS")?;
-    let config = match std::env::var("PG_CA_CERT").ok().filter(|p| !p.is_empty()) {
+    let config = match Some(settings.ca_cert.as_str()).filter(|p| !p.is_empty()) {
         Some(path) => {
             let pem =
-                std::fs::read(&path).with_context(|| format!("PG_CA_CERT: cannot read {path}"))?;
+                std::fs::read(path).with_context(|| format!("PG_CA_CERT: cannot read {path}"))?;
             let mut roots = rustls::RootCertStore::empty();
             for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
                 let cert: CertificateDer<'static> =
@@ -168,5 +168,29 @@ impl ServerCertVerifier for EncryptOnly {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Whether the pool reaches the database (`/healthz`).
+pub async fn database_answers(pool: &Pool) -> bool {
+    match pool.get().await {
+        Ok(client) => client.query_one("SELECT 1", &[]).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Asks the server to cancel what `client` is running (an extraction left behind when a run stops
+/// mid-stream, which the server would otherwise go on sending).
+pub async fn cancel_query(client: &tokio_postgres::Client, settings: &DatabaseSettings) {
+    let cancelled = match tls_connector(settings) {
+        Ok(tls) => client
+            .cancel_token()
+            .cancel_query(tls)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = cancelled {
+        tracing::warn!(error = %super::describe(&e), "could not cancel the query");
     }
 }

@@ -2,7 +2,8 @@
 //! goes, closed with its outcome.
 use tokio_postgres::GenericClient;
 
-use crate::sync::system::LedgerScope;
+use super::ledger::LedgerScope;
+use crate::meta::audience_health::AudienceHealth;
 
 /// Who a run is of: the system, and which of its audiences (`definition_id` 0 and no name: its
 /// own; the run of the system's own audience is the system's run, see [`crate::sync::run`]).
@@ -188,4 +189,81 @@ pub async fn previous_outcome(
         )
         .await?;
     Ok(row.map(|r| r.get(0)))
+}
+
+/// How much an accepted batch moved the session's running totals at Meta (see
+/// [`crate::sync::upload::SessionProgress`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchProgress {
+    pub received: i64,
+    pub invalid: i64,
+}
+
+/// The start of the run-row update that counts one accepted batch (`$1` = run id, `$4`, `$5` =
+/// the batch's [`BatchProgress`]); the ledger's batch statements add their own column.
+pub const COUNT_BATCH: &str = "UPDATE cdp.facebook_sync_runs
+                   SET batches = batches + 1, num_received = num_received + $4,
+                       num_invalid_entries = num_invalid_entries + $5";
+
+/// Counts an accepted batch whose rows reach the ledger otherwise (`added` of them now; a
+/// replace's batches count 0 until the last one replaces the ledger).
+pub async fn count_batch(
+    client: &impl GenericClient,
+    run_id: i64,
+    added: i64,
+    progress: BatchProgress,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE cdp.facebook_sync_runs
+                SET added = added + $2, batches = batches + 1, num_received = num_received + $3,
+                    num_invalid_entries = num_invalid_entries + $4
+              WHERE id = $1",
+            &[&run_id, &added, &progress.received, &progress.invalid],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Sets the run's additions (after a replace, the members the ledger now holds).
+pub async fn set_added(
+    client: &impl GenericClient,
+    run_id: i64,
+    added: i64,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE cdp.facebook_sync_runs SET added = $2 WHERE id = $1",
+            &[&run_id, &added],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Keeps Meta's read-back of the audience on the run row.
+pub async fn record_audience_health(
+    client: &impl GenericClient,
+    run_id: i64,
+    h: &AudienceHealth,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE cdp.facebook_sync_runs
+                SET audience_operation_status = $2, audience_operation_message = $3,
+                    audience_delivery_status = $4, audience_delivery_message = $5,
+                    approximate_count_lower = $6, approximate_count_upper = $7,
+                    audience_checked_at = now()
+              WHERE id = $1",
+            &[
+                &run_id,
+                &h.operation_status,
+                &h.operation_message,
+                &h.delivery_status,
+                &h.delivery_message,
+                &h.approximate_count_lower,
+                &h.approximate_count_upper,
+            ],
+        )
+        .await?;
+    Ok(())
 }

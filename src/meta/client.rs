@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use super::auth::appsecret_proof;
 use super::error::{GraphError, MetaError};
 use super::model::{
-    AUDIENCE_FIELDS, AudienceInfo, AudiencePage, CreateAudience, Created, EventsRequest,
+    AUDIENCE_FIELDS, AudienceInfo, AudiencePage, CreateAudience, Created, Direction, EventsRequest,
     EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL, SessionInfo, SessionPage, UserRows,
     UsersResponse, UsersUpload,
 };
@@ -343,49 +343,25 @@ impl MetaClient {
         )))
     }
 
-    /// `POST /{audience_id}/users`: add one batch of an upload session.
-    #[tracing::instrument(name = "meta.add_users", skip_all,
-        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.row_count(), batch_seq = upload.session.batch_seq))]
-    pub async fn add_users<R: UserRows + ?Sized>(
+    /// One batch of an upload session: `POST /{audience_id}/users` (add), `DELETE
+    /// /{audience_id}/users` (remove, JSON body) or `POST /{audience_id}/usersreplace` (replace;
+    /// `batch_seq = 1` starts it).
+    #[tracing::instrument(name = "meta.upload_users", skip_all,
+        fields(direction = direction.as_str(), ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.row_count(), batch_seq = upload.session.batch_seq))]
+    pub async fn upload_users<R: UserRows + ?Sized>(
         &self,
+        direction: Direction,
         ad_account_id: &str,
         audience_id: &str,
         upload: &UsersUpload<'_, R>,
     ) -> Result<UsersResponse, MetaError> {
-        self.upload(ad_account_id, audience_id, Method::POST, "users", upload)
+        let (method, edge) = match direction {
+            Direction::Add => (Method::POST, "users"),
+            Direction::Remove => (Method::DELETE, "users"),
+            Direction::Replace => (Method::POST, "usersreplace"),
+        };
+        self.upload(ad_account_id, audience_id, method, edge, upload)
             .await
-    }
-
-    /// `DELETE /{audience_id}/users` (JSON body): remove one batch of an upload session.
-    #[tracing::instrument(name = "meta.remove_users", skip_all,
-        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.row_count(), batch_seq = upload.session.batch_seq))]
-    pub async fn remove_users<R: UserRows + ?Sized>(
-        &self,
-        ad_account_id: &str,
-        audience_id: &str,
-        upload: &UsersUpload<'_, R>,
-    ) -> Result<UsersResponse, MetaError> {
-        self.upload(ad_account_id, audience_id, Method::DELETE, "users", upload)
-            .await
-    }
-
-    /// `POST /{audience_id}/usersreplace`: one batch of a replace session (`batch_seq = 1` starts it).
-    #[tracing::instrument(name = "meta.replace_users", skip_all,
-        fields(ad_account_id = %ad_account_id, audience_id = %audience_id, rows = upload.rows.row_count(), batch_seq = upload.session.batch_seq))]
-    pub async fn replace_users<R: UserRows + ?Sized>(
-        &self,
-        ad_account_id: &str,
-        audience_id: &str,
-        upload: &UsersUpload<'_, R>,
-    ) -> Result<UsersResponse, MetaError> {
-        self.upload(
-            ad_account_id,
-            audience_id,
-            Method::POST,
-            "usersreplace",
-            upload,
-        )
-        .await
     }
 
     /// `POST /{pixel_id}/events`: at most [`MAX_EVENTS_PER_CALL`] events; Meta rejects the whole
@@ -856,9 +832,11 @@ mod tests {
         };
         // The URL points at a closed port: any request would end as a connection error.
         for result in [
-            c.add_users("act_1", "2", &upload).await,
-            c.remove_users("act_1", "2", &upload).await,
-            c.replace_users("act_1", "2", &upload).await,
+            c.upload_users(Direction::Add, "act_1", "2", &upload).await,
+            c.upload_users(Direction::Remove, "act_1", "2", &upload)
+                .await,
+            c.upload_users(Direction::Replace, "act_1", "2", &upload)
+                .await,
         ] {
             assert!(
                 matches!(

@@ -7,8 +7,10 @@
 //! * `error.rs` — [`MetaError`] and Meta's error JSON ([`GraphError`]), operator-readable.
 //! * `retry.rs` — retry / don't-retry on code and subcode ([`RetryClass`]), backoff with full jitter.
 //! * `throttle.rs` — usage headers → "not before" per ad account (or pixel) and for the app.
+//! * `audience_health.rs` — an audience's status as Meta reports it, and which codes are problems.
 //! * `auth.rs` — `appsecret_proof`.
 //! * `token.rs` — `debug_token`'s answer ([`TokenInfo`]), sent as a batch request.
+pub mod audience_health;
 mod auth;
 mod client;
 mod error;
@@ -21,8 +23,9 @@ pub use auth::appsecret_proof;
 pub use client::{MetaClient, http_client};
 pub use error::{GraphError, MetaError};
 pub use model::{
-    AudienceInfo, EventsRequest, EventsResponse, MAX_EVENTS_PER_CALL, MAX_USERS_PER_CALL,
-    SessionInfo, StatusInfo, UploadSession, UserRows, UsersResponse, UsersUpload,
+    AudienceInfo, Direction, EventsRequest, EventsResponse, MAX_EVENTS_PER_CALL,
+    MAX_USERS_PER_CALL, SessionInfo, StatusInfo, UploadSession, UserRows, UsersResponse,
+    UsersUpload,
 };
 pub use retry::{RetryClass, classify_graph, classify_http_status, is_throttle_code};
 pub use throttle::{NEAR_LIMIT_PAUSE, NEAR_LIMIT_PCT};

@@ -33,6 +33,24 @@ impl UserRows for Vec<Vec<String>> {
     }
 }
 
+/// Which way an upload session changes an audience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Remove,
+    Add,
+    Replace,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Remove => "remove",
+            Direction::Add => "add",
+            Direction::Replace => "replace",
+        }
+    }
+}
+
 /// One batch of an upload session: multi-key `schema` and rows of cells (hashed, or `""`).
 pub struct UsersUpload<'a, R: UserRows + ?Sized = [Vec<String>]> {
     pub schema: &'a [&'a str],

@@ -1,9 +1,12 @@
 //! Makes sure the system has its Custom Audience before anything is uploaded: the stored id, else
 //! one found by exact name in the ad account, else a new one. The id is stored at once, so a crash
 //! never leads to a second audience.
+use super::error::SyncError;
+use super::lease::Lease;
+use super::system::{OWN_AUDIENCE, SyncPlan};
 use crate::db::configurations::store_audience_id;
+use crate::db::ledger;
 use crate::meta::{MetaClient, MetaError};
-use crate::sync::system::{OWN_AUDIENCE, SyncPlan};
 
 pub const DESCRIPTION: &str = "Synced from the CDP by cdp-meta-sync";
 
@@ -68,4 +71,27 @@ pub async fn ensure_audience(
         }
     }
     Ok(ensured)
+}
+
+/// The plan's audience, for this plan alone: ensured at Meta (under the lease), refused when
+/// another system or definition has it already (two would remove each other's members), and with
+/// the ledger rows of a former audience (an operator changed `custom_audience_id`) dropped.
+pub async fn claim(
+    meta: &MetaClient,
+    stage: &tokio_postgres::Client,
+    plan: &SyncPlan,
+    lease: &Lease,
+) -> Result<Ensured, SyncError> {
+    lease.ensure().await?;
+    let audience = lease.guard(ensure_audience(meta, stage, plan)).await??;
+    if let Some(other) = ledger::owner(stage, plan.scope(), &audience.id).await? {
+        return Err(SyncError::Config(format!(
+            "audience {} is the audience of '{other}' already; give '{}' an audience of \
+             its own (custom_audience_id, or a different audience name)",
+            audience.id,
+            plan.label()
+        )));
+    }
+    ledger::forget_other_audience(stage, plan.scope(), &audience.id).await?;
+    Ok(audience)
 }

@@ -1,13 +1,16 @@
 //! The runs of a system's audience definitions (see [`super::definition`]): after the system's
 //! own audience, each active definition in id order, under the system's lease and on the same
-//! pipeline ([`super::run::run_plan`]), each with a run row and status columns of its own. The
+//! pipeline ([`super::run::execute`]), each with a run row and status columns of its own. The
 //! system's outcome then counts them: a definition that did not sync makes the system `partial`.
 use tokio_util::sync::CancellationToken;
 
-use super::definition::{DefinitionRow, excluded_for};
+use super::attempt::guarded;
+use super::context::SyncContext;
+use super::definition::excluded_for;
 use super::lease::{Lease, LeaseLost};
-use super::run::{Outcome, PANICKED, SyncContext, Trigger, run_plan, unless_it_panics};
+use super::outcome::{Outcome, Trigger};
 use super::system::SyncPlan;
+use crate::db::audiences::DefinitionRow;
 use crate::db::{self, audiences, runs};
 
 /// How one definition's run ended.
@@ -108,16 +111,11 @@ async fn sync_one(
         Err(problems) => Err(Outcome::InvalidConfig(problems.join("; "))),
         Ok(plan) => match with_segments(ctx, plan).await {
             Err(outcome) => Err(outcome),
-            Ok(plan) => unless_it_panics(run_plan(ctx, &plan, run_id, lease, cancel))
-                .await
-                .unwrap_or_else(|| {
-                    tracing::error!(system = %label, run_id, "the sync panicked");
-                    Err(Outcome::Failed(PANICKED.into()))
-                }),
+            Ok(plan) => guarded(ctx, &plan, run_id, lease, cancel).await,
         },
     };
     let (mut outcome, members, note) = match done {
-        Ok(done) => (done.outcome, done.members, done.held),
+        Ok(synced) => (synced.outcome, synced.members, synced.why_partial),
         Err(outcome) => (outcome, 0, None),
     };
     if lease.is_lost() {

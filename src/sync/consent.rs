@@ -10,7 +10,7 @@
 use anyhow::Context;
 
 use super::source::Catalog;
-use super::system::LedgerScope;
+use crate::db::ledger::LedgerScope;
 
 /// A system's consent rule: validated names, safe to put in SQL (quoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,14 +206,11 @@ pub async fn plan_removals(
 /// The ledger members (`$1`, `$2` = configuration and definition id) whose source customer is suppressed and that no
 /// staged candidate keeps.
 fn leaving(consent: &Consent) -> String {
-    format!(
-        "SELECT m.member_key, m.match_keys, m.cells
-           FROM cdp.facebook_audience_members m
-          WHERE m.configuration_id = $1 AND m.definition_id = $2 AND {}
-            AND NOT EXISTS (SELECT 1 FROM sync_stage s
+    crate::db::ledger::members_where(&format!(
+        "{} AND NOT EXISTS (SELECT 1 FROM sync_stage s
                              WHERE s.member_key = m.member_key AND s.cells IS NOT NULL)",
         consent.suppressed("m.source_customer_id")
-    )
+    ))
 }
 
 fn is_identifier(name: &str) -> bool {

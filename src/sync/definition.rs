@@ -8,22 +8,7 @@
 use crate::identity::MatchKey;
 
 use super::system::{AudienceColumns, SyncPlan};
-
-/// The columns of `cdp.facebook_audiences` that drive one sync, as stored.
-#[derive(Debug, Clone)]
-pub struct DefinitionRow {
-    pub id: i32,
-    pub name: String,
-    pub included_segments: Option<Vec<Option<String>>>,
-    pub excluded_segments: Vec<Option<String>>,
-    pub sync_mode: String,
-    pub value_based: bool,
-    pub custom_audience_id: Option<String>,
-    pub max_removal_share: Option<f64>,
-    pub force_removals: bool,
-    /// Columns that could not be read as their type, each a sentence.
-    pub unreadable: Vec<String>,
-}
+use crate::db::audiences::DefinitionRow;
 
 impl DefinitionRow {
     /// The plan of this definition's audience within `system` (the system's own plan, valid).
@@ -98,7 +83,8 @@ pub fn excluded_for(included: &[String], excluded: &[String], in_cdp: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::system::{OWN_AUDIENCE, SyncMode, SystemRow};
+    use crate::db::configurations::SystemRow;
+    use crate::sync::system::{OWN_AUDIENCE, SyncMode};
 
     fn system() -> SyncPlan {
         SystemRow {

@@ -20,8 +20,10 @@
 //! rows to remove: a gone member with no candidate, and the old row of a changed member.
 use anyhow::Context;
 
+use super::plan_tables;
 use super::stage::StageReport;
-use super::system::{LedgerScope, SyncMode};
+use super::system::SyncMode;
+use crate::db::ledger::{self, LedgerScope};
 
 /// Sizes after dedupe and diff.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,25 +65,7 @@ pub async fn diff(
     audience: Option<i64>,
     refresh_ledger: bool,
 ) -> anyhow::Result<DiffReport> {
-    let gone = if staged.gone > 0 {
-        "CREATE TEMP TABLE sync_gone AS SELECT DISTINCT member_key FROM sync_stage WHERE cells IS NULL;
-         UPDATE sync_stage SET upload = false, action = 'gone' WHERE cells IS NULL;"
-    } else {
-        "CREATE TEMP TABLE sync_gone (member_key BYTEA);"
-    };
-    stage
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS pg_temp.sync_gone, pg_temp.sync_removes;
-             ALTER TABLE sync_stage ADD PRIMARY KEY (seq), ADD COLUMN action TEXT,
-                 ADD COLUMN old_cells BYTEA, ADD COLUMN old_match_keys TEXT,
-                 ADD COLUMN upload BOOLEAN NOT NULL DEFAULT true;
-             CREATE TEMP TABLE sync_removes (seq BIGINT PRIMARY KEY, match_keys TEXT NOT NULL,
-                 member_key BYTEA NOT NULL, cells BYTEA NOT NULL);
-             {gone}
-             ANALYZE sync_stage;"
-        ))
-        .await
-        .context("Failed to index the staged members")?;
+    plan_tables::create_plan(stage, staged.gone > 0).await?;
     if staged.maybe_dup > 0 {
         stage
             .batch_execute(&format!(
@@ -97,9 +81,9 @@ pub async fn diff(
     }
     let audience: i64 = match audience {
         Some(n) => n,
-        None => count_members(stage, scope).await?,
+        None => ledger::count_members(stage, scope).await?,
     };
-    let ledger = |key: &str| ledger_join(key, staged.in_table, audience);
+    let ledger = |key: &str| ledger::join(key, staged.in_table, audience);
     let mut refreshed = 0;
     if audience > 0 {
         stage
@@ -133,19 +117,7 @@ pub async fn diff(
             .await
             .context("Failed to compare the staged members with the ledger")?;
         if refresh_ledger {
-            refreshed = stage
-                .execute(
-                    "UPDATE cdp.facebook_audience_members m
-                    SET source_tenant_id = p.tenant_id, source_customer_id = p.customer_id,
-                        source_digest = p.digest, filled = p.filled, invalid_keys = p.invalid_keys,
-                        filled_keys = p.filled_keys
-                   FROM sync_stage p
-                  WHERE p.action = 'refresh' AND m.configuration_id = $1 AND m.definition_id = $2
-                    AND m.member_key = p.member_key",
-                    &[&scope.configuration_id, &scope.definition_id],
-                )
-                .await
-                .context("Failed to refresh the ledger's sources")? as i64;
+            refreshed = ledger::refresh_sources(stage, scope).await?;
         }
     }
     // Gone members with no candidate left: they leave the audience.
@@ -219,76 +191,6 @@ pub async fn diff(
     })
 }
 
-/// How a statement reaches the ledger rows (alias `m`) of the members it compares (`key`, a
-/// column of the staged side; `$1` and `$2` are the configuration and definition ids). With few staged rows next to a large
-/// ledger, each one is looked up in the ledger's primary key; otherwise the ledger's rows for the
-/// configuration are scanned once and hash-joined. The planner would choose from the ledger's
-/// statistics, which lag behind a ledger that has just grown by millions (a first sync).
-fn ledger_join(key: &str, staged_rows: u64, audience: i64) -> String {
-    // A primary-key lookup costs about as much as scanning a dozen ledger rows.
-    if staged_rows.saturating_mul(12) < audience.max(0) as u64 {
-        format!(
-            "CROSS JOIN LATERAL (SELECT * FROM cdp.facebook_audience_members m
-                                  WHERE m.configuration_id = $1 AND m.definition_id = $2
-                                    AND m.member_key = {key}
-                                 OFFSET 0) m"
-        )
-    } else {
-        format!(
-            "JOIN cdp.facebook_audience_members m
-               ON m.configuration_id = $1 AND m.definition_id = $2 AND m.member_key = {key}"
-        )
-    }
-}
-
-/// Members in the audience's ledger.
-pub async fn count_members(
-    stage: &tokio_postgres::Client,
-    scope: LedgerScope,
-) -> anyhow::Result<i64> {
-    Ok(stage
-        .query_one(
-            "SELECT count(*) FROM cdp.facebook_audience_members
-              WHERE configuration_id = $1 AND definition_id = $2",
-            &[&scope.configuration_id, &scope.definition_id],
-        )
-        .await
-        .context("Failed to count the audience")?
-        .get(0))
-}
-
-/// Brings the planner's view of the ledger up to date after a first sync streamed members into it.
-/// Until autovacuum gets there, statistics taken while the configuration had no member say it
-/// has about one, and the plan built on that for the diff (the configuration's ledger rows as
-/// the outer side of a nested loop over the staging table) took over 70 s instead of milliseconds
-/// at 1M customers. Only the configuration column is sampled, 3,000 rows: about 25 ms at 1M.
-pub async fn analyze_ledger(stage: &tokio_postgres::Client) -> anyhow::Result<()> {
-    stage
-        .batch_execute(
-            "SET default_statistics_target = 10;
-             ANALYZE cdp.facebook_audience_members (configuration_id, definition_id);
-             RESET default_statistics_target",
-        )
-        .await
-        .context("Failed to update the ledger's statistics")
-}
-
-/// Whether the audience's ledger has no member (a first sync, or a new audience).
-pub async fn ledger_is_empty(
-    stage: &tokio_postgres::Client,
-    scope: LedgerScope,
-) -> anyhow::Result<bool> {
-    Ok(stage
-        .query_one(
-            "SELECT NOT EXISTS (SELECT 1 FROM cdp.facebook_audience_members
-                                 WHERE configuration_id = $1 AND definition_id = $2)",
-            &[&scope.configuration_id, &scope.definition_id],
-        )
-        .await
-        .context("Failed to look at the ledger")?
-        .get(0))
-}
-
 async fn count(stage: &tokio_postgres::Client, sql: &str) -> anyhow::Result<i64> {
     Ok(stage
         .query_one(sql, &[])
@@ -311,41 +213,12 @@ pub async fn hold_removals(stage: &tokio_postgres::Client) -> anyhow::Result<i64
 }
 
 /// Replace mode: the whole target set is uploaded: each candidate that wins, and each ledger
-/// member that stays as it is (a candidate that lost to it takes its row; a member with no
-/// candidate is added to the plan after the staged rows).
+/// member that stays as it is. Returns the rows to upload.
 pub async fn plan_replace(
     stage: &tokio_postgres::Client,
     scope: LedgerScope,
 ) -> anyhow::Result<i64> {
-    stage
-        .execute(
-            "UPDATE sync_stage p
-                SET cells = m.cells, filled = m.filled, tenant_id = m.source_tenant_id,
-                    customer_id = m.source_customer_id, digest = m.source_digest,
-                    invalid_keys = m.invalid_keys, filled_keys = m.filled_keys, action = 'stay'
-               FROM cdp.facebook_audience_members m
-              WHERE p.action = 'keep' AND m.configuration_id = $1 AND m.definition_id = $2
-                AND m.member_key = p.member_key",
-            &[&scope.configuration_id, &scope.definition_id],
-        )
-        .await
-        .context("Failed to plan the replace upload")?;
-    stage
-        .execute(
-            "INSERT INTO sync_stage (seq, member_key, cells, filled, tenant_id, customer_id, digest,
-                                     invalid_keys, filled_keys, maybe_dup, action)
-             SELECT (SELECT coalesce(max(seq), 0) FROM sync_stage) + row_number() OVER (),
-                    m.member_key, m.cells, m.filled, m.source_tenant_id, m.source_customer_id,
-                    m.source_digest, m.invalid_keys, m.filled_keys, false, 'stay'
-               FROM cdp.facebook_audience_members m
-              WHERE m.configuration_id = $1 AND m.definition_id = $2
-                AND NOT EXISTS (SELECT 1 FROM sync_gone g WHERE g.member_key = m.member_key)
-                AND NOT EXISTS (SELECT 1 FROM sync_stage s
-                                 WHERE s.member_key = m.member_key AND s.cells IS NOT NULL)",
-            &[&scope.configuration_id, &scope.definition_id],
-        )
-        .await
-        .context("Failed to plan the replace upload")?;
+    ledger::plan_staying(stage, scope).await?;
     stage
         .batch_execute(
             "TRUNCATE sync_removes;
@@ -354,38 +227,4 @@ pub async fn plan_replace(
         .await
         .context("Failed to plan the replace upload")?;
     count(stage, "SELECT count(*) FROM sync_stage WHERE upload").await
-}
-
-/// Drops the staging and plan tables (they also go with the session).
-pub async fn drop_plan(stage: &tokio_postgres::Client) -> anyhow::Result<()> {
-    stage
-        .batch_execute(
-            "DROP TABLE IF EXISTS pg_temp.sync_stage, pg_temp.sync_gone, pg_temp.sync_removes",
-        )
-        .await
-        .context("Failed to drop the plan tables")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_few_staged_rows_next_to_a_large_ledger_look_their_members_up_by_key() {
-        let join = ledger_join("c.member_key", 5_000, 360_000);
-        assert!(join.starts_with("CROSS JOIN LATERAL"), "{join}");
-        assert!(join.contains("m.member_key = c.member_key"), "{join}");
-        assert!(
-            join.contains("OFFSET 0"),
-            "the lookup must not be flattened: {join}"
-        );
-    }
-
-    #[test]
-    fn a_staged_side_near_the_ledger_size_joins_the_ledger_once() {
-        for (staged, audience) in [(360_000, 360_000), (40_000, 360_000), (10, 0), (0, 0)] {
-            let join = ledger_join("g.member_key", staged, audience);
-            assert!(join.starts_with("JOIN "), "{staged} vs {audience}: {join}");
-        }
-    }
 }

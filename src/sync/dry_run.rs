@@ -12,11 +12,16 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::definition::DefinitionRow;
-use super::run::{Changes, Outcome, SyncContext, extraction, match_keys_schema, plan_changes};
-use super::stage::{StageError, stage_members};
-use super::system::{AdoptMode, SyncMode, SystemRow};
-use crate::db::{self, runs};
+use super::changes::{Changes, plan_changes};
+use super::context::SyncContext;
+use super::error::SyncError;
+use super::outcome::Outcome;
+use super::query::source_query;
+use super::stage::stage_members;
+use super::system::{AdoptMode, SyncMode};
+use crate::db::audiences::DefinitionRow;
+use crate::db::configurations::SystemRow;
+use crate::db::{ledger, runs};
 use crate::meta::{UploadSession, UsersUpload};
 
 /// Rows of each direction shown in a request body (a real batch holds up to 10,000).
@@ -68,27 +73,40 @@ pub async fn dry_run(
                 .await?
         }
     };
-    let failed = |e: anyhow::Error| Outcome::Failed(db::describe(&e));
     let meta = crate::tokens::client_for(ctx, plan.token_ref.as_deref()).await?;
-    let extract = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
-    let (sql, suppressed) = extraction(ctx, &extract, &plan).await?;
+    planned(ctx, &meta, &plan).await.map_err(Outcome::from)
+}
+
+async fn planned(
+    ctx: &SyncContext,
+    meta: &crate::meta::MetaClient,
+    plan: &super::system::SyncPlan,
+) -> Result<DryRun, SyncError> {
+    let extract = ctx.pool.get().await?;
+    let query = source_query(ctx, &extract, plan).await?;
     let audience_id = match &plan.custom_audience_id {
         Some(id) => Some(id.clone()),
-        None => meta
-            .find_audience_by_name(&plan.ad_account_id, &plan.audience_name)
-            .await
-            .map_err(|e| Outcome::Failed(e.to_string()))?,
+        None => {
+            meta.find_audience_by_name(&plan.ad_account_id, &plan.audience_name)
+                .await?
+        }
     };
-    let stage = ctx.pool.get().await.map_err(|e| failed(e.into()))?;
-    stage
-        .batch_execute("BEGIN")
-        .await
-        .map_err(|e| failed(e.into()))?;
-    let planned = plan_in(ctx, &extract, &stage, &plan, &sql, audience_id.as_deref()).await;
+    let stage = ctx.pool.get().await?;
+    stage.batch_execute("BEGIN").await?;
+    let planned = plan_in(
+        ctx,
+        &extract,
+        &stage,
+        plan,
+        &query.sql,
+        audience_id.as_deref(),
+    )
+    .await;
     // Everything the plan wrote (its session tables) goes; nothing else was written.
     let rolled_back = stage.batch_execute("ROLLBACK").await;
     let (mode, changes, extracted, first_requests) = planned?;
-    rolled_back.map_err(|e| failed(e.into()))?;
+    rolled_back?;
+    let suppressed = query.suppressed;
     Ok(DryRun {
         system_name: plan.label(),
         audience_id,
@@ -113,14 +131,9 @@ async fn plan_in(
     plan: &super::system::SyncPlan,
     sql: &str,
     audience_id: Option<&str>,
-) -> Result<Planned, Outcome> {
-    let failed = |e: anyhow::Error| Outcome::Failed(db::describe(&e));
-    let expected = runs::last_extracted(stage, plan.scope())
-        .await
-        .map_err(|e| failed(e.into()))?;
-    let ledger_empty = super::diff::ledger_is_empty(stage, plan.scope())
-        .await
-        .map_err(failed)?;
+) -> Result<Planned, SyncError> {
+    let expected = runs::last_extracted(stage, plan.scope()).await?;
+    let ledger_empty = ledger::is_empty(stage, plan.scope()).await?;
     // As a sync decides it: an audience it did not fill is replaced on its first run.
     let mode = if ledger_empty
         && audience_id.is_some()
@@ -132,14 +145,9 @@ async fn plan_in(
         plan.mode
     };
     let cancel = CancellationToken::new();
-    let staged = stage_members(extract, stage, sql, plan, expected as usize, None, &cancel)
-        .await
-        .map_err(|e| match e {
-            StageError::Columns(problems) => Outcome::InvalidConfig(problems.join("; ")),
-            other => failed(other.into()),
-        })?;
+    let staged = stage_members(extract, stage, sql, plan, expected as usize, None, &cancel).await?;
     let changes = plan_changes(ctx, stage, plan, mode, &staged, None, false).await?;
-    let keys = match_keys_schema(plan);
+    let keys = plan.schema();
     let schema: Vec<&str> = keys.split(',').collect();
     let mut requests = Vec::new();
     let batch = ctx.settings.worker.upload_batch_rows.clamp(1, 10_000) as i64;
@@ -148,8 +156,7 @@ async fn plan_in(
             "SELECT match_keys, cells FROM sync_removes ORDER BY match_keys, seq LIMIT $1",
             &[&SHOWN_ROWS],
         )
-        .await
-        .map_err(|e| failed(e.into()))?;
+        .await?;
     if let Some(first) = removals.first() {
         let schema_of: String = first.get(0);
         let rows: Vec<Vec<u8>> = removals
@@ -172,8 +179,7 @@ async fn plan_in(
             "SELECT cells FROM sync_stage WHERE upload ORDER BY seq LIMIT $1",
             &[&SHOWN_ROWS],
         )
-        .await
-        .map_err(|e| failed(e.into()))?;
+        .await?;
     if changes.planned.to_add > 0 && !additions.is_empty() {
         let rows: Vec<Vec<u8>> = additions.iter().map(|r| r.get(0)).collect();
         let (method, edge) = if changes.replacing {

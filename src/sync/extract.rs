@@ -169,6 +169,7 @@ impl Extraction {
         let operator_sql = operator_sql.trim_end().trim_end_matches(';');
         // `OFFSET 0` keeps the digest a column of `j`, computed once per row rather than once per
         // use in the outer CASEs.
+        let ledger_sources = crate::db::ledger::SOURCES;
         let sql = format!(
             "SELECT CASE WHEN k.same THEN NULL ELSE k.customer_id END AS customer_id,
                     CASE WHEN k.same THEN NULL ELSE k.tenant_id END AS tenant_id{unless_same},
@@ -180,10 +181,7 @@ impl Extraction {
                                     l.invalid_keys AS ledger_invalid_keys,
                                     l.filled_keys AS ledger_filled_keys, {digest} AS digest
                                FROM (\n{operator_sql}\n) x
-                               FULL JOIN (SELECT member_key, source_tenant_id, source_customer_id, source_digest,
-                                                 invalid_keys, filled_keys
-                                            FROM cdp.facebook_audience_members
-                                           WHERE configuration_id = $3 AND definition_id = $5) l
+                               FULL JOIN ({ledger_sources}) l
                                  ON l.source_tenant_id = x.tenant_id AND l.source_customer_id = x.customer_id
                              OFFSET 0) j) k"
         );

@@ -1,26 +1,42 @@
 //! One system's audience sync: from the CDP's customers to a Meta Custom Audience equal to them.
-//! [`run::sync_system`] is the entry point; each step has its own file.
+//!
+//! [`sync_system`] (in `attempt.rs`) runs one claimed system: its run row and lease around the
+//! pipeline of `run.rs`, whose stages are the files below, then the bookkeeping of `record.rs`.
+mod attempt;
 pub mod audience;
-pub mod audience_runs;
+mod audience_runs;
 pub mod cells;
+mod changes;
 pub mod consent;
+mod context;
 pub mod copy;
 pub mod definition;
-pub mod diff;
+mod diff;
 pub mod digest;
 pub mod dry_run;
+mod error;
 pub mod extract;
 pub mod guard;
 pub mod lease;
 pub mod member;
+mod outcome;
+mod plan_tables;
+mod query;
 pub mod readback;
+mod record;
 pub mod rejections;
-pub mod run;
+mod run;
 pub mod seen;
+mod send;
+mod session_sender;
+mod sessions;
 pub mod source;
 pub mod stage;
-pub mod stream;
+mod stream;
 pub mod system;
-pub mod upload;
+mod upload;
 
-pub use run::{Outcome, RunReport, SyncContext, Trigger, sync_system};
+pub use attempt::sync_system;
+pub use context::{SyncContext, context};
+pub use error::SyncError;
+pub use outcome::{Outcome, RunReport, Trigger};

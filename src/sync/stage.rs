@@ -27,6 +27,7 @@ use super::copy::{self, Tuple};
 use super::digest;
 use super::extract::{Extraction, is_text, map_columns};
 use super::member::{Member, MemberBuilder, Tally};
+use super::plan_tables;
 use super::seen::Seen;
 use super::stream::{Source, StreamBatch};
 use super::system::SyncPlan;
@@ -108,21 +109,9 @@ pub async fn stage_members(
         .await
         .context("The extraction query does not prepare next to the ledger")?;
 
-    stage
-        .batch_execute(
-            "DROP TABLE IF EXISTS pg_temp.sync_stage;
-             CREATE TEMP TABLE sync_stage (seq BIGINT NOT NULL, member_key BYTEA NOT NULL, cells BYTEA,
-                 filled SMALLINT, tenant_id INTEGER, customer_id BIGINT, digest BIGINT, invalid_keys INTEGER,
-                 filled_keys INTEGER, maybe_dup BOOLEAN NOT NULL);",
-        )
-        .await
-        .context("Failed to create the staging table")?;
+    plan_tables::create_stage(stage).await?;
     let sink = stage
-        .copy_in(
-            "COPY sync_stage (seq, member_key, cells, filled, tenant_id, customer_id, digest, invalid_keys,
-                              filled_keys, maybe_dup)
-             FROM STDIN (FORMAT binary)",
-        )
+        .copy_in(plan_tables::STAGE_COPY)
         .await
         .context("Failed to start COPY into the staging table")?;
     let mut sink = pin!(sink);
@@ -180,15 +169,7 @@ pub async fn stage_members(
         let done = tokio::select! {
             done = hashed.next() => done,
             _ = cancel.cancelled() => {
-                // Dropping the stream would leave the server sending every remaining row. Whether
-                // or not the cancel gets through, the run is interrupted.
-                let cancelled = match crate::db::tls_connector() {
-                    Ok(tls) => extract.cancel_token().cancel_query(tls).await.map_err(anyhow::Error::from),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = cancelled {
-                    tracing::warn!(error = %crate::db::describe(&e), "could not cancel the extraction query");
-                }
+                // The caller cancels the query on the server (see stream::stage_streaming).
                 return Err(StageError::Interrupted);
             }
         };

@@ -14,12 +14,18 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
 use super::cells::PackedRows;
+use super::context::SyncContext;
 use super::copy::{self, Tuple};
+use super::error::SyncError;
 use super::member::Member;
-use super::rejections::{self, Rejected, locate};
-use super::upload::{SessionProgress, Target, UploadError, count_meta_error};
-use crate::db::Pool;
-use crate::meta::{UploadSession, UsersUpload};
+use super::rejections::{self, Rejected};
+use super::session_sender::{SessionProgress, SessionSender, Target};
+use super::sessions::RunSessions;
+use super::stage::{StageError, StageReport, Stream, stage_members};
+use super::upload::UploadError;
+use crate::db::runs::{self, BatchProgress};
+use crate::db::{Pool, ledger};
+use crate::meta::Direction;
 
 /// A member's ledger columns besides its cells.
 #[derive(Debug, Clone, Copy)]
@@ -80,8 +86,9 @@ pub struct Streamed {
 /// Everything the streaming uploader needs.
 pub struct Streamer<'a> {
     pub pool: &'a Pool,
-    /// The run's add session.
     pub target: Target<'a>,
+    /// The run's add session.
+    pub session_id: i64,
 }
 
 impl Streamer<'_> {
@@ -93,62 +100,45 @@ impl Streamer<'_> {
     ) -> (Streamed, Option<UploadError>) {
         let mut done = Streamed::default();
         let schema: Vec<&str> = self.target.match_keys.split(',').collect();
+        let mut sender = SessionSender {
+            target: self.target,
+            direction: Direction::Add,
+            session_id: self.session_id,
+            next_batch_seq: 1,
+            estimated_total: None,
+            progress: SessionProgress::default(),
+        };
         while let Some(batch) = rx.recv().await {
-            if self.target.cancel.is_cancelled() {
-                done.interrupted = true;
-                return (done, None);
-            }
-            if let Err(lost) = self.target.lease.ensure().await {
-                return (done, Some(lost.into()));
-            }
-            let upload = UsersUpload {
-                schema: &schema,
-                rows: &batch.cells,
-                session: UploadSession {
-                    session_id: self.target.session_id,
-                    batch_seq: done.batches + 1,
-                    last_batch_flag: false,
-                    estimated_num_total: None,
-                },
-            };
-            let call = self.target.meta.add_users(
-                self.target.ad_account_id,
-                self.target.audience_id,
-                &upload,
-            );
-            let result = match self.target.lease.guard(call).await {
-                Ok(result) => result,
-                Err(lost) => return (done, Some(lost.into())),
-            };
-            let response = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    count_meta_error(&e);
-                    return (done, Some(e.into()));
+            let sent = match sender.send(&schema, &batch.cells, false).await {
+                Ok(Some(sent)) => sent,
+                Ok(None) => {
+                    done.interrupted = true;
+                    break;
                 }
+                Err(e) => return (done, Some(e)),
             };
-            let (received, invalid) = done.progress.advance(&response);
-            let rejected: Vec<(i32, i64, Rejected)> =
-                locate(&response.invalid_entry_samples, &schema, batch.cells.rows())
-                    .into_iter()
-                    .map(|r| {
-                        let source = &batch.sources[r.row];
-                        (source.tenant_id, source.customer_id, r)
-                    })
-                    .collect();
-            if let Err(e) = self.commit(&batch, received, invalid, &rejected).await {
+            let rejected: Vec<(i32, i64, Rejected)> = sent
+                .rejected
+                .into_iter()
+                .map(|r| {
+                    let source = &batch.sources[r.row];
+                    (source.tenant_id, source.customer_id, r)
+                })
+                .collect();
+            if let Err(e) = self.commit(&batch, sent.progress, &rejected).await {
                 return (done, Some(e.into()));
             }
             done.batches += 1;
             done.rows += batch.len() as i64;
             tracing::info!(
-                system = self.target.system_name,
+                system = %self.target.plan.label(),
                 direction = "add",
                 batch = done.batches,
                 rows = batch.len(),
                 "batch accepted while extracting"
             );
         }
+        done.progress = sender.progress;
         (done, None)
     }
 
@@ -158,8 +148,7 @@ impl Streamer<'_> {
     async fn commit(
         &self,
         batch: &StreamBatch,
-        received: i64,
-        invalid: i64,
+        progress: BatchProgress,
         rejected: &[(i32, i64, Rejected)],
     ) -> anyhow::Result<()> {
         let mut client = self
@@ -173,21 +162,12 @@ impl Streamer<'_> {
             .context("Failed to start a ledger transaction")?;
         tx.execute(
             "SELECT cdp.hold_lease($1, $2)",
-            &[
-                &self.target.configuration_id,
-                &self.target.lease.worker_id(),
-            ],
+            &[&self.target.plan.id, &self.target.lease.worker_id()],
         )
         .await
         .context("Failed to hold the lease for the ledger")?;
         let sink = tx
-            .copy_in(
-                "COPY cdp.facebook_audience_members
-                     (configuration_id, definition_id, audience_id, member_key, match_keys, cells,
-                      added_run_id, source_tenant_id, source_customer_id, source_digest, filled,
-                      invalid_keys, filled_keys)
-                 FROM STDIN (FORMAT binary)",
-            )
+            .copy_in(&ledger::copy_statement())
             .await
             .context("Failed to start the ledger COPY")?;
         let mut sink = pin!(sink);
@@ -223,22 +203,10 @@ impl Streamer<'_> {
             .finish()
             .await
             .context("The ledger COPY failed")?;
-        tx.execute(
-            "UPDATE cdp.facebook_sync_runs
-                SET added = added + $2, batches = batches + 1, num_received = num_received + $3,
-                    num_invalid_entries = num_invalid_entries + $4
-              WHERE id = $1",
-            &[&self.target.run_id, &(copied as i64), &received, &invalid],
-        )
-        .await
-        .context("Failed to count the batch")?;
-        rejections::record(
-            &*tx,
-            self.target.run_id,
-            self.target.configuration_id,
-            rejected,
-        )
-        .await?;
+        runs::count_batch(&*tx, self.target.run_id, copied as i64, progress)
+            .await
+            .context("Failed to count the batch")?;
+        rejections::record(&*tx, self.target.run_id, self.target.plan.id, rejected).await?;
         tx.commit().await.context("Failed to commit the batch")?;
         Ok(())
     }
@@ -250,8 +218,8 @@ const COPY_PIECE_ROWS: usize = 1000;
 /// One ledger row.
 fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &Source, cells: &[u8]) {
     Tuple::start(buf, 13)
-        .i32(t.configuration_id)
-        .i32(t.definition_id)
+        .i32(t.plan.id)
+        .i32(t.plan.definition_id)
         .bytes(t.audience_id.as_bytes())
         .bytes(&source.member_key)
         .bytes(t.match_keys.as_bytes())
@@ -263,4 +231,69 @@ fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &Source, cells:
         .i16(source.filled)
         .i32(source.invalid_keys)
         .i32(source.filled_keys);
+}
+
+/// The staged source set, and what went to Meta while it was staged.
+pub struct Staged {
+    /// `None`: the run was cancelled while extracting (or the uploader stopped on cancellation).
+    pub report: Option<StageReport>,
+    pub streamed: Streamed,
+}
+
+/// Stages the plan's customers (extract, hash, COPY; see [`super::stage`]); on a first sync
+/// (`sessions.first_sync`) new members go to Meta in the add session meanwhile.
+pub async fn stage_streaming(
+    ctx: &SyncContext,
+    extract: &tokio_postgres::Client,
+    stage: &tokio_postgres::Client,
+    sql: &str,
+    sessions: &RunSessions,
+    target: Target<'_>,
+) -> Result<Staged, SyncError> {
+    let plan = target.plan;
+    let expected = runs::last_extracted(stage, plan.scope()).await?;
+    let (tx, rx) = mpsc::channel(1);
+    let stream = sessions.first_sync.then(|| Stream {
+        tx,
+        batch_rows: ctx.settings.worker.upload_batch_rows,
+    });
+    let streamer = Streamer {
+        pool: &ctx.pool,
+        target,
+        session_id: sessions.add,
+    };
+    let (staging, (streamed, stream_error)) = tokio::join!(
+        stage_members(
+            extract,
+            stage,
+            sql,
+            plan,
+            expected as usize,
+            stream,
+            target.cancel
+        ),
+        streamer.run(rx),
+    );
+    if let Some(e) = stream_error {
+        return Err(e.into());
+    }
+    match staging {
+        Ok(report) => Ok(Staged {
+            report: Some(report),
+            streamed,
+        }),
+        Err(StageError::Interrupted) => {
+            // The server would go on sending every remaining row of the extraction.
+            crate::db::cancel_query(extract, &ctx.settings.database).await;
+            Ok(Staged {
+                report: None,
+                streamed,
+            })
+        }
+        Err(_) if streamed.interrupted => Ok(Staged {
+            report: None,
+            streamed,
+        }),
+        Err(e) => Err(e.into()),
+    }
 }

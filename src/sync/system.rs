@@ -7,40 +7,9 @@ use std::str::FromStr;
 use chrono::{DateTime, Duration, Utc};
 
 use super::consent::Consent;
+use crate::db::configurations::SystemRow;
+use crate::db::ledger::LedgerScope;
 use crate::identity::{MatchKey, Normalizer};
-
-/// The columns of `cdp.facebook_configurations` that drive one sync, as stored.
-#[derive(Debug, Clone)]
-pub struct SystemRow {
-    pub id: i32,
-    pub system_name: String,
-    pub ad_account_id: String,
-    pub tenant_ids: Vec<Option<i32>>,
-    pub custom_audience_id: Option<String>,
-    pub schedule_hours: Option<i32>,
-    pub sync_mode: String,
-    pub match_keys: Vec<Option<String>>,
-    pub excluded_segments: Vec<Option<String>>,
-    pub default_country: Option<String>,
-    pub schedule_cron: Option<String>,
-    pub audience_name: Option<String>,
-    pub max_removal_share: Option<f64>,
-    pub force_removals: bool,
-    pub consecutive_failures: i32,
-    pub adopt_mode: String,
-    /// `alert_webhook_url`: where this system's alerts go (else `ALERT_WEBHOOK_URL`). It holds
-    /// the webhook's secret, hence never printed.
-    pub alert_webhook_url: Option<crate::secret::SecretString>,
-    /// Consent: `opt_out_column` and `suppression_table` (see [`super::consent`]).
-    pub opt_out_column: Option<String>,
-    pub suppression_table: Option<String>,
-    /// `token_ref`: the environment variable holding this system's Meta token (`None`: the
-    /// worker's `FACEBOOK_ACCESS_TOKEN`). A name, never the token.
-    pub token_ref: Option<String>,
-    /// Columns that could not be read as their type (a 2-D array…), each a sentence: the row
-    /// is then `invalid_config`, not a crash.
-    pub unreadable: Vec<String>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
@@ -116,20 +85,21 @@ pub struct SyncPlan {
 /// The `definition_id` of a system's own audience (the one its configuration row describes).
 pub const OWN_AUDIENCE: i32 = 0;
 
-/// Which audience's ledger rows a statement reads or writes: a system's own audience or one of
-/// its definitions. Every ledger statement filters on both columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LedgerScope {
-    pub configuration_id: i32,
-    pub definition_id: i32,
-}
-
 impl SyncPlan {
     pub fn scope(&self) -> LedgerScope {
         LedgerScope {
             configuration_id: self.id,
             definition_id: self.definition_id,
         }
+    }
+
+    /// The match keys as the ledger stores them and uploads name them: `EMAIL,PHONE,FN,LN`.
+    pub fn schema(&self) -> String {
+        self.match_keys
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// How logs and messages name the audience: the system, and the definition if any.

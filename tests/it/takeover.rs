@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use cdp_meta_sync::db;
 use cdp_meta_sync::demo::{DEMO_SYSTEMS, Schema};
-use cdp_meta_sync::meta::{UploadSession, UsersUpload};
+use cdp_meta_sync::meta::{Direction, UploadSession, UsersUpload};
 use cdp_meta_sync::sandbox::{Faults, Sandbox, SandboxOptions, spawn};
 use cdp_meta_sync::scheduler::run_due;
 use cdp_meta_sync::sync::{Outcome, RunReport, SyncContext, Trigger};
@@ -158,7 +158,7 @@ async fn original_worker_database(customers: u64) -> Takeover {
                 },
             };
             ctx.meta
-                .add_users(account, &audience, &upload)
+                .upload_users(Direction::Add, account, &audience, &upload)
                 .await
                 .unwrap();
         }

@@ -73,7 +73,7 @@ pub fn context_with(
     pairs.extend_from_slice(extra);
     let settings = settings_for(db.url(), &pairs);
     let meta = MetaClient::new(&settings.meta, SecretString::from(TOKEN.to_string())).unwrap();
-    let mut ctx = cdp_meta_sync::sync::run::context(settings, meta).unwrap();
+    let mut ctx = cdp_meta_sync::sync::context(settings, meta).unwrap();
     ctx.worker_id = worker_id.to_string();
     ctx
 }
