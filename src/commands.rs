@@ -202,7 +202,7 @@ fn describe(outcome: &Outcome, members: i64) -> String {
 
 async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let client = db::connect_single(&settings.database).await?;
-    let rows = db::configurations::status_rows(&client)
+    let rows = db::status::status_rows(&client)
         .await
         .context("Failed to read the systems")?;
     let pending = crate::events::pending_by_system(&client).await?;

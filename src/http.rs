@@ -55,7 +55,7 @@ pub fn router(pool: Pool, health: Arc<Health>, interval: Duration) -> Router {
 async fn status_page(State(state): State<AppState>) -> axum::response::Response {
     let read = async {
         let client = state.pool.get().await?;
-        let rows = crate::db::configurations::status_rows(&**client).await?;
+        let rows = crate::db::status::status_rows(&**client).await?;
         let pending = crate::events::pending_by_system(&client).await?;
         anyhow::Ok(crate::status::render_html(&rows, &pending))
     };

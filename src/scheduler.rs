@@ -48,9 +48,27 @@ pub async fn run_due(
     }
 }
 
-/// The long-running loop. Returns when `shutdown` fires and in-flight syncs have finished their
-/// current batch and released their leases (or the grace period ran out).
-pub async fn run_scheduler(
+/// The worker's long-running loop (`RUN_MODE=scheduler`): it owns the runs in flight, up to
+/// `SCHEDULER_MAX_CONCURRENT`, and refills free slots with due systems each time it wakes — on its
+/// interval, on the configuration table's NOTIFY (`wake`), or when a run ends. It beats `health`
+/// on every turn, so `/healthz` can tell a stuck loop from a busy one, and runs the daily token
+/// check beside it.
+pub struct Scheduler {
+    pub ctx: SyncContext,
+    pub health: Arc<Health>,
+    pub wake: Arc<Notify>,
+}
+
+impl Scheduler {
+    /// Returns when `shutdown` fires and in-flight syncs have finished their current batch and
+    /// released their leases (or the grace period ran out).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Scheduler { ctx, health, wake } = self;
+        run(ctx, health, wake, shutdown).await
+    }
+}
+
+async fn run(
     ctx: SyncContext,
     health: Arc<Health>,
     wake: Arc<Notify>,

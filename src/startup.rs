@@ -110,7 +110,9 @@ impl Worker {
                 }
             }))
         };
-        crate::scheduler::run_scheduler(ctx, health, wake, shutdown.clone()).await?;
+        crate::scheduler::Scheduler { ctx, health, wake }
+            .run_until_stopped(shutdown.clone())
+            .await?;
         shutdown.cancel();
         // The syncs had the grace period; the rest stopped with them, or is given a moment more.
         let (events_abort, listen_abort, http_abort) = (

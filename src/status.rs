@@ -2,7 +2,7 @@
 //! document for scripts (`--json`).
 use chrono::{DateTime, Utc};
 
-use crate::db::configurations::{HealthReport, LastRun, StatusRow};
+use crate::db::status::{HealthReport, LastRun, StatusRow};
 use crate::meta::audience_health::AudienceHealth;
 
 fn when(t: Option<DateTime<Utc>>) -> String {

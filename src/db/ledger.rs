@@ -24,7 +24,7 @@ const COLUMNS: &str =
      added_run_id, source_tenant_id, source_customer_id, source_digest, filled, invalid_keys,
      filled_keys)";
 
-/// The binary COPY of one accepted batch (see [`crate::sync::stream`], which encodes the rows in
+/// The binary COPY of one accepted batch (see [`crate::sync::first_sync`], which encodes the rows in
 /// [`COLUMNS`] order).
 pub fn copy_statement() -> String {
     format!("COPY cdp.facebook_audience_members {COLUMNS} FROM STDIN (FORMAT binary)")

@@ -22,7 +22,11 @@ use crate::db::configurations::renew_lease;
 /// SQLSTATE `cdp.hold_lease` raises when the lease is someone else's.
 pub const LEASE_LOST_SQLSTATE: &str = "CDPL1";
 
-/// The run's lease on one configuration row.
+/// The run's lease on one configuration row: what lets several workers share one database
+/// without two of them syncing one system at once. It exists for the length of one run (the
+/// system's own audience and its definitions'), renewed by [`Lease::keep`] beside the work, and
+/// asked by every step that changes something at Meta or in the ledger whether it still holds.
+/// Once lost it stays lost: the run stops at its next step and ends `failed`.
 pub struct Lease {
     pool: Pool,
     configuration_id: i32,

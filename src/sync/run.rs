@@ -7,6 +7,7 @@ use super::audience;
 use super::changes::plan_changes;
 use super::context::SyncContext;
 use super::error::SyncError;
+use super::first_sync::{Staged, stage_and_send_new};
 use super::lease::Lease;
 use super::outcome::{Outcome, Synced};
 use super::query::source_query;
@@ -14,7 +15,6 @@ use super::readback;
 use super::send::{Sent, send};
 use super::session_sender::Target;
 use super::sessions::RunSessions;
-use super::stream::{Staged, stage_streaming};
 use super::system::SyncPlan;
 use crate::db::{ledger, runs};
 
@@ -49,7 +49,7 @@ pub(super) async fn execute(
     };
     // The source set staged (extract, hash, COPY); a first sync sends new members meanwhile.
     let Staged { report, streamed } =
-        stage_streaming(ctx, &extract, stage, &query.sql, &sessions, target).await?;
+        stage_and_send_new(ctx, &extract, stage, &query.sql, &sessions, target).await?;
     drop(extract);
     let Some(staged) = report else {
         let sent = Sent {

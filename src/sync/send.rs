@@ -5,9 +5,9 @@
 use super::changes::Changes;
 use super::context::SyncContext;
 use super::error::SyncError;
+use super::first_sync::SentWhileStaging;
 use super::session_sender::{SessionProgress, Target};
 use super::sessions::{RunSessions, new_session_id};
-use super::stream::Streamed;
 use super::system::SyncMode;
 use super::upload::{Upload, UploadError};
 use crate::meta::Direction;
@@ -29,7 +29,7 @@ pub async fn send(
     target: Target<'_>,
     sessions: &RunSessions,
     changes: &Changes,
-    streamed: &Streamed,
+    streamed: &SentWhileStaging,
 ) -> Result<Sent, SyncError> {
     let planned = &changes.planned;
     let upload = |total: i64, session_id: i64| Upload {

@@ -26,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use super::copy::{self, Tuple};
 use super::digest;
 use super::extract::{Extraction, is_text, map_columns};
+use super::first_sync::{MemberSource, NewMembers};
 use super::member::{Member, MemberBuilder, Tally};
 use super::plan_tables;
-use super::seen::Seen;
-use super::stream::{Source, StreamBatch};
+use super::seen_keys::SeenKeys;
 use super::system::SyncPlan;
 use crate::identity::MatchKey;
 
@@ -84,7 +84,7 @@ pub async fn stage_members(
     sql: &str,
     plan: &SyncPlan,
     expected: usize,
-    stream: Option<Stream>,
+    stream: Option<NewMemberFeed>,
     cancel: &CancellationToken,
 ) -> Result<StageReport, StageError> {
     // The operator's query on its own first, so a column problem is reported in its own terms.
@@ -158,18 +158,18 @@ pub async fn stage_members(
     };
     // Settled in stream order, on this task: the first row of a member is never marked and every
     // later one is, whatever thread hashed it; seq follows the stream.
-    let mut seen = Seen::new(expected);
+    let mut seen = SeenKeys::new(expected);
     let mut seq = 0i64;
-    let mut stream = stream.map(|s| Streaming {
+    let mut stream = stream.map(|s| FeedBuffer {
         tx: s.tx,
         batch_rows: s.batch_rows.clamp(1, crate::meta::MAX_USERS_PER_CALL),
-        filling: StreamBatch::default(),
+        filling: NewMembers::default(),
     });
     loop {
         let done = tokio::select! {
             done = hashed.next() => done,
             _ = cancel.cancelled() => {
-                // The caller cancels the query on the server (see stream::stage_streaming).
+                // The caller cancels the query on the server (see first_sync::stage_and_send_new).
                 return Err(StageError::Interrupted);
             }
         };
@@ -248,7 +248,7 @@ enum Staged {
     /// A ledger member whose source customer changed or left.
     Gone([u8; 32]),
     /// A customer's member; its packed cells are this range of the chunk's `cells`.
-    Candidate(Source, std::ops::Range<usize>),
+    Candidate(MemberSource, std::ops::Range<usize>),
 }
 
 /// One hashed chunk: its counts and its staged rows.
@@ -258,23 +258,23 @@ struct HashedChunk {
     cells: Vec<u8>,
 }
 
-/// Where new members go while extracting, on a first sync (see [`super::stream`]).
-pub struct Stream {
-    pub tx: mpsc::Sender<StreamBatch>,
+/// Where new members go while extracting, on a first sync (see [`super::first_sync`]).
+pub struct NewMemberFeed {
+    pub tx: mpsc::Sender<NewMembers>,
     /// Rows per batch (at most Meta's 10,000).
     pub batch_rows: usize,
 }
 
-struct Streaming {
-    tx: mpsc::Sender<StreamBatch>,
+struct FeedBuffer {
+    tx: mpsc::Sender<NewMembers>,
     batch_rows: usize,
     /// Sent when it is full and another row comes: the stream's last rows are staged instead, so
     /// the add phase after the diff always has a batch to close the session with.
-    filling: StreamBatch,
+    filling: NewMembers,
 }
 
-impl Streaming {
-    async fn push(&mut self, source: Source, cells: &[u8]) -> anyhow::Result<()> {
+impl FeedBuffer {
+    async fn push(&mut self, source: MemberSource, cells: &[u8]) -> anyhow::Result<()> {
         if self.filling.len() >= self.batch_rows {
             let full = std::mem::take(&mut self.filling);
             self.tx
@@ -358,7 +358,7 @@ fn hash_chunk(
             let start = cells.len();
             cells.extend_from_slice(&member.cells);
             staged.push(Staged::Candidate(
-                Source::of(&member, digest),
+                MemberSource::of(&member, digest),
                 start..cells.len(),
             ));
             report.staged += 1;
@@ -378,7 +378,13 @@ const STAGE_FIELDS: i16 = 10;
 const STAGE_ROW_FIXED: usize = 2 + STAGE_FIELDS as usize * 4 + 32 + 8 + 2 + 4 + 8 + 8 + 4 + 4 + 1;
 
 /// A candidate `sync_stage` row.
-fn encode_candidate(buf: &mut BytesMut, seq: i64, source: &Source, cells: &[u8], maybe_dup: bool) {
+fn encode_candidate(
+    buf: &mut BytesMut,
+    seq: i64,
+    source: &MemberSource,
+    cells: &[u8],
+    maybe_dup: bool,
+) {
     Tuple::start(buf, STAGE_FIELDS)
         .i64(seq)
         .bytes(&source.member_key)

@@ -169,7 +169,7 @@ async fn a_system_syncs_its_own_audience_and_each_definition_into_an_audience_of
 
     // The status page and `status --json` have a line per audience.
     let lines: Vec<(String, Option<String>, i32)> =
-        cdp_meta_sync::db::configurations::status_rows(&**w.db.client().await)
+        cdp_meta_sync::db::status::status_rows(&**w.db.client().await)
             .await
             .unwrap()
             .iter()

@@ -5,7 +5,7 @@ use std::time::Duration;
 use cdp_meta_sync::db::notify::listen;
 use cdp_meta_sync::health::Health;
 use cdp_meta_sync::sandbox::Faults;
-use cdp_meta_sync::scheduler::{CONFIG_CHANNEL, run_scheduler};
+use cdp_meta_sync::scheduler::{CONFIG_CHANNEL, Scheduler};
 use cdp_meta_sync::sync::Outcome;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +33,14 @@ async fn an_insert_is_picked_up_by_a_running_scheduler_through_notify() {
         health.clone(),
         shutdown.clone(),
     ));
-    let scheduler = tokio::spawn(run_scheduler(ctx, health.clone(), wake, shutdown.clone()));
+    let scheduler = tokio::spawn(
+        Scheduler {
+            ctx,
+            health: health.clone(),
+            wake,
+        }
+        .run_until_stopped(shutdown.clone()),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(health.loop_alive(Duration::from_secs(3600)));
 

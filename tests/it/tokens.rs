@@ -237,7 +237,7 @@ async fn a_token_expiring_within_seven_days_is_a_warning_kept_in_error_log_and_t
     );
     assert_eq!(error_log(&w.db, "digitalfarma_system").await, None);
     // `status` shows the error_log column.
-    let rows = cdp_meta_sync::db::configurations::status_rows(&**client)
+    let rows = cdp_meta_sync::db::status::status_rows(&**client)
         .await
         .unwrap();
     let kangoo = rows

@@ -11,19 +11,19 @@ const FALSE_POSITIVES: f64 = 0.02;
 /// it cannot see through (or a stale statistic) may say billions; the series grows past it anyway.
 pub const MAX_FIRST_CAPACITY: usize = 1 << 24;
 
-pub struct Seen {
+pub struct SeenKeys {
     /// Each full filter is followed by one twice its size.
     filters: Vec<BloomFilter>,
     capacity: usize,
     in_last: usize,
 }
 
-impl Seen {
+impl SeenKeys {
     /// Sized for `expected` keys (at most [`MAX_FIRST_CAPACITY`]: an estimate can be wildly off);
     /// more are fine.
     pub fn new(expected: usize) -> Self {
         let capacity = expected.clamp(1 << 16, MAX_FIRST_CAPACITY);
-        Seen {
+        SeenKeys {
             filters: vec![BloomFilter::with_false_pos(FALSE_POSITIVES).expected_items(capacity)],
             capacity,
             in_last: 0,
@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn an_absurd_estimate_does_not_size_the_first_filter_past_the_cap() {
-        let capped = Seen::new(usize::MAX / 2);
+        let capped = SeenKeys::new(usize::MAX / 2);
         assert_eq!(capped.capacity, MAX_FIRST_CAPACITY);
         let bytes = capped.filters[0].as_slice().len() * 8;
         assert!(bytes <= 32 << 20, "first filter takes {bytes} bytes");
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn a_key_seen_before_is_always_reported_even_past_the_expected_size() {
-        let mut seen = Seen::new(1_000);
+        let mut seen = SeenKeys::new(1_000);
         for k in keys(300_000, 1) {
             seen.insert(k);
         }
@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn new_keys_are_rarely_mistaken_for_seen_ones() {
-        let mut seen = Seen::new(100_000);
+        let mut seen = SeenKeys::new(100_000);
         for k in keys(400_000, 1) {
             seen.insert(k);
         }

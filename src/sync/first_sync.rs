@@ -21,7 +21,7 @@ use super::member::Member;
 use super::rejections::{self, Rejected};
 use super::session_sender::{SessionProgress, SessionSender, Target};
 use super::sessions::RunSessions;
-use super::stage::{StageError, StageReport, Stream, stage_members};
+use super::stage::{NewMemberFeed, StageError, StageReport, stage_members};
 use super::upload::UploadError;
 use crate::db::runs::{self, BatchProgress};
 use crate::db::{Pool, ledger};
@@ -29,7 +29,7 @@ use crate::meta::Direction;
 
 /// A member's ledger columns besides its cells.
 #[derive(Debug, Clone, Copy)]
-pub struct Source {
+pub struct MemberSource {
     pub member_key: [u8; 32],
     pub filled: i16,
     pub tenant_id: i32,
@@ -39,9 +39,9 @@ pub struct Source {
     pub filled_keys: i32,
 }
 
-impl Source {
+impl MemberSource {
     pub fn of(member: &Member, digest: i64) -> Self {
-        Source {
+        MemberSource {
             member_key: member.member_key,
             filled: member.filled,
             tenant_id: member.tenant_id,
@@ -55,13 +55,13 @@ impl Source {
 
 /// Up to one upload batch of new members.
 #[derive(Default)]
-pub struct StreamBatch {
-    pub sources: Vec<Source>,
+pub struct NewMembers {
+    pub sources: Vec<MemberSource>,
     pub cells: PackedRows,
 }
 
-impl StreamBatch {
-    pub fn push(&mut self, source: Source, cells: &[u8]) {
+impl NewMembers {
+    pub fn push(&mut self, source: MemberSource, cells: &[u8]) {
         self.sources.push(source);
         self.cells.push(cells);
     }
@@ -75,7 +75,7 @@ impl StreamBatch {
 
 /// What the streamed part of the add session did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Streamed {
+pub struct SentWhileStaging {
     pub batches: u32,
     pub rows: i64,
     pub interrupted: bool,
@@ -84,21 +84,21 @@ pub struct Streamed {
 }
 
 /// Everything the streaming uploader needs.
-pub struct Streamer<'a> {
+pub struct FirstSyncUploader<'a> {
     pub pool: &'a Pool,
     pub target: Target<'a>,
     /// The run's add session.
     pub session_id: i64,
 }
 
-impl Streamer<'_> {
+impl FirstSyncUploader<'_> {
     /// Sends each batch from `rx` (in order, never the session's last), then records it in the
     /// ledger and the run row in one transaction. Stops at the first error or on cancellation.
     pub async fn run(
         &self,
-        mut rx: mpsc::Receiver<StreamBatch>,
-    ) -> (Streamed, Option<UploadError>) {
-        let mut done = Streamed::default();
+        mut rx: mpsc::Receiver<NewMembers>,
+    ) -> (SentWhileStaging, Option<UploadError>) {
+        let mut done = SentWhileStaging::default();
         let schema: Vec<&str> = self.target.match_keys.split(',').collect();
         let mut sender = SessionSender {
             target: self.target,
@@ -147,7 +147,7 @@ impl Streamer<'_> {
     /// configuration row as a foreign key would).
     async fn commit(
         &self,
-        batch: &StreamBatch,
+        batch: &NewMembers,
         progress: BatchProgress,
         rejected: &[(i32, i64, Rejected)],
     ) -> anyhow::Result<()> {
@@ -216,7 +216,7 @@ impl Streamer<'_> {
 const COPY_PIECE_ROWS: usize = 1000;
 
 /// One ledger row.
-fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &Source, cells: &[u8]) {
+fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &MemberSource, cells: &[u8]) {
     Tuple::start(buf, 13)
         .i32(t.plan.id)
         .i32(t.plan.definition_id)
@@ -237,12 +237,12 @@ fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &Source, cells:
 pub struct Staged {
     /// `None`: the run was cancelled while extracting (or the uploader stopped on cancellation).
     pub report: Option<StageReport>,
-    pub streamed: Streamed,
+    pub streamed: SentWhileStaging,
 }
 
 /// Stages the plan's customers (extract, hash, COPY; see [`super::stage`]); on a first sync
 /// (`sessions.first_sync`) new members go to Meta in the add session meanwhile.
-pub async fn stage_streaming(
+pub async fn stage_and_send_new(
     ctx: &SyncContext,
     extract: &tokio_postgres::Client,
     stage: &tokio_postgres::Client,
@@ -253,11 +253,11 @@ pub async fn stage_streaming(
     let plan = target.plan;
     let expected = runs::last_extracted(stage, plan.scope()).await?;
     let (tx, rx) = mpsc::channel(1);
-    let stream = sessions.first_sync.then(|| Stream {
+    let stream = sessions.first_sync.then(|| NewMemberFeed {
         tx,
         batch_rows: ctx.settings.worker.upload_batch_rows,
     });
-    let streamer = Streamer {
+    let streamer = FirstSyncUploader {
         pool: &ctx.pool,
         target,
         session_id: sessions.add,
