@@ -5,9 +5,11 @@
 use std::io::Write;
 use std::path::Path;
 
-#[path = "it/support.rs"]
+#[path = "it/app.rs"]
 #[allow(dead_code)]
-mod support;
+mod app;
+
+use app::TestApp;
 
 const ROWS: u64 = 2_000_000;
 /// Header rows of `config/maps/website.toml`'s layout.
@@ -94,7 +96,7 @@ fn max_rss_kb(time_report: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_million_row_csv_with_a_nul_byte_imports_in_constant_memory_and_reports_bad_lines() {
-    let test_db = support::migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("web.csv");
     let size = {

@@ -2,14 +2,14 @@
 //! a worker paused past its lease while another takes the system over, and a shutdown in the
 //! middle of staging a million customers.
 #[allow(dead_code)]
+#[path = "it/app.rs"]
+mod app;
+#[allow(dead_code)]
+#[path = "it/members.rs"]
+mod members;
+#[allow(dead_code)]
 #[path = "it/process.rs"]
 mod process;
-#[allow(dead_code)]
-#[path = "it/support.rs"]
-mod support;
-#[allow(dead_code)]
-#[path = "it/world.rs"]
-mod world;
 
 use std::time::Duration;
 
@@ -17,16 +17,13 @@ use cdp_meta_sync::demo::Schema;
 use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
 
+use app::TestApp;
 use process::{eventually, free_port, spawn, status_of, worker};
-use world::{
-    World, audience_id, context, expected_members, ledger_rows, only_kangoo, sandbox_members,
-    world, world_with,
-};
 
 const SYSTEM: &str = "kangoo_system";
 
 /// User-write calls the sandbox has answered, and the ledger.
-async fn writes_and_ledger(w: &World) -> (usize, std::collections::BTreeSet<world::Row>) {
+async fn writes_and_ledger(w: &TestApp) -> (usize, std::collections::BTreeSet<members::Row>) {
     let writes = w
         .sandbox
         .requests()
@@ -38,7 +35,7 @@ async fn writes_and_ledger(w: &World) -> (usize, std::collections::BTreeSet<worl
             )
         })
         .count();
-    (writes, ledger_rows(w, SYSTEM).await)
+    (writes, w.ledger_rows(SYSTEM).await)
 }
 
 fn signal(pid: u32, name: &str) {
@@ -53,8 +50,8 @@ fn signal(pid: u32, name: &str) {
 #[tokio::test]
 async fn a_worker_paused_past_its_lease_sends_and_writes_nothing_once_another_took_the_system_over()
 {
-    let w = world(3_000).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(3_000).build().await;
+    w.only_kangoo().await;
     // Worker A uploads a batch, then every call fails as transient: A is waiting to retry when
     // it is paused, with the retry due by the time it wakes.
     let mut a = worker(&w, &["sync", "--system", SYSTEM]);
@@ -85,10 +82,10 @@ async fn a_worker_paused_past_its_lease_sends_and_writes_nothing_once_another_to
     w.sandbox.set_faults(Faults::default());
 
     // A's lease runs out; B claims the system and syncs it to the end.
-    let b = context(&w.db, &w.sandbox, "worker-b");
+    let b = w.context("worker-b");
     let expired = eventually(Duration::from_secs(45), || async {
         status_of(&w, SYSTEM).await.1.is_none()
-            || w.db
+            || w
                 .client()
                 .await
                 .query_one(
@@ -129,9 +126,9 @@ async fn a_worker_paused_past_its_lease_sends_and_writes_nothing_once_another_to
         after_b,
         "A made no upload and no ledger write after waking"
     );
-    let audience = sandbox_members(&w.sandbox, &audience_id(&w.db, SYSTEM).await);
-    assert_eq!(audience, expected_members(&w.db, SYSTEM).await);
-    assert_eq!(ledger_rows(&w, SYSTEM).await, audience);
+    let audience = w.sandbox_members(&w.audience_id(SYSTEM).await);
+    assert_eq!(audience, w.expected_members(SYSTEM).await);
+    assert_eq!(w.ledger_rows(SYSTEM).await, audience);
 }
 
 #[tokio::test]
@@ -147,9 +144,13 @@ async fn sigterm_while_staging_a_million_customer_replace_exits_0_within_30_s_an
 }
 
 async fn sigterm_while_staging(sync_mode: &str) {
-    let w = world_with(0, Schema::Original).await;
-    only_kangoo(&w).await;
-    w.db.client()
+    let w = TestApp::builder()
+        .customers(0)
+        .schema(Schema::Original)
+        .build()
+        .await;
+    w.only_kangoo().await;
+    w.client()
         .await
         .execute(
             "UPDATE cdp.facebook_configurations SET sync_mode = $1",
@@ -157,7 +158,7 @@ async fn sigterm_while_staging(sync_mode: &str) {
         )
         .await
         .unwrap();
-    w.db.client()
+    w.client()
         .await
         .batch_execute(
             "INSERT INTO customers_master (id, tenant_id, email, phone, firstname, lastname)
@@ -181,7 +182,7 @@ async fn sigterm_while_staging(sync_mode: &str) {
         .stderr(log.reopen().unwrap());
     let mut child = spawn(&mut child);
     let staging = eventually(Duration::from_secs(120), || async {
-        w.db.client()
+        w.client()
             .await
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
@@ -224,7 +225,6 @@ async fn sigterm_while_staging(sync_mode: &str) {
     );
     let run: (String, Option<chrono::DateTime<chrono::Utc>>) = {
         let row = w
-            .db
             .client()
             .await
             .query_one(
@@ -237,15 +237,15 @@ async fn sigterm_while_staging(sync_mode: &str) {
     };
     assert_eq!(run.0, "interrupted");
     assert!(run.1.is_some(), "the run row is closed");
-    let busy: i64 =
-        w.db.client()
-            .await
-            .query_one(
-                "SELECT count(*) FROM cdp.facebook_configurations WHERE lease_owner IS NOT NULL",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+    let busy: i64 = w
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM cdp.facebook_configurations WHERE lease_owner IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(busy, 0, "no lease is left held");
 }

@@ -7,8 +7,8 @@ use axum::routing::post;
 use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
 
+use crate::app::{TOKEN, TestApp};
 use crate::process::free_port;
-use crate::world::{TOKEN, World, context_with, make_due, world};
 
 type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
@@ -36,8 +36,8 @@ async fn receiver() -> (String, Received) {
     (format!("http://127.0.0.1:{port}"), received)
 }
 
-async fn sync(w: &World) -> Vec<(String, Outcome)> {
-    make_due(&w.db).await;
+async fn sync(w: &TestApp) -> Vec<(String, Outcome)> {
+    w.make_due().await;
     w.sync_due()
         .await
         .into_iter()
@@ -57,11 +57,11 @@ fn texts(received: &Received, hook: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_system_that_breaks_alerts_once_and_once_more_when_it_recovers() {
-    let mut w = world(300).await;
+    let mut w = TestApp::builder().customers(300).build().await;
     let (base, received) = receiver().await;
     // kangoo has its own webhook; the others use the worker's. A replace talks to Meta on every
     // run, so a token error shows on every run.
-    w.db.client()
+    w.client()
         .await
         .execute(
             "UPDATE cdp.facebook_configurations
@@ -71,9 +71,7 @@ async fn a_system_that_breaks_alerts_once_and_once_more_when_it_recovers() {
         )
         .await
         .unwrap();
-    w.ctx = context_with(
-        &w.db,
-        &w.sandbox,
+    w.ctx = w.context_with(
         "worker-a",
         &[("ALERT_WEBHOOK_URL", &format!("{base}/global"))],
     );
@@ -129,7 +127,7 @@ async fn a_system_that_breaks_alerts_once_and_once_more_when_it_recovers() {
 #[tokio::test]
 async fn an_alert_the_webhook_refuses_at_first_is_retried_and_a_broken_audience_definition_alerts_its_system()
  {
-    let mut w = world(300).await;
+    let mut w = TestApp::builder().customers(300).build().await;
     // Refuses the first attempt (503), takes the next ones.
     let attempts: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let app = axum::Router::new()
@@ -154,16 +152,14 @@ async fn an_alert_the_webhook_refuses_at_first_is_retried_and_a_broken_audience_
         .await
         .unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    w.ctx = context_with(
-        &w.db,
-        &w.sandbox,
+    w.ctx = w.context_with(
         "worker-a",
         &[(
             "ALERT_WEBHOOK_URL",
             &format!("http://127.0.0.1:{port}/hook"),
         )],
     );
-    w.db.client()
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET is_active = (system_name = 'kangoo_system');

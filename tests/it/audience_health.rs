@@ -3,10 +3,7 @@
 use cdp_meta_sync::sandbox::{AudienceStatus, FaultCode, Faults};
 use cdp_meta_sync::sync::Outcome;
 
-use crate::world::{
-    World, audience_id, error_log, expected_members, ledger_size, make_due, only_kangoo,
-    sandbox_members, world,
-};
+use crate::app::TestApp;
 
 const SYSTEM: &str = "kangoo_system";
 
@@ -22,8 +19,8 @@ struct Health {
 }
 
 /// Kangoo's runs' read-backs, oldest first.
-async fn run_health(w: &World) -> Vec<Health> {
-    w.db.client()
+async fn run_health(w: &TestApp) -> Vec<Health> {
+    w.client()
         .await
         .query(
             "SELECT audience_operation_status, audience_operation_message, audience_delivery_status,
@@ -45,8 +42,8 @@ async fn run_health(w: &World) -> Vec<Health> {
         .collect()
 }
 
-async fn sync_status(w: &World) -> String {
-    w.db.client()
+async fn sync_status(w: &TestApp) -> String {
+    w.client()
         .await
         .query_one(
             "SELECT sync_status FROM cdp.facebook_configurations WHERE system_name = $1",
@@ -57,15 +54,15 @@ async fn sync_status(w: &World) -> String {
         .get(0)
 }
 
-async fn assert_audience_equals_expected(w: &World) {
-    let audience = audience_id(&w.db, SYSTEM).await;
+async fn assert_audience_equals_expected(w: &TestApp) {
+    let audience = w.audience_id(SYSTEM).await;
     assert_eq!(
-        sandbox_members(&w.sandbox, &audience),
-        expected_members(&w.db, SYSTEM).await
+        w.sandbox_members(&audience),
+        w.expected_members(SYSTEM).await
     );
 }
 
-fn read_calls(w: &World) -> Vec<cdp_meta_sync::sandbox::RequestRecord> {
+fn read_calls(w: &TestApp) -> Vec<cdp_meta_sync::sandbox::RequestRecord> {
     w.sandbox
         .requests()
         .into_iter()
@@ -75,15 +72,14 @@ fn read_calls(w: &World) -> Vec<cdp_meta_sync::sandbox::RequestRecord> {
 
 #[tokio::test]
 async fn after_a_sync_the_run_holds_the_audience_as_meta_reports_it() {
-    let w = world(2_000).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(2_000).build().await;
+    w.only_kangoo().await;
     let reports = w.sync_due().await;
     assert_eq!(reports[0].outcome, Outcome::Success, "{reports:?}");
     assert_eq!(read_calls(&w).len(), 1, "one read-back per run");
 
-    let audience = audience_id(&w.db, SYSTEM).await;
+    let audience = w.audience_id(SYSTEM).await;
     let account: String = w
-        .db
         .client()
         .await
         .query_one(
@@ -107,7 +103,7 @@ async fn after_a_sync_the_run_holds_the_audience_as_meta_reports_it() {
     assert_eq!(h.lower, meta.approximate_count_lower_bound);
     assert_eq!(h.upper, meta.approximate_count_upper_bound);
     // Meta's range brackets what the worker put there.
-    let members = ledger_size(&w.db, SYSTEM).await as i64;
+    let members = w.ledger_size(SYSTEM).await as i64;
     assert!(
         h.lower.unwrap() <= members && members <= h.upper.unwrap(),
         "{h:?} {members}"
@@ -116,20 +112,20 @@ async fn after_a_sync_the_run_holds_the_audience_as_meta_reports_it() {
 
 #[tokio::test]
 async fn a_small_audience_that_meta_calls_too_small_to_deliver_is_still_a_success() {
-    let w = world(300).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(300).build().await;
+    w.only_kangoo().await;
     let reports = w.sync_due().await;
     assert_eq!(reports[0].outcome, Outcome::Success, "{reports:?}");
     let h = &run_health(&w).await[0];
     assert_eq!((h.operation, h.delivery), (Some(200), Some(300)), "{h:?}");
     assert_eq!(sync_status(&w).await, "success");
-    assert_eq!(error_log(&w.db, SYSTEM).await, None);
+    assert_eq!(w.error_log(SYSTEM).await, None);
 }
 
 #[tokio::test]
 async fn a_flagged_audience_makes_the_system_partial_with_metas_message_and_a_clean_run_recovers() {
-    let w = world(2_000).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(2_000).build().await;
+    w.only_kangoo().await;
     w.sandbox.set_faults(Faults {
         audience_operation_status: Some(AudienceStatus::new(471)),
         ..Faults::default()
@@ -139,9 +135,9 @@ async fn a_flagged_audience_makes_the_system_partial_with_metas_message_and_a_cl
     // The sync itself went through: Meta holds every member.
     assert_audience_equals_expected(&w).await;
 
-    let audience = audience_id(&w.db, SYSTEM).await;
+    let audience = w.audience_id(SYSTEM).await;
     assert_eq!(sync_status(&w).await, "partial");
-    let error = error_log(&w.db, SYSTEM).await.expect("an error_log");
+    let error = w.error_log(SYSTEM).await.expect("an error_log");
     assert!(
         error.starts_with(&format!(
             "Meta reports audience {audience}: 471 The custom audience or lookalike is blocked"
@@ -149,7 +145,6 @@ async fn a_flagged_audience_makes_the_system_partial_with_metas_message_and_a_cl
         "{error}"
     );
     let run_error: Option<String> = w
-        .db
         .client()
         .await
         .query_one(
@@ -164,11 +159,11 @@ async fn a_flagged_audience_makes_the_system_partial_with_metas_message_and_a_cl
 
     // Meta lifts the flag: the next run is clean again.
     w.sandbox.set_faults(Faults::default());
-    make_due(&w.db).await;
+    w.make_due().await;
     let reports = w.sync_due().await;
     assert_eq!(reports[0].outcome, Outcome::Success, "{reports:?}");
     assert_eq!(sync_status(&w).await, "success");
-    assert_eq!(error_log(&w.db, SYSTEM).await, None);
+    assert_eq!(w.error_log(SYSTEM).await, None);
     let health = run_health(&w).await;
     assert_eq!(
         health.iter().map(|h| h.operation).collect::<Vec<_>>(),
@@ -179,8 +174,8 @@ async fn a_flagged_audience_makes_the_system_partial_with_metas_message_and_a_cl
 
 #[tokio::test]
 async fn an_undeliverable_audience_is_partial_too() {
-    let w = world(2_000).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(2_000).build().await;
+    w.only_kangoo().await;
     w.sandbox.set_faults(Faults {
         audience_delivery_status: Some(AudienceStatus {
             code: 400,
@@ -190,7 +185,7 @@ async fn an_undeliverable_audience_is_partial_too() {
     });
     let reports = w.sync_due().await;
     assert_eq!(reports[0].outcome, Outcome::Partial, "{reports:?}");
-    let error = error_log(&w.db, SYSTEM).await.unwrap();
+    let error = w.error_log(SYSTEM).await.unwrap();
     assert!(
         error.ends_with(": delivery 400 This audience is unavailable."),
         "{error}"
@@ -199,8 +194,8 @@ async fn an_undeliverable_audience_is_partial_too() {
 
 #[tokio::test]
 async fn a_read_back_that_fails_leaves_the_run_a_success_with_no_health() {
-    let w = world(2_000).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(2_000).build().await;
+    w.only_kangoo().await;
     w.sandbox.set_faults(Faults {
         audience_read_error: Some(FaultCode::new(100)),
         ..Faults::default()
@@ -208,7 +203,7 @@ async fn a_read_back_that_fails_leaves_the_run_a_success_with_no_health() {
     let reports = w.sync_due().await;
     assert_eq!(reports[0].outcome, Outcome::Success, "{reports:?}");
     assert_eq!(sync_status(&w).await, "success");
-    assert_eq!(error_log(&w.db, SYSTEM).await, None);
+    assert_eq!(w.error_log(SYSTEM).await, None);
     assert_eq!(
         run_health(&w).await,
         vec![Health {

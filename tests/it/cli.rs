@@ -1,6 +1,6 @@
 use std::process::Command;
 
-use crate::support::migrated_database;
+use crate::app::TestApp;
 
 fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
@@ -66,7 +66,7 @@ fn every_subcommand_has_help() {
 
 #[tokio::test]
 async fn migrate_through_the_binary_twice_succeeds_both_times() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     for _ in 0..2 {
         let output = binary()
             .env("DATABASE_URL", test_db.url())

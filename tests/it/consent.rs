@@ -4,17 +4,15 @@ use std::collections::BTreeSet;
 
 use cdp_meta_sync::sync::Outcome;
 
-use crate::world::{
-    Row, World, audience_id, error_log, expected_members, ledger_rows, lone_members, make_due,
-    only_kangoo, sandbox_members, world,
-};
+use crate::app::TestApp;
+use crate::members::Row;
 
 const SYSTEM: &str = "kangoo_system";
 
 /// The expected audience without the members of `suppressed`.
-async fn expected_without(w: &World, suppressed: &[(i64, String)]) -> BTreeSet<Row> {
+async fn expected_without(w: &TestApp, suppressed: &[(i64, String)]) -> BTreeSet<Row> {
     let emails: BTreeSet<&String> = suppressed.iter().map(|(_, e)| e).collect();
-    expected_members(&w.db, SYSTEM)
+    w.expected_members(SYSTEM)
         .await
         .into_iter()
         .filter(|m| !m.get("EMAIL").is_some_and(|e| emails.contains(e)))
@@ -22,8 +20,8 @@ async fn expected_without(w: &World, suppressed: &[(i64, String)]) -> BTreeSet<R
 }
 
 /// A suppression table and an opt-out column in the CDP, named by kangoo's row.
-async fn add_consent_rule(w: &World) {
-    w.db.client()
+async fn add_consent_rule(w: &TestApp) {
+    w.client()
         .await
         .batch_execute(
             "CREATE TABLE cdp.suppressed_customers (customer_id BIGINT PRIMARY KEY);
@@ -38,10 +36,10 @@ async fn add_consent_rule(w: &World) {
 }
 
 /// Half of `who` by the table, half by the column.
-async fn suppress(w: &World, who: &[(i64, String)]) {
+async fn suppress(w: &TestApp, who: &[(i64, String)]) {
     let ids: Vec<i64> = who.iter().map(|(id, _)| *id).collect();
     let (by_table, by_column) = ids.split_at(ids.len() / 2);
-    let client = w.db.client().await;
+    let client = w.client().await;
     client
         .execute(
             "INSERT INTO cdp.suppressed_customers SELECT unnest($1::bigint[])",
@@ -59,22 +57,22 @@ async fn suppress(w: &World, who: &[(i64, String)]) {
 }
 
 /// `(suppressed, consent_removals, removed, removals_held)` of the system's latest run.
-async fn last_run(w: &World) -> (i64, i64, i64, i64) {
-    let row =
-        w.db.client()
-            .await
-            .query_one(
-                "SELECT suppressed, consent_removals, removed, removals_held
+async fn last_run(w: &TestApp) -> (i64, i64, i64, i64) {
+    let row = w
+        .client()
+        .await
+        .query_one(
+            "SELECT suppressed, consent_removals, removed, removals_held
                    FROM cdp.facebook_sync_runs WHERE system_name = $1 ORDER BY id DESC LIMIT 1",
-                &[&SYSTEM],
-            )
-            .await
-            .unwrap();
+            &[&SYSTEM],
+        )
+        .await
+        .unwrap();
     (row.get(0), row.get(1), row.get(2), row.get(3))
 }
 
-async fn sync_kangoo(w: &World) -> Outcome {
-    make_due(&w.db).await;
+async fn sync_kangoo(w: &TestApp) -> Outcome {
+    w.make_due().await;
     let reports = w.sync_due().await;
     assert_eq!(reports.len(), 1, "{reports:?}");
     reports[0].outcome.clone()
@@ -82,18 +80,18 @@ async fn sync_kangoo(w: &World) -> Outcome {
 
 #[tokio::test]
 async fn customers_who_opt_out_leave_a_mirrored_audience_even_past_the_removal_guard() {
-    let w = world(2_000).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(2_000).build().await;
+    w.only_kangoo().await;
     add_consent_rule(&w).await;
     assert_eq!(sync_kangoo(&w).await, Outcome::Success);
-    let audience = audience_id(&w.db, SYSTEM).await;
+    let audience = w.audience_id(SYSTEM).await;
     assert_eq!(
-        sandbox_members(&w.sandbox, &audience),
-        expected_members(&w.db, SYSTEM).await
+        w.sandbox_members(&audience),
+        w.expected_members(SYSTEM).await
     );
-    let who = lone_members(&w, SYSTEM, 10).await;
+    let who = w.lone_members(SYSTEM, 10).await;
     // Ten removals of about a thousand members are more than this guard lets through.
-    w.db.client()
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET max_removal_share = 0.001
@@ -106,18 +104,18 @@ async fn customers_who_opt_out_leave_a_mirrored_audience_even_past_the_removal_g
     assert_eq!(sync_kangoo(&w).await, Outcome::Success);
 
     let expected = expected_without(&w, &who).await;
-    assert_eq!(sandbox_members(&w.sandbox, &audience), expected);
-    assert_eq!(ledger_rows(&w, SYSTEM).await, expected);
+    assert_eq!(w.sandbox_members(&audience), expected);
+    assert_eq!(w.ledger_rows(SYSTEM).await, expected);
     assert_eq!(last_run(&w).await, (10, 10, 10, 0));
-    assert_eq!(error_log(&w.db, SYSTEM).await, None);
+    assert_eq!(w.error_log(SYSTEM).await, None);
 }
 
 #[tokio::test]
 async fn in_append_mode_suppressed_customers_are_never_uploaded_and_later_opt_outs_are_removed() {
-    let w = world(2_000).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(2_000).build().await;
+    w.only_kangoo().await;
     add_consent_rule(&w).await;
-    w.db.client()
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET sync_mode = 'append'
@@ -125,14 +123,14 @@ async fn in_append_mode_suppressed_customers_are_never_uploaded_and_later_opt_ou
         )
         .await
         .unwrap();
-    let who = lone_members(&w, SYSTEM, 8).await;
+    let who = w.lone_members(SYSTEM, 8).await;
     let (before, later) = who.split_at(4);
     suppress(&w, before).await;
 
     assert_eq!(sync_kangoo(&w).await, Outcome::Success);
-    let audience = audience_id(&w.db, SYSTEM).await;
+    let audience = w.audience_id(SYSTEM).await;
     assert_eq!(
-        sandbox_members(&w.sandbox, &audience),
+        w.sandbox_members(&audience),
         expected_without(&w, before).await
     );
     // Nothing was removed, and an append audience only grows: the four were never sent.
@@ -142,15 +140,15 @@ async fn in_append_mode_suppressed_customers_are_never_uploaded_and_later_opt_ou
     assert_eq!(sync_kangoo(&w).await, Outcome::Success);
 
     let expected = expected_without(&w, &who).await;
-    assert_eq!(sandbox_members(&w.sandbox, &audience), expected);
-    assert_eq!(ledger_rows(&w, SYSTEM).await, expected);
+    assert_eq!(w.sandbox_members(&audience), expected);
+    assert_eq!(w.ledger_rows(SYSTEM).await, expected);
     assert_eq!(last_run(&w).await, (8, 4, 4, 0));
 }
 
 #[tokio::test]
 async fn a_consent_rule_naming_what_the_cdp_lacks_makes_only_that_system_invalid() {
-    let w = world(600).await;
-    w.db.client()
+    let w = TestApp::builder().customers(600).build().await;
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp.facebook_configurations
@@ -175,13 +173,13 @@ async fn a_consent_rule_naming_what_the_cdp_lacks_makes_only_that_system_invalid
         "{others:?}"
     );
     // A name that is not an identifier never reaches SQL: the table refuses it.
-    let refused =
-        w.db.client()
-            .await
-            .batch_execute(
-                "UPDATE cdp.facebook_configurations SET suppression_table = 'x; DROP TABLE y'
+    let refused = w
+        .client()
+        .await
+        .batch_execute(
+            "UPDATE cdp.facebook_configurations SET suppression_table = 'x; DROP TABLE y'
               WHERE system_name = 'kangoo_system'",
-            )
-            .await;
+        )
+        .await;
     assert!(refused.is_err());
 }

@@ -2,27 +2,27 @@
 //! the customers were normalized in the run or settled unchanged from the ledger.
 use cdp_meta_sync::identity::{MatchKey, Normalizer};
 
-use crate::world::{World, make_due, only_kangoo, world};
+use crate::app::TestApp;
 
 const SYSTEM: &str = "kangoo_system";
 
 /// The coverage of kangoo's customers computed here: rows of its tenants in active segments that
 /// have a usable EMAIL or PHONE, and per key how many of them have a usable value.
-async fn expected_coverage(w: &World) -> serde_json::Value {
-    let rows =
-        w.db.client()
-            .await
-            .query(
-                "SELECT c.email::text, c.phone::text, c.firstname::text, c.lastname::text,
+async fn expected_coverage(w: &TestApp) -> serde_json::Value {
+    let rows = w
+        .client()
+        .await
+        .query(
+            "SELECT c.email::text, c.phone::text, c.firstname::text, c.lastname::text,
                         c.country::text, f.default_country::text
                    FROM customers_master c
                    JOIN cdp_rfm_analysis r ON r.customer_id = c.id
                    JOIN cdp.facebook_configurations f ON c.tenant_id = ANY(f.tenant_ids)
                   WHERE f.system_name = $1 AND r.rfm_segment NOT IN ('Lost', 'Hibernating')",
-                &[&SYSTEM],
-            )
-            .await
-            .unwrap();
+            &[&SYSTEM],
+        )
+        .await
+        .unwrap();
     let keys = [MatchKey::Email, MatchKey::Phone, MatchKey::Fn, MatchKey::Ln];
     let (mut members, mut filled) = (0u64, [0u64; 4]);
     for r in &rows {
@@ -55,8 +55,8 @@ async fn expected_coverage(w: &World) -> serde_json::Value {
 }
 
 /// `(coverage, unchanged)` of each of kangoo's runs, oldest first.
-async fn runs(w: &World) -> Vec<(serde_json::Value, i64)> {
-    w.db.client()
+async fn runs(w: &TestApp) -> Vec<(serde_json::Value, i64)> {
+    w.client()
         .await
         .query(
             "SELECT coverage, unchanged FROM cdp.facebook_sync_runs
@@ -72,10 +72,10 @@ async fn runs(w: &World) -> Vec<(serde_json::Value, i64)> {
 
 #[tokio::test]
 async fn each_run_records_per_key_coverage_and_an_unchanged_run_records_the_same_from_the_ledger() {
-    let w = world(2_000).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(2_000).build().await;
+    w.only_kangoo().await;
     w.sync_due().await;
-    make_due(&w.db).await;
+    w.make_due().await;
     w.sync_due().await;
 
     let runs = runs(&w).await;

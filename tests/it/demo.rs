@@ -1,6 +1,6 @@
 use cdp_meta_sync::demo::{self, Schema};
 
-use crate::support::migrated_database;
+use crate::app::TestApp;
 
 async fn table_digest(client: &tokio_postgres::Client) -> String {
     client
@@ -19,9 +19,9 @@ async fn table_digest(client: &tokio_postgres::Client) -> String {
 #[tokio::test]
 async fn the_generator_writes_the_same_rows_for_the_same_count_and_seed() {
     let (a, b, c) = tokio::join!(
-        migrated_database(),
-        migrated_database(),
-        migrated_database()
+        TestApp::builder().build(),
+        TestApp::builder().build(),
+        TestApp::builder().build()
     );
     let (ca, cb, cc) = (a.client().await, b.client().await, c.client().await);
     demo::load(&ca, 3_000, 7, Schema::Rich).await.unwrap();
@@ -44,7 +44,7 @@ async fn the_generator_writes_the_same_rows_for_the_same_count_and_seed() {
 
 #[tokio::test]
 async fn the_demo_systems_are_inserted_once_and_loading_again_keeps_them() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let client = test_db.client().await;
     let first = demo::load(&client, 100, 1, Schema::Rich).await.unwrap();
     let second = demo::load(&client, 100, 1, Schema::Rich).await.unwrap();
@@ -85,7 +85,7 @@ async fn the_demo_systems_are_inserted_once_and_loading_again_keeps_them() {
 
 #[tokio::test]
 async fn the_generator_refuses_to_replace_a_table_it_did_not_create() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let client = test_db.client().await;
     client
         .batch_execute("CREATE TABLE customers_master (id BIGINT)")

@@ -3,7 +3,7 @@ use cdp_meta_sync::db;
 use cdp_meta_sync::sync::digest;
 use tokio_postgres::types::ToSql;
 
-use crate::support::{database_settings, server_url};
+use crate::app::{database_settings, server_url};
 
 /// The digests of `rows` (one value per match key each) with `seed`, as the extraction computes them.
 async fn digests(rows: &[&[Option<&str>]], seed: i64) -> Vec<i64> {

@@ -3,11 +3,11 @@
 use cdp_meta_sync::db::configurations::read_by_name;
 use cdp_meta_sync::sync::dry_run::dry_run;
 
-use crate::world::{TOKEN, World, make_due, world};
+use crate::app::{TOKEN, TestApp};
 
 /// Every row of the worker's tables a dry run could touch, as one text.
-async fn snapshot(w: &World) -> String {
-    w.db.client()
+async fn snapshot(w: &TestApp) -> String {
+    w.client()
         .await
         .query_one(
             "SELECT (SELECT md5(coalesce(string_agg(m::text, '|' ORDER BY configuration_id, member_key), ''))
@@ -23,8 +23,8 @@ async fn snapshot(w: &World) -> String {
 
 /// Changes the CDP after a first sync: leavers (segment Lost), changed emails (a removal and an
 /// addition each), and names in upper case (same cells, new sources: a ledger refresh).
-async fn churn(w: &World) {
-    w.db.client()
+async fn churn(w: &TestApp) {
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp_rfm_analysis SET rfm_segment = 'Lost'
@@ -48,14 +48,14 @@ fn is_write(operation: &str) -> bool {
 #[tokio::test]
 async fn a_dry_run_reports_what_the_next_sync_does_and_changes_nothing_at_meta_or_in_the_database()
 {
-    let w = world(2_000).await;
+    let w = TestApp::builder().customers(2_000).build().await;
     w.sync_due().await;
     churn(&w).await;
-    make_due(&w.db).await;
+    w.make_due().await;
     let before = snapshot(&w).await;
     let calls = w.sandbox.requests().len();
 
-    let row = read_by_name(&**w.db.client().await, "kangoo_system")
+    let row = read_by_name(&**w.client().await, "kangoo_system")
         .await
         .unwrap()
         .unwrap();
@@ -104,16 +104,16 @@ async fn a_dry_run_reports_what_the_next_sync_does_and_changes_nothing_at_meta_o
 
     // The sync that follows does what the dry run said.
     w.sync_due().await;
-    let done =
-        w.db.client()
-            .await
-            .query_one(
-                "SELECT to_add, to_remove FROM cdp.facebook_sync_runs
+    let done = w
+        .client()
+        .await
+        .query_one(
+            "SELECT to_add, to_remove FROM cdp.facebook_sync_runs
               WHERE system_name = 'kangoo_system' ORDER BY id DESC LIMIT 1",
-                &[],
-            )
-            .await
-            .unwrap();
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(
         (done.get::<_, i64>(0), done.get::<_, i64>(1)),
         (report.to_add, report.to_remove)
@@ -122,9 +122,9 @@ async fn a_dry_run_reports_what_the_next_sync_does_and_changes_nothing_at_meta_o
 
 #[tokio::test]
 async fn a_dry_run_of_a_new_system_says_it_would_create_the_audience_and_creates_nothing() {
-    let w = world(500).await;
+    let w = TestApp::builder().customers(500).build().await;
     let before = snapshot(&w).await;
-    let row = read_by_name(&**w.db.client().await, "septimo_system")
+    let row = read_by_name(&**w.client().await, "septimo_system")
         .await
         .unwrap()
         .unwrap();
@@ -145,7 +145,7 @@ async fn a_dry_run_of_a_new_system_says_it_would_create_the_audience_and_creates
 
 #[tokio::test]
 async fn sync_dry_run_through_the_binary_prints_the_plan_and_an_unknown_system_exits_1() {
-    let w = world(300).await;
+    let w = TestApp::builder().customers(300).build().await;
     let run = |system: &'static str| cli(&w, &["sync", "--system", system, "--dry-run"]);
     let output = run("kangoo_system").await.unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
@@ -168,8 +168,8 @@ async fn sync_dry_run_through_the_binary_prints_the_plan_and_an_unknown_system_e
 
 #[tokio::test]
 async fn a_dry_run_of_an_audience_definition_plans_its_own_selection_and_writes_nothing() {
-    let w = world(1_000).await;
-    w.db.client()
+    let w = TestApp::builder().customers(1_000).build().await;
+    w.client()
         .await
         .batch_execute(
             "INSERT INTO cdp.facebook_audiences (configuration_id, name, included_segments, value_based)
@@ -178,13 +178,9 @@ async fn a_dry_run_of_an_audience_definition_plans_its_own_selection_and_writes_
         )
         .await
         .unwrap();
-    let champions = crate::world::expected_selection(
-        &w.db,
-        "kangoo_system",
-        "r.rfm_segment = 'Champions'",
-        true,
-    )
-    .await;
+    let champions = w
+        .expected_selection("kangoo_system", "r.rfm_segment = 'Champions'", true)
+        .await;
     let run = |audience: &'static str| {
         let args = [
             "sync",
@@ -210,13 +206,13 @@ async fn a_dry_run_of_an_audience_definition_plans_its_own_selection_and_writes_
     );
     assert!(stdout.contains("LOOKALIKE_VALUE"), "{stdout}");
     assert!(w.sandbox.requests().iter().all(|r| !is_write(&r.operation)));
-    let status: Option<String> =
-        w.db.client()
-            .await
-            .query_one("SELECT sync_status FROM cdp.facebook_audiences", &[])
-            .await
-            .unwrap()
-            .get(0);
+    let status: Option<String> = w
+        .client()
+        .await
+        .query_one("SELECT sync_status FROM cdp.facebook_audiences", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(status, None, "the definition's row is left as it was");
 
     let output = run("Nope").await.unwrap();
@@ -231,15 +227,15 @@ async fn a_dry_run_of_an_audience_definition_plans_its_own_selection_and_writes_
 /// The binary with `args`, pointed at the world's database and sandbox (and nothing else from
 /// this environment).
 fn cli(
-    w: &World,
+    w: &TestApp,
     args: &[&str],
 ) -> impl std::future::Future<Output = std::io::Result<std::process::Output>> + use<> {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", w.db.url())
-        .envs(crate::world::env(&w.sandbox))
+        .env("DATABASE_URL", w.url())
+        .envs(w.worker_env())
         .args(args);
     async move { command.output().await }
 }

@@ -4,16 +4,14 @@
 use std::time::Duration;
 
 use cdp_meta_sync::events::verdict::MAX_UNRECORDED_SENDS;
-use cdp_meta_sync::sandbox::{self, FaultCode, Faults, SandboxOptions};
+use cdp_meta_sync::sandbox::{FaultCode, Faults, SandboxOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::events_pump::{Setup, setup};
-use crate::support::migrated_database;
+use crate::app::TestApp;
 
-impl Setup {
+impl TestApp {
     async fn one_value<T: for<'a> tokio_postgres::types::FromSql<'a>>(&self, sql: &str) -> T {
-        self.db
-            .client()
+        self.client()
             .await
             .query_one(sql, &[])
             .await
@@ -23,8 +21,7 @@ impl Setup {
 
     /// `(event_id, status, last_error)` of every event of the system, by event_id.
     async fn outcomes(&self, configuration_id: i32) -> Vec<(String, String, String)> {
-        self.db
-            .client()
+        self.client()
             .await
             .query(
                 "SELECT e.event_id, d.status, coalesce(d.last_error, '')
@@ -44,7 +41,7 @@ impl Setup {
     /// How many times the sandbox received each event_id.
     fn times_received(&self, pixel: &str) -> std::collections::HashMap<String, usize> {
         let mut times = std::collections::HashMap::new();
-        for e in self.sb.events(pixel) {
+        for e in self.sandbox.events(pixel) {
             *times
                 .entry(e.event["event_id"].as_str().unwrap().to_string())
                 .or_default() += 1;
@@ -55,18 +52,18 @@ impl Setup {
 
 #[tokio::test]
 async fn no_transaction_of_the_pump_stays_open_while_meta_is_slow() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("web", "201", &[21], "").await;
     t.leads(21, "slow", 1_500, "1 minute").await;
     let latency = Duration::from_millis(2_000);
-    t.sb.set_faults(Faults {
+    t.sandbox.set_faults(Faults {
         latency_ms: latency.as_millis() as u64,
         ..Faults::default()
     });
     let pump = t.pump();
     let worker = tokio::spawn(async move { pump.run_once(&CancellationToken::new()).await });
 
-    let observer = t.db.client().await;
+    let observer = t.client().await;
     let (mut polls, mut oldest_transaction, mut idle_in_transaction) = (0, 0.0_f64, 0_i64);
     while !worker.is_finished() {
         let row = observer
@@ -107,12 +104,12 @@ async fn no_transaction_of_the_pump_stays_open_while_meta_is_slow() {
 #[tokio::test]
 async fn an_event_whose_outcome_cannot_be_recorded_is_resent_a_bounded_number_of_times_then_failed()
 {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("web", "202", &[22], "").await;
     t.leads(22, "unrecorded", 3, "1 minute").await;
     // Meta accepts every request, but recording "sent" fails, as a commit that fails after Meta
     // answered would.
-    t.db.client()
+    t.client()
         .await
         .batch_execute(
             "CREATE FUNCTION test_refuse_sent() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -160,19 +157,18 @@ async fn an_event_whose_outcome_cannot_be_recorded_is_resent_a_bounded_number_of
 
 #[tokio::test]
 async fn a_non_transient_error_isolates_the_events_it_hits_and_every_other_event_is_sent() {
-    let db = migrated_database().await;
-    let sb = sandbox::spawn(SandboxOptions {
-        // With this seed the first request (all 40 events) draws the fault, so the batch is split.
-        seed: 10,
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
-    let t = Setup { db, sb };
+    let t = TestApp::builder()
+        .sandbox(SandboxOptions {
+            // With this seed the first request (all 40 events) draws the fault, so the batch is split.
+            seed: 10,
+            ..SandboxOptions::default()
+        })
+        .build()
+        .await;
     let system = t.system("web", "203", &[23], "").await;
     t.leads(23, "mixed", 40, "1 minute").await;
     // An error code the worker does not know, not transient: about the request's content.
-    t.sb.set_faults(Faults {
+    t.sandbox.set_faults(Faults {
         error_rate: 0.5,
         error_codes: vec![FaultCode {
             code: 9_999,
@@ -182,7 +178,7 @@ async fn a_non_transient_error_isolates_the_events_it_hits_and_every_other_event
         ..Faults::default()
     });
 
-    let report = t.run().await;
+    let report = t.pump_once().await;
 
     assert_eq!(report.failed_systems, 0, "{report:?}");
     let outcomes = t.outcomes(system).await;
@@ -210,16 +206,16 @@ async fn a_non_transient_error_isolates_the_events_it_hits_and_every_other_event
 
 #[tokio::test]
 async fn transient_errors_leave_events_pending_with_a_backoff_and_never_reject_them() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("web", "204", &[24], "").await;
     t.leads(24, "busy", 5, "1 minute").await;
-    t.sb.set_faults(Faults {
+    t.sandbox.set_faults(Faults {
         error_rate: 1.0,
         error_codes: vec![FaultCode::new(2), FaultCode::new(613)],
         ..Faults::default()
     });
 
-    let failing = t.run().await;
+    let failing = t.pump_once().await;
 
     assert_eq!(
         (failing.sent, failing.rejected, failing.failed_systems),
@@ -234,13 +230,13 @@ async fn transient_errors_leave_events_pending_with_a_backoff_and_never_reject_t
         .await;
     assert_eq!(held, 5, "every event waits out its backoff");
 
-    t.sb.set_faults(Faults::default());
-    let during_backoff = t.run().await;
+    t.sandbox.set_faults(Faults::default());
+    let during_backoff = t.pump_once().await;
     assert_eq!(during_backoff.sent, 0, "{during_backoff:?}");
-    assert!(t.sb.events("204").is_empty());
+    assert!(t.sandbox.events("204").is_empty());
 
     // The backoff passes.
-    t.db.client()
+    t.client()
         .await
         .execute(
             "UPDATE cdp.conversion_event_claims SET not_before = now() - interval '1 second'",
@@ -248,9 +244,9 @@ async fn transient_errors_leave_events_pending_with_a_backoff_and_never_reject_t
         )
         .await
         .unwrap();
-    let after = t.run().await;
+    let after = t.pump_once().await;
     assert_eq!((after.sent, after.rejected), (5, 0));
-    assert_eq!(t.sb.events("204").len(), 5);
+    assert_eq!(t.sandbox.events("204").len(), 5);
     let claims: i64 = t
         .one_value("SELECT count(*) FROM cdp.conversion_event_claims")
         .await;
@@ -259,9 +255,9 @@ async fn transient_errors_leave_events_pending_with_a_backoff_and_never_reject_t
 
 #[tokio::test]
 async fn a_blank_event_id_is_refused_by_the_table_and_an_old_one_is_rejected_not_sent() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("web", "205", &[25], "").await;
-    let client = t.db.client().await;
+    let client = t.client().await;
     let refused = client
         .execute(
             "INSERT INTO cdp.conversion_events (tenant_id, event_name, event_time,
@@ -290,7 +286,7 @@ async fn a_blank_event_id_is_refused_by_the_table_and_an_old_one_is_rejected_not
         .await
         .unwrap();
 
-    let report = t.run().await;
+    let report = t.pump_once().await;
 
     assert_eq!((report.sent, report.rejected), (1, 2), "{report:?}");
     let received = t.received("205");
@@ -307,9 +303,9 @@ async fn a_blank_event_id_is_refused_by_the_table_and_an_old_one_is_rejected_not
 
 #[tokio::test]
 async fn an_undocumented_user_data_key_is_dropped_and_counted_and_never_reaches_meta() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("web", "206", &[26], "").await;
-    t.db.client()
+    t.client()
         .await
         .batch_execute(
             "INSERT INTO cdp.conversion_events (tenant_id, event_name, event_time, action_source,
@@ -323,7 +319,7 @@ async fn an_undocumented_user_data_key_is_dropped_and_counted_and_never_reaches_
         .await
         .unwrap();
 
-    let report = t.run().await;
+    let report = t.pump_once().await;
 
     assert_eq!(
         (report.sent, report.rejected, report.dropped_user_data_keys),
@@ -335,7 +331,7 @@ async fn an_undocumented_user_data_key_is_dropped_and_counted_and_never_reaches_
     let keys: Vec<&String> = sent.as_object().unwrap().keys().collect();
     assert_eq!(keys, vec!["em", "lead_id"]);
     assert_eq!(sent["em"], crate::events_pump::sha("good@example.com"));
-    let everything_received = serde_json::to_string(&t.sb.events("206")).unwrap();
+    let everything_received = serde_json::to_string(&t.sandbox.events("206")).unwrap();
     for raw in [
         "Typo.Person",
         "typo.person",
@@ -364,10 +360,10 @@ async fn two_pumps_draining_one_system_at_once_send_each_event_once() {
     // What the per-system advisory lock used to guarantee, the claims now do: a batch claimed by
     // one pump is skipped (SKIP LOCKED) or excluded (its lease) by the other, and a pump whose
     // claim lost every row to the other's looks again instead of stopping.
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("web", "207", &[27], "").await;
     t.leads(27, "shared", 3_500, "1 minute").await;
-    t.sb.set_faults(Faults {
+    t.sandbox.set_faults(Faults {
         latency_ms: 500,
         ..Faults::default()
     });
@@ -397,10 +393,10 @@ async fn a_lost_or_garbled_answer_from_events_ends_with_each_event_kept_once_by_
         WireFaultKind::TruncatedJson,
         WireFaultKind::SlowBody,
     ] {
-        let t = setup().await;
+        let t = TestApp::builder().build().await;
         let system = t.system("web", "104", &[2], "").await;
         t.leads(2, "lead", 50, "1 minute").await;
-        t.sb.set_faults(Faults {
+        t.sandbox.set_faults(Faults {
             wire: vec![WireFault {
                 slow_ms: 2_000,
                 ..WireFault::new(kind, WireTarget::Events)
@@ -408,7 +404,7 @@ async fn a_lost_or_garbled_answer_from_events_ends_with_each_event_kept_once_by_
             ..Faults::default()
         });
 
-        let report = t.run().await;
+        let report = t.pump_once().await;
 
         assert_eq!(report.sent, 50, "{kind:?}: {report:?}");
         let statuses = t.statuses(system).await;
@@ -417,7 +413,7 @@ async fn a_lost_or_garbled_answer_from_events_ends_with_each_event_kept_once_by_
             "{kind:?}: {statuses:?}"
         );
         let mut kept = std::collections::HashMap::<String, usize>::new();
-        for e in t.sb.events("104").iter().filter(|e| !e.duplicate) {
+        for e in t.sandbox.events("104").iter().filter(|e| !e.duplicate) {
             *kept
                 .entry(e.event["event_id"].as_str().unwrap().to_string())
                 .or_default() += 1;
@@ -427,11 +423,12 @@ async fn a_lost_or_garbled_answer_from_events_ends_with_each_event_kept_once_by_
             kept.values().all(|n| *n == 1),
             "{kind:?}: Meta keeps one of each"
         );
-        let calls =
-            t.sb.requests()
-                .iter()
-                .filter(|r| r.operation == "send_events")
-                .count();
+        let calls = t
+            .sandbox
+            .requests()
+            .iter()
+            .filter(|r| r.operation == "send_events")
+            .count();
         assert!(calls <= 2, "{kind:?}: {calls} calls for one batch");
     }
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use cdp_meta_sync::events::import::{ImportReport, import_files};
 use cdp_meta_sync::events::map::CsvMap;
 
-use crate::support::migrated_database;
+use crate::app::TestApp;
 
 fn example_map(name: &str) -> CsvMap {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/maps/{name}.toml"));
@@ -64,7 +64,7 @@ fn reject_lines(rejects: &Path) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn a_store_export_imports_good_rows_and_reports_bad_ones_by_line() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let client = test_db.client().await;
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), "store.csv", STORE_CSV);
@@ -117,7 +117,7 @@ async fn a_store_export_imports_good_rows_and_reports_bad_ones_by_line() {
 
 #[tokio::test]
 async fn a_website_export_in_another_column_order_imports_through_header_names() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let client = test_db.client().await;
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), "web.csv", WEB_CSV);
@@ -157,7 +157,7 @@ async fn a_website_export_in_another_column_order_imports_through_header_names()
 
 #[tokio::test]
 async fn importing_the_same_files_again_inserts_nothing() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let client = test_db.client().await;
     let dir = tempfile::tempdir().unwrap();
     let store = write_input(dir.path(), "store.csv", STORE_CSV);
@@ -183,7 +183,7 @@ async fn importing_the_same_files_again_inserts_nothing() {
 
 #[tokio::test]
 async fn the_import_command_prints_a_summary_and_names_bad_lines_without_their_values() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let dir = tempfile::tempdir().unwrap();
     let store = write_input(dir.path(), "store.csv", STORE_CSV);
     let map = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/maps/physical_store.toml");
@@ -211,7 +211,7 @@ async fn the_import_command_prints_a_summary_and_names_bad_lines_without_their_v
 #[tokio::test]
 async fn a_nul_byte_a_blank_event_id_or_a_row_the_database_refuses_is_reported_by_line_and_the_rest_is_imported()
  {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let client = test_db.client().await;
     let dir = tempfile::tempdir().unwrap();
     let header: String = WEB_CSV.lines().take(4).map(|l| format!("{l}\n")).collect();

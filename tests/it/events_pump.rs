@@ -1,56 +1,18 @@
 //! The event pump against a real Postgres and the Meta sandbox.
 use std::collections::HashMap;
 
-use cdp_meta_sync::db::Pool;
 use cdp_meta_sync::demo::Schema;
-use cdp_meta_sync::events::{EventPump, NOTIFY_CHANNEL, PumpReport, pending_by_system};
-use cdp_meta_sync::meta::{MAX_EVENTS_PER_CALL, MetaClient};
-use cdp_meta_sync::sandbox::{self, Faults, Sandbox, SandboxOptions};
-use cdp_meta_sync::secret::SecretString;
+use cdp_meta_sync::events::{NOTIFY_CHANNEL, pending_by_system};
+use cdp_meta_sync::meta::MAX_EVENTS_PER_CALL;
+use cdp_meta_sync::sandbox::Faults;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestDb, migrated_database, settings_for};
+use crate::app::TestApp;
 
-/// A migrated database and a sandbox; shared with `events_faults.rs`.
-pub(crate) struct Setup {
-    pub(crate) db: TestDb,
-    pub(crate) sb: Sandbox,
-}
-
-pub(crate) async fn setup() -> Setup {
-    let db = migrated_database().await;
-    let sb = sandbox::spawn(SandboxOptions::default()).await.unwrap();
-    Setup { db, sb }
-}
-
-impl Setup {
-    pub(crate) fn pump(&self) -> EventPump {
-        self.pump_with_pool(self.db.pool.clone())
-    }
-
-    pub(crate) fn pump_with_pool(&self, pool: Pool) -> EventPump {
-        let settings = settings_for(
-            self.db.url(),
-            &[
-                ("META_GRAPH_URL", &self.sb.base_url()),
-                ("FACEBOOK_ACCESS_TOKEN", "test-token"),
-                ("META_RETRY_MAX_ATTEMPTS", "2"),
-                ("META_RETRY_MIN_DELAY_MS", "1"),
-            ],
-        );
-        let meta = MetaClient::new(&settings.meta, SecretString::from("test-token")).unwrap();
-        EventPump::new(pool, meta, "test-worker".into())
-    }
-
-    pub(crate) async fn run(&self) -> PumpReport {
-        self.pump()
-            .run_once(&CancellationToken::new())
-            .await
-            .unwrap()
-    }
-
+/// Fixtures of the event tests; shared with `events_faults.rs`.
+impl TestApp {
     /// A system with a pixel for `tenants`; `extra` is a SET list applied after the insert.
     pub(crate) async fn system(
         &self,
@@ -59,7 +21,7 @@ impl Setup {
         tenants: &[i32],
         extra: &str,
     ) -> i32 {
-        let client = self.db.client().await;
+        let client = self.client().await;
         let id: i32 = client
             .query_one(
                 "INSERT INTO cdp.facebook_configurations
@@ -84,8 +46,7 @@ impl Setup {
 
     /// `count` website Lead events for `tenant`, `event_id`s `{prefix}-{n}`, one statement.
     pub(crate) async fn leads(&self, tenant: i32, prefix: &str, count: i32, age: &str) {
-        self.db
-            .client()
+        self.client()
             .await
             .execute(
                 "INSERT INTO cdp.conversion_events (tenant_id, event_name, event_time,
@@ -100,8 +61,7 @@ impl Setup {
     }
 
     pub(crate) async fn statuses(&self, configuration_id: i32) -> HashMap<String, String> {
-        self.db
-            .client()
+        self.client()
             .await
             .query(
                 "SELECT e.event_id, d.status FROM cdp.conversion_events e
@@ -117,7 +77,7 @@ impl Setup {
     }
 
     pub(crate) fn received(&self, pixel: &str) -> HashMap<String, Value> {
-        self.sb
+        self.sandbox
             .events(pixel)
             .into_iter()
             .map(|e| (e.event["event_id"].as_str().unwrap().to_string(), e.event))
@@ -131,9 +91,9 @@ pub(crate) fn sha(s: &str) -> String {
 
 #[tokio::test]
 async fn flat_and_structured_events_arrive_normalized_and_hashed_with_their_custom_data() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     t.system("store", "101", &[1], "").await;
-    let client = t.db.client().await;
+    let client = t.client().await;
     client
         .batch_execute(
             "INSERT INTO cdp.conversion_events (tenant_id, event_name, event_time, action_source,
@@ -156,7 +116,7 @@ async fn flat_and_structured_events_arrive_normalized_and_hashed_with_their_cust
         .await
         .unwrap();
 
-    let report = t.run().await;
+    let report = t.pump_once().await;
 
     assert_eq!(
         (report.sent, report.accepted, report.rejected),
@@ -210,8 +170,8 @@ async fn flat_and_structured_events_arrive_normalized_and_hashed_with_their_cust
 
 #[tokio::test]
 async fn an_event_without_identity_columns_takes_its_customers_identity() {
-    let t = setup().await;
-    let client = t.db.client().await;
+    let t = TestApp::builder().build().await;
+    let client = t.client().await;
     cdp_meta_sync::demo::load(&client, 50, 7, Schema::Rich)
         .await
         .unwrap();
@@ -235,7 +195,7 @@ async fn an_event_without_identity_columns_takes_its_customers_identity() {
         .await
         .unwrap();
 
-    t.run().await;
+    t.pump_once().await;
 
     let got = t.received("102");
     assert_eq!(
@@ -246,46 +206,47 @@ async fn an_event_without_identity_columns_takes_its_customers_identity() {
 
 #[tokio::test]
 async fn two_thousand_five_hundred_events_go_in_batches_of_at_most_one_thousand() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("web", "103", &[2], "").await;
     t.leads(2, "lead", 2_500, "1 minute").await;
 
-    let report = t.run().await;
+    let report = t.pump_once().await;
 
     assert_eq!((report.sent, report.accepted), (2_500, 2_500));
-    let sizes: Vec<usize> =
-        t.sb.requests()
-            .iter()
-            .filter(|r| r.operation == "send_events")
-            .map(|r| r.rows.unwrap_or(0))
-            .collect();
+    let sizes: Vec<usize> = t
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "send_events")
+        .map(|r| r.rows.unwrap_or(0))
+        .collect();
     assert_eq!(sizes, vec![1_000, 1_000, 500]);
     assert!(sizes.iter().all(|s| *s <= MAX_EVENTS_PER_CALL));
     assert_eq!(t.received("103").len(), 2_500);
     let statuses = t.statuses(system).await;
     assert!(statuses.values().all(|s| s == "sent"));
-    let row =
-        t.db.client()
-            .await
-            .query_one(
-                "SELECT count(*) FILTER (WHERE status = 'sent' AND fbtrace_id IS NOT NULL
+    let row = t
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'sent' AND fbtrace_id IS NOT NULL
                                       AND sent_at IS NOT NULL)
              FROM cdp.conversion_events",
-                &[],
-            )
-            .await
-            .unwrap();
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 2_500);
-    let run =
-        t.db.client()
-            .await
-            .query_one(
-                "SELECT batches, sent, accepted, rejected, expired, finished_at IS NOT NULL, error
+    let run = t
+        .client()
+        .await
+        .query_one(
+            "SELECT batches, sent, accepted, rejected, expired, finished_at IS NOT NULL, error
              FROM cdp.conversion_delivery_runs",
-                &[],
-            )
-            .await
-            .unwrap();
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(
         (
             run.get::<_, i64>(0),
@@ -302,11 +263,11 @@ async fn two_thousand_five_hundred_events_go_in_batches_of_at_most_one_thousand(
 
 #[tokio::test]
 async fn stale_events_are_expired_and_never_sent() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("mixed", "104", &[3], "").await;
     t.leads(3, "fresh", 2, "6 days").await;
     t.leads(3, "stale", 2, "8 days").await;
-    t.db
+    t
         .client()
         .await
         .batch_execute(
@@ -318,7 +279,7 @@ async fn stale_events_are_expired_and_never_sent() {
         .await
         .unwrap();
 
-    let report = t.run().await;
+    let report = t.pump_once().await;
 
     assert_eq!((report.sent, report.expired), (3, 3));
     let mut sent: Vec<String> = t.received("104").into_keys().collect();
@@ -329,17 +290,17 @@ async fn stale_events_are_expired_and_never_sent() {
         assert_eq!(statuses[id], "expired", "{id}");
     }
     // Expired is final: a second run sends nothing.
-    let again = t.run().await;
+    let again = t.pump_once().await;
     assert_eq!((again.sent, again.expired), (0, 0));
 }
 
 #[tokio::test]
 async fn one_poison_event_is_rejected_alone_and_the_rest_are_sent() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("web", "105", &[4], "").await;
     t.leads(4, "ok", 300, "1 minute").await;
     // A Purchase without value and currency: Meta rejects the whole request for it.
-    t.db.client()
+    t.client()
         .await
         .batch_execute(
             "INSERT INTO cdp.conversion_events (tenant_id, event_name, event_time, action_source,
@@ -349,7 +310,7 @@ async fn one_poison_event_is_rejected_alone_and_the_rest_are_sent() {
         .unwrap();
     t.leads(4, "after", 300, "1 minute").await;
 
-    let report = t.run().await;
+    let report = t.pump_once().await;
 
     assert_eq!((report.sent, report.rejected), (600, 1));
     let got = t.received("105");
@@ -358,37 +319,37 @@ async fn one_poison_event_is_rejected_alone_and_the_rest_are_sent() {
     let statuses = t.statuses(system).await;
     assert_eq!(statuses["poison"], "rejected");
     assert_eq!(statuses.values().filter(|s| *s == "sent").count(), 600);
-    let error: String =
-        t.db.client()
-            .await
-            .query_one(
-                "SELECT d.last_error FROM cdp.conversion_event_deliveries d
+    let error: String = t
+        .client()
+        .await
+        .query_one(
+            "SELECT d.last_error FROM cdp.conversion_event_deliveries d
              JOIN cdp.conversion_events e ON e.id = d.event_row_id WHERE e.event_id = 'poison'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert!(error.contains("Meta error 100"), "{error}");
 }
 
 #[tokio::test]
 async fn a_crash_mid_run_resends_at_most_the_in_flight_batch() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("web", "106", &[5], "").await;
     t.leads(5, "e", 2_500, "1 minute").await;
-    t.sb.set_faults(Faults {
+    t.sandbox.set_faults(Faults {
         latency_ms: 300,
         ..Faults::default()
     });
     // The first worker runs on its own pool, "crashes" once Meta has the first batch, and its
     // connections die with it. Its claims are leased for two seconds.
-    let crashing_pool = cdp_meta_sync::db::connect_pool(&t.db.settings.database).unwrap();
+    let crashing_pool = cdp_meta_sync::db::connect_pool(t.database_settings()).unwrap();
     let pump = t
         .pump_with_pool(crashing_pool.clone())
         .with_claim_lease(std::time::Duration::from_secs(2));
     let worker = tokio::spawn(async move { pump.run_once(&CancellationToken::new()).await });
-    while t.sb.events("106").len() < 1_000 {
+    while t.sandbox.events("106").len() < 1_000 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     worker.abort();
@@ -396,27 +357,27 @@ async fn a_crash_mid_run_resends_at_most_the_in_flight_batch() {
     crashing_pool.close();
     // Until its lease runs out, the dead worker's batch is rightly left alone by the next one.
     loop {
-        let leased: i64 =
-            t.db.client()
-                .await
-                .query_one(
-                    "SELECT count(*) FROM cdp.conversion_event_claims WHERE lease_until > now()",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
+        let leased: i64 = t
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM cdp.conversion_event_claims WHERE lease_until > now()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
         if leased == 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    t.sb.set_faults(Faults::default());
+    t.sandbox.set_faults(Faults::default());
 
-    let report = t.run().await;
+    let report = t.pump_once().await;
 
     let mut times_received: HashMap<String, usize> = HashMap::new();
-    for e in t.sb.events("106") {
+    for e in t.sandbox.events("106") {
         *times_received
             .entry(e.event["event_id"].as_str().unwrap().to_string())
             .or_default() += 1;
@@ -433,10 +394,10 @@ async fn a_crash_mid_run_resends_at_most_the_in_flight_batch() {
 
 #[tokio::test]
 async fn an_event_inserted_while_the_pump_listens_is_sent_within_seconds() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     t.system("web", "107", &[6], "").await;
     // A LISTEN loop like the scheduler's: run the pump whenever the outbox trigger notifies.
-    let (listener, mut connection) = cdp_meta_sync::db::pool::pg_config(&t.db.settings.database)
+    let (listener, mut connection) = cdp_meta_sync::db::pool::pg_config(t.database_settings())
         .unwrap()
         .connect(tokio_postgres::NoTls)
         .await
@@ -486,7 +447,7 @@ async fn an_event_inserted_while_the_pump_listens_is_sent_within_seconds() {
 
 #[tokio::test]
 async fn test_event_code_partner_agent_and_ldu_are_sent_only_when_set() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     t.system(
         "tested",
         "108",
@@ -500,15 +461,15 @@ async fn test_event_code_partner_agent_and_ldu_are_sent_only_when_set() {
     t.leads(7, "t", 1, "1 minute").await;
     t.leads(8, "p", 1, "1 minute").await;
 
-    t.run().await;
+    t.pump_once().await;
 
-    let tested = &t.sb.events("108")[0];
+    let tested = &t.sandbox.events("108")[0];
     assert_eq!(tested.test_event_code.as_deref(), Some("TEST123"));
     assert_eq!(tested.partner_agent.as_deref(), Some("cdp-meta-sync"));
     assert_eq!(tested.event["data_processing_options"], json!(["LDU"]));
     assert_eq!(tested.event["data_processing_options_country"], json!(1));
     assert_eq!(tested.event["data_processing_options_state"], json!(1000));
-    let plain = &t.sb.events("109")[0];
+    let plain = &t.sandbox.events("109")[0];
     assert_eq!(plain.test_event_code, None);
     assert_eq!(plain.partner_agent, None);
     assert!(plain.event.get("data_processing_options").is_none());
@@ -516,13 +477,13 @@ async fn test_event_code_partner_agent_and_ldu_are_sent_only_when_set() {
 
 #[tokio::test]
 async fn a_tenant_in_two_systems_with_pixels_is_sent_to_both_and_tracked_per_system() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let a = t.system("brand_a", "110", &[9], "").await;
     let b = t.system("brand_b", "111", &[9, 10], "").await;
     t.leads(9, "shared", 3, "1 minute").await;
 
-    let first = t.run().await;
-    let second = t.run().await;
+    let first = t.pump_once().await;
+    let second = t.pump_once().await;
 
     assert_eq!((first.sent, first.systems), (6, 2));
     assert_eq!(second.sent, 0);
@@ -534,22 +495,22 @@ async fn a_tenant_in_two_systems_with_pixels_is_sent_to_both_and_tracked_per_sys
 
 #[tokio::test]
 async fn an_expired_token_stops_the_system_and_leaves_its_events_pending() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     let system = t.system("web", "112", &[11], "").await;
     t.leads(11, "w", 5, "1 minute").await;
-    t.sb.set_faults(Faults {
+    t.sandbox.set_faults(Faults {
         token_error: true,
         ..Faults::default()
     });
 
-    let report = t.run().await;
+    let report = t.pump_once().await;
 
     assert_eq!(
         (report.sent, report.rejected, report.failed_systems),
         (0, 0, 1)
     );
     assert!(t.statuses(system).await.is_empty());
-    let client = t.db.client().await;
+    let client = t.client().await;
     let pending = pending_by_system(&client).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(
@@ -564,8 +525,8 @@ async fn an_expired_token_stops_the_system_and_leaves_its_events_pending() {
         .get(0);
     assert!(error.contains("190"), "{error}");
 
-    t.sb.set_faults(Faults::default());
-    assert_eq!(t.run().await.sent, 5);
+    t.sandbox.set_faults(Faults::default());
+    assert_eq!(t.pump_once().await.sent, 5);
     let pending = pending_by_system(&client).await.unwrap();
     assert_eq!((pending[0].pending, pending[0].oldest_pending), (0, None));
 }
@@ -574,9 +535,9 @@ async fn an_expired_token_stops_the_system_and_leaves_its_events_pending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_one_hundred_thousand_events_end_to_end() {
-    let t = setup().await;
+    let t = TestApp::builder().build().await;
     t.system("bench", "113", &[12], "").await;
-    let client = t.db.client().await;
+    let client = t.client().await;
     client
         .execute(
             "INSERT INTO cdp.conversion_events (tenant_id, event_name, event_time, action_source,
@@ -592,7 +553,7 @@ async fn bench_one_hundred_thousand_events_end_to_end() {
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    let report = t.run().await;
+    let report = t.pump_once().await;
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(report.sent, 100_000);
     println!(

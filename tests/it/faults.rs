@@ -9,33 +9,30 @@
 //! the ledger write queues behind the lock, where the test finds it in `pg_locks`.
 use std::time::Duration;
 
+use crate::app::TestApp;
 use crate::process::{eventually, expire_lease, spawn, status_of, worker};
-use crate::world::{
-    World, audience_id, expected_members, ledger_rows, make_due, only_kangoo, sandbox_members,
-    world,
-};
 use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
 
 pub const SYSTEM: &str = "kangoo_system";
 
 /// The ledger, the sandbox's audience and the source agree.
-pub async fn assert_ledger_is_the_audience(w: &World, what: &str) {
-    let audience = sandbox_members(&w.sandbox, &audience_id(&w.db, SYSTEM).await);
+pub async fn assert_ledger_is_the_audience(w: &TestApp, what: &str) {
+    let audience = w.sandbox_members(&w.audience_id(SYSTEM).await);
     assert_eq!(
-        ledger_rows(w, SYSTEM).await,
+        w.ledger_rows(SYSTEM).await,
         audience,
         "{what}: ledger vs audience"
     );
     assert_eq!(
         audience,
-        expected_members(&w.db, SYSTEM).await,
+        w.expected_members(SYSTEM).await,
         "{what}: audience vs source"
     );
 }
 
 /// User-write calls the sandbox accepted so far.
-fn accepted_writes(w: &World) -> usize {
+fn accepted_writes(w: &TestApp) -> usize {
     w.sandbox
         .requests()
         .iter()
@@ -50,8 +47,8 @@ fn accepted_writes(w: &World) -> usize {
 }
 
 /// The backend waiting for a lock on the ledger table, if any.
-async fn blocked_ledger_writer(w: &World) -> Option<i32> {
-    w.db.client()
+async fn blocked_ledger_writer(w: &TestApp) -> Option<i32> {
+    w.client()
         .await
         .query_opt(
             "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -87,9 +84,9 @@ enum Crash {
 
 /// Sets the world up so the next run's first writes are of `phase`; returns how many writes of
 /// that run go through before the one to crash at.
-async fn prepare(w: &World, phase: Phase) -> u64 {
-    only_kangoo(w).await;
-    let client = w.db.client().await;
+async fn prepare(w: &TestApp, phase: Phase) -> u64 {
+    w.only_kangoo().await;
+    let client = w.client().await;
     match phase {
         Phase::Streamed => 0,
         Phase::LastReplace => {
@@ -99,7 +96,7 @@ async fn prepare(w: &World, phase: Phase) -> u64 {
                 )
                 .await
                 .unwrap();
-            let members = expected_members(&w.db, SYSTEM).await.len() as u64;
+            let members = w.expected_members(SYSTEM).await.len() as u64;
             members.div_ceil(250) - 1
         }
         Phase::Add | Phase::Remove => {
@@ -118,20 +115,20 @@ async fn prepare(w: &World, phase: Phase) -> u64 {
                   WHERE customer_id IN (SELECT id FROM customers_master ORDER BY id LIMIT 1500)"
             };
             client.batch_execute(change).await.unwrap();
-            make_due(&w.db).await;
+            w.make_due().await;
             0
         }
     }
 }
 
 async fn crash_after_accepted(phase: Phase, crash: Crash) {
-    let w = world(3_000).await;
+    let w = TestApp::builder().customers(3_000).build().await;
     let pass = prepare(&w, phase).await;
     w.sandbox.set_faults(Faults {
         stall_after_writes: Some(pass),
         ..Faults::default()
     });
-    let mut locker = cdp_meta_sync::db::connect_single(&w.db.settings.database)
+    let mut locker = cdp_meta_sync::db::connect_single(w.database_settings())
         .await
         .unwrap();
     let (run, mut process) = match crash {
@@ -209,7 +206,7 @@ async fn crash_after_accepted(phase: Phase, crash: Crash) {
         }
         None => expire_lease(&w, SYSTEM).await,
     }
-    make_due(&w.db).await;
+    w.make_due().await;
     let next = w.sync_due().await;
     assert_eq!(next.len(), 1, "{phase:?}: the system is claimed again");
     assert_eq!(
@@ -266,9 +263,9 @@ async fn a_process_killed_after_meta_accepted_the_last_replace_batch_leaves_the_
 
 #[tokio::test]
 async fn a_70_kb_multibyte_external_id_is_a_counted_skip_and_the_rest_of_its_batch_syncs() {
-    let w = world(1_500).await;
-    only_kangoo(&w).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder().customers(1_500).build().await;
+    w.only_kangoo().await;
+    let client = w.client().await;
     client
         .batch_execute(
             "UPDATE cdp.facebook_configurations
@@ -297,8 +294,8 @@ async fn a_70_kb_multibyte_external_id_is_a_counted_skip_and_the_rest_of_its_bat
         .unwrap()
         .get(0);
     assert!(skipped["EXTERN_ID"].as_i64() >= Some(1), "{skipped}");
-    let audience = sandbox_members(&w.sandbox, &audience_id(&w.db, SYSTEM).await);
-    assert_eq!(ledger_rows(&w, SYSTEM).await, audience);
+    let audience = w.sandbox_members(&w.audience_id(SYSTEM).await);
+    assert_eq!(w.ledger_rows(SYSTEM).await, audience);
     assert!(audience.len() > 100);
     assert!(
         audience
@@ -318,12 +315,12 @@ async fn a_70_kb_multibyte_external_id_is_a_counted_skip_and_the_rest_of_its_bat
 #[tokio::test]
 async fn a_second_configuration_on_an_audience_already_synced_is_invalid_and_the_first_keeps_its_members()
  {
-    let w = world(1_500).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(1_500).build().await;
+    w.only_kangoo().await;
     assert_eq!(w.sync_due().await[0].outcome, Outcome::Success);
-    let audience = audience_id(&w.db, SYSTEM).await;
-    let members = sandbox_members(&w.sandbox, &audience);
-    w.db.client()
+    let audience = w.audience_id(SYSTEM).await;
+    let members = w.sandbox_members(&audience);
+    w.client()
         .await
         .execute(
             "INSERT INTO cdp.facebook_configurations
@@ -334,7 +331,7 @@ async fn a_second_configuration_on_an_audience_already_synced_is_invalid_and_the
         )
         .await
         .unwrap();
-    make_due(&w.db).await;
+    w.make_due().await;
     let reports = w.sync_due().await;
     let outcome = |name: &str| {
         reports
@@ -348,7 +345,7 @@ async fn a_second_configuration_on_an_audience_already_synced_is_invalid_and_the
         other => panic!("kangoo_copy: {other:?}"),
     }
     assert_eq!(outcome(SYSTEM), Outcome::Success);
-    assert_eq!(sandbox_members(&w.sandbox, &audience), members);
+    assert_eq!(w.sandbox_members(&audience), members);
 }
 
 /// Every wire fault on a stateful call of a sync: the audience create, and the first batch of a
@@ -365,22 +362,17 @@ async fn a_lost_or_garbled_answer_to_audience_create_or_replace_batch_1_leaves_o
             WireFaultKind::SlowBody,
         ] {
             let what = format!("{kind:?} on {on:?}");
-            let mut w = world(1_500).await;
-            only_kangoo(&w).await;
+            let mut w = TestApp::builder().customers(1_500).build().await;
+            w.only_kangoo().await;
             if on == WireTarget::ReplaceFirstBatch {
-                w.db.client()
+                w.client()
                     .await
                     .batch_execute("UPDATE cdp.facebook_configurations SET sync_mode = 'replace'")
                     .await
                     .unwrap();
             }
             // A slow body outlasts the request timeout.
-            w.ctx = crate::world::context_with(
-                &w.db,
-                &w.sandbox,
-                "worker-a",
-                &[("META_REQUEST_TIMEOUT_SECS", "2")],
-            );
+            w.ctx = w.context_with("worker-a", &[("META_REQUEST_TIMEOUT_SECS", "2")]);
             w.sandbox.set_faults(Faults {
                 wire: vec![WireFault {
                     slow_ms: 6_000,
@@ -397,7 +389,7 @@ async fn a_lost_or_garbled_answer_to_audience_create_or_replace_batch_1_leaves_o
                 .filter(|a| a.name.to_lowercase().contains("kangoo"))
                 .collect();
             assert_eq!(named.len(), 1, "{what}: one audience, not {named:?}");
-            assert_eq!(named[0].id, audience_id(&w.db, SYSTEM).await, "{what}");
+            assert_eq!(named[0].id, w.audience_id(SYSTEM).await, "{what}");
             assert_ledger_is_the_audience(&w, &what).await;
             // Bounded: each batch at most twice (the faulted one is sent again once).
             let writes = w
@@ -406,7 +398,7 @@ async fn a_lost_or_garbled_answer_to_audience_create_or_replace_batch_1_leaves_o
                 .iter()
                 .filter(|r| r.operation.ends_with("_users"))
                 .count();
-            let batches = expected_members(&w.db, SYSTEM).await.len().div_ceil(250);
+            let batches = w.expected_members(SYSTEM).await.len().div_ceil(250);
             assert!(
                 writes <= batches + 2,
                 "{what}: {writes} writes for {batches} batches"
@@ -417,7 +409,7 @@ async fn a_lost_or_garbled_answer_to_audience_create_or_replace_batch_1_leaves_o
 
 #[tokio::test]
 async fn the_ledger_fence_refuses_a_worker_that_no_longer_owns_the_lease() {
-    let db = crate::support::migrated_database().await;
+    let db = TestApp::builder().build().await;
     let client = db.client().await;
     client
         .batch_execute(

@@ -4,22 +4,22 @@ use cdp_meta_sync::identity::MatchKey;
 use cdp_meta_sync::sync::Outcome;
 use cdp_meta_sync::sync::source::Catalog;
 
-use crate::world::{World, audience_id, expected_members, make_due, sandbox_members, world};
+use crate::app::TestApp;
 
 /// `(extracted, eligible, unchanged, refreshed, added, removed, skipped_no_key, skipped_invalid)`
 /// of a system's latest run.
-async fn last_run(w: &World, system: &str) -> (i64, i64, i64, i64, i64, i64, i64, String) {
-    let row =
-        w.db.client()
-            .await
-            .query_one(
-                "SELECT extracted, eligible, unchanged, refreshed, added, removed, skipped_no_key,
+async fn last_run(w: &TestApp, system: &str) -> (i64, i64, i64, i64, i64, i64, i64, String) {
+    let row = w
+        .client()
+        .await
+        .query_one(
+            "SELECT extracted, eligible, unchanged, refreshed, added, removed, skipped_no_key,
                     skipped_invalid::text
                FROM cdp.facebook_sync_runs WHERE system_name = $1 ORDER BY id DESC LIMIT 1",
-                &[&system],
-            )
-            .await
-            .unwrap();
+            &[&system],
+        )
+        .await
+        .unwrap();
     (
         row.get(0),
         row.get(1),
@@ -32,7 +32,7 @@ async fn last_run(w: &World, system: &str) -> (i64, i64, i64, i64, i64, i64, i64
     )
 }
 
-fn users_calls(w: &World) -> usize {
+fn users_calls(w: &TestApp) -> usize {
     w.sandbox
         .requests()
         .iter()
@@ -40,7 +40,7 @@ fn users_calls(w: &World) -> usize {
         .count()
 }
 
-async fn sync_all_succeed(w: &World) {
+async fn sync_all_succeed(w: &TestApp) {
     let reports = w.sync_due().await;
     assert!(
         reports.iter().all(|r| r.outcome == Outcome::Success),
@@ -49,15 +49,15 @@ async fn sync_all_succeed(w: &World) {
 }
 
 /// Makes every system due, syncs them all, and returns `system`'s run.
-async fn sync_again(w: &World, system: &str) -> (i64, i64, i64, i64, i64, i64, i64, String) {
-    make_due(&w.db).await;
+async fn sync_again(w: &TestApp, system: &str) -> (i64, i64, i64, i64, i64, i64, i64, String) {
+    w.make_due().await;
     sync_all_succeed(w).await;
     last_run(w, system).await
 }
 
 #[tokio::test]
 async fn a_second_run_without_changes_settles_every_member_by_digest_and_calls_meta_for_nothing() {
-    let w = world(2_000).await;
+    let w = TestApp::builder().customers(2_000).build().await;
     sync_all_succeed(&w).await;
     let first = last_run(&w, "kangoo_system").await;
     let calls = users_calls(&w);
@@ -80,10 +80,10 @@ async fn a_second_run_without_changes_settles_every_member_by_digest_and_calls_m
 /// rebuild every member of `system` with no call to Meta (the cells did not change), and the run
 /// after it settle them all by digest.
 async fn every_member_is_rebuilt_once_without_a_call_to_meta(stale: &str, system: &str) {
-    let w = world(1_500).await;
+    let w = TestApp::builder().customers(1_500).build().await;
     sync_all_succeed(&w).await;
     let calls = users_calls(&w);
-    w.db.client().await.batch_execute(stale).await.unwrap();
+    w.client().await.batch_execute(stale).await.unwrap();
     let run = sync_again(&w, system).await;
     assert_eq!(users_calls(&w), calls, "the cells did not change");
     assert_eq!(
@@ -120,8 +120,8 @@ async fn digests_of_an_earlier_version_rebuild_every_member_once_without_a_call_
 
 #[tokio::test]
 async fn a_fuller_twin_in_another_tenant_takes_over_the_member_and_a_sparser_one_does_not() {
-    let w = world(1_500).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder().customers(1_500).build().await;
+    let client = w.client().await;
     // Two kangoo customers with an email and no phone, so a twin can be fuller.
     let picks = client
         .query(
@@ -166,8 +166,8 @@ async fn a_fuller_twin_in_another_tenant_takes_over_the_member_and_a_sparser_one
 
 #[tokio::test]
 async fn replace_mode_uploads_the_whole_set_each_run_and_the_ledger_matches_it() {
-    let w = world(1_500).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder().customers(1_500).build().await;
+    let client = w.client().await;
     client
         .batch_execute("UPDATE cdp.facebook_configurations SET sync_mode = 'replace'")
         .await
@@ -184,7 +184,7 @@ async fn replace_mode_uploads_the_whole_set_each_run_and_the_ledger_matches_it()
         )
         .await
         .unwrap();
-    make_due(&w.db).await;
+    w.make_due().await;
     sync_all_succeed(&w).await;
     w.assert_audiences_equal_expected().await;
     assert!(
@@ -194,7 +194,7 @@ async fn replace_mode_uploads_the_whole_set_each_run_and_the_ledger_matches_it()
             .all(|r| r.operation != "add_users" && r.operation != "remove_users"),
         "replace mode only replaces"
     );
-    let expected = expected_members(&w.db, "digitalfarma_system").await;
+    let expected = w.expected_members("digitalfarma_system").await;
     let run = last_run(&w, "digitalfarma_system").await;
     assert_eq!(run.4 as usize, expected.len(), "the whole set was sent");
     let (ledger, sourced): (i64, i64) = {
@@ -217,10 +217,10 @@ async fn replace_mode_uploads_the_whole_set_each_run_and_the_ledger_matches_it()
 
 #[tokio::test]
 async fn a_new_audience_id_empties_the_ledger_and_the_whole_set_goes_to_the_new_audience() {
-    let w = world(1_500).await;
+    let w = TestApp::builder().customers(1_500).build().await;
     sync_all_succeed(&w).await;
-    let old = audience_id(&w.db, "septimo_system").await;
-    let client = w.db.client().await;
+    let old = w.audience_id("septimo_system").await;
+    let client = w.client().await;
     client
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET custom_audience_id = NULL, audience_name = 'Septimo (new)'
@@ -228,21 +228,21 @@ async fn a_new_audience_id_empties_the_ledger_and_the_whole_set_goes_to_the_new_
         )
         .await
         .unwrap();
-    make_due(&w.db).await;
+    w.make_due().await;
     sync_all_succeed(&w).await;
-    let new = audience_id(&w.db, "septimo_system").await;
+    let new = w.audience_id("septimo_system").await;
     assert_ne!(new, old);
-    let expected = expected_members(&w.db, "septimo_system").await;
-    assert_eq!(sandbox_members(&w.sandbox, &new), expected);
+    let expected = w.expected_members("septimo_system").await;
+    assert_eq!(w.sandbox_members(&new), expected);
     let run = last_run(&w, "septimo_system").await;
     assert_eq!(run.4 as usize, expected.len());
 }
 
 #[tokio::test]
 async fn on_a_first_sync_a_fuller_twin_extracted_after_its_sparser_twin_was_sent_replaces_it() {
-    let mut w = world(1_500).await;
+    let mut w = TestApp::builder().customers(1_500).build().await;
     // Extraction in customer id order, so which twin comes first is known.
-    let client = w.db.client().await;
+    let client = w.client().await;
     let default = Catalog::read(&client)
         .await
         .unwrap()

@@ -1,5 +1,6 @@
 //! Integration tests against a real Postgres (and the Meta sandbox): one binary, a module per area.
 mod alerts;
+mod app;
 mod audience_health;
 mod audiences;
 mod cli;
@@ -13,6 +14,7 @@ mod events_import;
 mod events_pump;
 mod faults;
 mod incremental;
+mod members;
 mod migrations;
 mod original_schema;
 mod pii;
@@ -24,7 +26,5 @@ mod replace;
 mod resume;
 mod scheduler;
 mod status_page;
-mod support;
 mod takeover;
 mod tokens;
-mod world;

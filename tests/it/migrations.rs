@@ -1,11 +1,11 @@
 use cdp_meta_sync::db;
 
-use crate::support::{empty_database, migrated_database};
+use crate::app::{TestApp, database_settings};
 
 #[tokio::test]
 async fn migrating_twice_applies_nothing_the_second_time() {
-    let test_db = empty_database().await;
-    let mut client = db::connect_single(&test_db.settings.database)
+    let test_db = TestApp::builder().empty().build().await;
+    let mut client = db::connect_single(test_db.database_settings())
         .await
         .unwrap();
     let first = db::migrate::run(&mut client).await.unwrap();
@@ -18,11 +18,11 @@ async fn migrating_twice_applies_nothing_the_second_time() {
 
 #[tokio::test]
 async fn two_migrations_started_together_both_succeed_and_apply_the_schema_once() {
-    let test_db = empty_database().await;
-    let mut a = db::connect_single(&test_db.settings.database)
+    let test_db = TestApp::builder().empty().build().await;
+    let mut a = db::connect_single(test_db.database_settings())
         .await
         .unwrap();
-    let mut b = db::connect_single(&test_db.settings.database)
+    let mut b = db::connect_single(test_db.database_settings())
         .await
         .unwrap();
     let (ra, rb) = tokio::join!(db::migrate::run(&mut a), db::migrate::run(&mut b));
@@ -41,8 +41,8 @@ async fn two_migrations_started_together_both_succeed_and_apply_the_schema_once(
 
 #[tokio::test]
 async fn a_migration_changed_after_it_was_applied_is_refused() {
-    let test_db = migrated_database().await;
-    let mut client = db::connect_single(&test_db.settings.database)
+    let test_db = TestApp::builder().build().await;
+    let mut client = db::connect_single(test_db.database_settings())
         .await
         .unwrap();
     client
@@ -61,7 +61,7 @@ async fn a_migration_changed_after_it_was_applied_is_refused() {
 
 #[tokio::test]
 async fn the_original_designs_insert_works_unchanged_and_gets_our_defaults() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let client = test_db.client().await;
     client
         .batch_execute(
@@ -96,7 +96,7 @@ async fn the_original_designs_insert_works_unchanged_and_gets_our_defaults() {
 
 #[tokio::test]
 async fn a_row_with_an_unknown_sync_mode_is_refused_by_a_named_constraint() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let client = test_db.client().await;
     let error = client
         .execute(
@@ -115,7 +115,7 @@ async fn a_row_with_an_unknown_sync_mode_is_refused_by_a_named_constraint() {
 
 #[tokio::test]
 async fn updating_a_configuration_moves_updated_at() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let client = test_db.client().await;
     client
         .batch_execute(
@@ -143,7 +143,7 @@ async fn updating_a_configuration_moves_updated_at() {
 
 #[tokio::test]
 async fn deleting_a_configuration_deletes_its_ledger_and_keeps_the_others() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let client = test_db.client().await;
     client
         .batch_execute(
@@ -172,16 +172,14 @@ async fn deleting_a_configuration_deletes_its_ledger_and_keeps_the_others() {
 
 #[tokio::test]
 async fn a_connection_with_sslmode_require_is_encrypted() {
-    let test_db = migrated_database().await;
+    let test_db = TestApp::builder().build().await;
     let separator = if test_db.url().contains('?') {
         '&'
     } else {
         '?'
     };
     let url = format!("{}{separator}sslmode=require", test_db.url());
-    let client = db::connect_single(&crate::support::database_settings(&url))
-        .await
-        .unwrap();
+    let client = db::connect_single(&database_settings(&url)).await.unwrap();
     let ssl: bool = client
         .query_one(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",

@@ -8,24 +8,29 @@ use cdp_meta_sync::sync::Outcome;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::world::{SYSTEMS, World, world_with};
+use crate::app::TestApp;
+use crate::members::SYSTEMS;
 
-async fn status(w: &World, system: &str) -> (String, Option<String>, Option<String>) {
-    let row =
-        w.db.client()
-            .await
-            .query_one(
-                "SELECT sync_status, error_log, lease_owner FROM cdp.facebook_configurations
+async fn status(w: &TestApp, system: &str) -> (String, Option<String>, Option<String>) {
+    let row = w
+        .client()
+        .await
+        .query_one(
+            "SELECT sync_status, error_log, lease_owner FROM cdp.facebook_configurations
                   WHERE system_name = $1",
-                &[&system],
-            )
-            .await
-            .unwrap();
+            &[&system],
+        )
+        .await
+        .unwrap();
     (row.get(0), row.get(1), row.get(2))
 }
 
 async fn assert_every_system_succeeds_with_the_expected_audience(schema: Schema) {
-    let w = world_with(3_000, schema).await;
+    let w = TestApp::builder()
+        .customers(3_000)
+        .schema(schema)
+        .build()
+        .await;
     let reports = w.sync_due().await;
     assert_eq!(reports.len(), 3);
     assert!(
@@ -54,8 +59,12 @@ async fn with_the_four_location_columns_too_the_three_systems_sync_and_phones_ta
 #[tokio::test]
 async fn a_system_whose_keys_need_a_column_the_cdp_lacks_is_invalid_config_naming_both_and_the_others_sync()
  {
-    let w = world_with(1_000, Schema::Original).await;
-    w.db.client()
+    let w = TestApp::builder()
+        .customers(1_000)
+        .schema(Schema::Original)
+        .build()
+        .await;
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET match_keys = '{EMAIL,DOBY,CT}'
@@ -96,8 +105,12 @@ async fn a_system_whose_keys_need_a_column_the_cdp_lacks_is_invalid_config_namin
 
 #[tokio::test]
 async fn events_with_only_a_customer_id_are_enriched_from_the_columns_the_cdp_has() {
-    let w = world_with(300, Schema::Original).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder()
+        .customers(300)
+        .schema(Schema::Original)
+        .build()
+        .await;
+    let client = w.client().await;
     client
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET pixel_id = '4242' WHERE system_name = 'digitalfarma_system'",
@@ -163,8 +176,12 @@ async fn at_scale_the_original_schema_syncs_every_system_and_sends_events() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(200_000);
-    let w = world_with(customers, Schema::Original).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder()
+        .customers(customers)
+        .schema(Schema::Original)
+        .build()
+        .await;
+    let client = w.client().await;
     client
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET pixel_id = '9001' WHERE system_name = 'kangoo_system';
@@ -182,9 +199,9 @@ async fn at_scale_the_original_schema_syncs_every_system_and_sends_events() {
         "{reports:?}"
     );
     for system in SYSTEMS {
-        let expected = crate::world::expected_members(&w.db, system).await;
-        let audience = crate::world::audience_id(&w.db, system).await;
-        let got = crate::world::sandbox_members(&w.sandbox, &audience);
+        let expected = w.expected_members(system).await;
+        let audience = w.audience_id(system).await;
+        let got = w.sandbox_members(&audience);
         println!(
             "{system}: {} members, {} expected",
             got.len(),

@@ -4,18 +4,18 @@ use std::path::Path;
 
 use cdp_meta_sync::sync::Outcome;
 
+use crate::app::{TOKEN, TestApp};
 use crate::faults::SYSTEM;
 use crate::process::{finished, worker};
-use crate::world::{TOKEN, World, only_kangoo, world};
 
 /// Every email and phone of the demo CDP, as stored.
-async fn personal_values(w: &World) -> Vec<String> {
-    let rows =
-        w.db.client()
-            .await
-            .query("SELECT email::text, phone::text FROM customers_master", &[])
-            .await
-            .unwrap();
+async fn personal_values(w: &TestApp) -> Vec<String> {
+    let rows = w
+        .client()
+        .await
+        .query("SELECT email::text, phone::text FROM customers_master", &[])
+        .await
+        .unwrap();
     rows.iter()
         .flat_map(|r| [r.get::<_, Option<String>>(0), r.get(1)])
         .flatten()
@@ -35,8 +35,8 @@ Purchase;01/07/2024 14:02:00;physical_store;S1;c-2;joao.debug@example.com;11 987
 
 #[tokio::test]
 async fn debug_logs_of_a_sync_and_an_events_import_hold_no_email_phone_or_token() {
-    let w = world(400).await;
-    only_kangoo(&w).await;
+    let w = TestApp::builder().customers(400).build().await;
+    w.only_kangoo().await;
     let mut run = worker(&w, &["run", "--once"]);
     run.env("RUST_LOG", "debug");
     let sync = finished(run).await;
@@ -106,9 +106,9 @@ END $$;";
 
 #[tokio::test]
 async fn database_errors_quoting_customer_values_leave_error_log_without_them() {
-    let w = world(300).await;
-    only_kangoo(&w).await;
-    w.db.client()
+    let w = TestApp::builder().customers(300).build().await;
+    w.only_kangoo().await;
+    w.client()
         .await
         .batch_execute(REFUSING_FUNCTION)
         .await
@@ -129,7 +129,7 @@ async fn database_errors_quoting_customer_values_leave_error_log_without_them() 
     ] {
         let mut ctx = w.ctx.clone();
         ctx.extract_sql = Some(extraction(column).into());
-        crate::world::make_due(&w.db).await;
+        w.make_due().await;
         let reports = cdp_meta_sync::scheduler::run_due(
             &ctx,
             cdp_meta_sync::sync::Trigger::Once,
@@ -138,7 +138,7 @@ async fn database_errors_quoting_customer_values_leave_error_log_without_them() 
         .await
         .unwrap();
         assert!(matches!(reports[0].outcome, Outcome::Failed(_)));
-        let error_log = crate::world::error_log(&w.db, SYSTEM).await.unwrap();
+        let error_log = w.error_log(SYSTEM).await.unwrap();
         assert!(
             error_log.contains(&format!("SQLSTATE {sqlstate}")),
             "{error_log}"
@@ -147,7 +147,7 @@ async fn database_errors_quoting_customer_values_leave_error_log_without_them() 
         assert!(!error_log.contains('@'), "{error_log}");
         assert!(!emails.iter().any(|e| error_log.contains(e.as_str())));
         let run_error: String =
-            w.db.client()
+            w.client()
                 .await
                 .query_one(
                     "SELECT error FROM cdp.facebook_sync_runs WHERE system_name = $1 ORDER BY id DESC LIMIT 1",

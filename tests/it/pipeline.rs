@@ -5,14 +5,12 @@ use cdp_meta_sync::scheduler::run_due;
 use cdp_meta_sync::sync::{Outcome, Trigger};
 use tokio_util::sync::CancellationToken;
 
-use crate::world::{
-    SYSTEMS, TOKEN, audience_id, context, expected_members, ledger_size, make_due, sandbox_members,
-    world,
-};
+use crate::app::{TOKEN, TestApp};
+use crate::members::SYSTEMS;
 
 #[tokio::test]
 async fn the_three_demo_systems_sync_and_each_audience_equals_the_expected_hashed_set() {
-    let w = world(3_000).await;
+    let w = TestApp::builder().customers(3_000).build().await;
     let reports = w.sync_due().await;
     assert_eq!(reports.len(), 3);
     assert!(
@@ -20,12 +18,12 @@ async fn the_three_demo_systems_sync_and_each_audience_equals_the_expected_hashe
         "{reports:?}"
     );
 
-    let client = w.db.client().await;
+    let client = w.client().await;
     for system in SYSTEMS {
-        let expected = expected_members(&w.db, system).await;
+        let expected = w.expected_members(system).await;
         assert!(expected.len() > 100, "{system}: {}", expected.len());
-        let audience = audience_id(&w.db, system).await;
-        assert_eq!(sandbox_members(&w.sandbox, &audience), expected, "{system}");
+        let audience = w.audience_id(system).await;
+        assert_eq!(w.sandbox_members(&audience), expected, "{system}");
         let row = client
             .query_one(
                 "SELECT sync_status, total_customers, error_log,
@@ -68,9 +66,9 @@ async fn the_three_demo_systems_sync_and_each_audience_equals_the_expected_hashe
 #[tokio::test]
 async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_sent_by_real_methods_without_the_token_in_any_url()
  {
-    let w = world(3_000).await;
+    let w = TestApp::builder().customers(3_000).build().await;
     w.sync_due().await;
-    let client = w.db.client().await;
+    let client = w.client().await;
     // Churn in kangoo's tenants: some leave (Lost), some change email, some arrive.
     client
         .batch_execute(
@@ -84,16 +82,16 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
         )
         .await
         .unwrap();
-    make_due(&w.db).await;
+    w.make_due().await;
     let reports = w.sync_due().await;
     assert!(
         reports.iter().all(|r| r.outcome == Outcome::Success),
         "{reports:?}"
     );
 
-    let expected = expected_members(&w.db, "kangoo_system").await;
-    let audience = audience_id(&w.db, "kangoo_system").await;
-    assert_eq!(sandbox_members(&w.sandbox, &audience), expected);
+    let expected = w.expected_members("kangoo_system").await;
+    let audience = w.audience_id("kangoo_system").await;
+    assert_eq!(w.sandbox_members(&audience), expected);
     let run = client
         .query_one(
             "SELECT added, removed FROM cdp.facebook_sync_runs WHERE system_name = 'kangoo_system' ORDER BY id DESC LIMIT 1",
@@ -110,7 +108,7 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
             .iter()
             .any(|r| r.operation == "remove_users" && r.status == 200)
     );
-    let ledger = ledger_size(&w.db, "kangoo_system").await;
+    let ledger = w.ledger_size("kangoo_system").await;
     assert_eq!(
         ledger,
         expected.len(),
@@ -135,7 +133,7 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
         assert_eq!(r.method, r.http_method, "no method override: {r:?}");
         let query = r.query.as_deref().unwrap_or("");
         assert!(
-            !query.contains(crate::world::TOKEN) && !query.contains("access_token"),
+            !query.contains(crate::app::TOKEN) && !query.contains("access_token"),
             "{r:?}"
         );
     }
@@ -143,11 +141,11 @@ async fn a_churn_round_leaves_the_audience_equal_to_the_new_set_with_removals_se
 
 #[tokio::test]
 async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_forces_them() {
-    let w = world(2_000).await;
+    let w = TestApp::builder().customers(2_000).build().await;
     w.sync_due().await;
-    let audience = audience_id(&w.db, "digitalfarma_system").await;
-    let before = sandbox_members(&w.sandbox, &audience);
-    let client = w.db.client().await;
+    let audience = w.audience_id("digitalfarma_system").await;
+    let before = w.sandbox_members(&audience);
+    let client = w.client().await;
     // A broken source: half of digitalfarma's customers vanish from the RFM table.
     client
         .batch_execute(
@@ -155,7 +153,7 @@ async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_f
         )
         .await
         .unwrap();
-    make_due(&w.db).await;
+    w.make_due().await;
     w.sync_due().await;
     let row = client
         .query_one(
@@ -166,11 +164,7 @@ async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_f
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "partial");
     assert!(row.get::<_, String>(1).contains("removals held"));
-    assert_eq!(
-        sandbox_members(&w.sandbox, &audience),
-        before,
-        "nobody was removed"
-    );
+    assert_eq!(w.sandbox_members(&audience), before, "nobody was removed");
 
     client
         .batch_execute(
@@ -179,8 +173,8 @@ async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_f
         .await
         .unwrap();
     w.sync_due().await;
-    let expected = expected_members(&w.db, "digitalfarma_system").await;
-    assert_eq!(sandbox_members(&w.sandbox, &audience), expected);
+    let expected = w.expected_members("digitalfarma_system").await;
+    assert_eq!(w.sandbox_members(&audience), expected);
     let row = client
         .query_one(
             "SELECT sync_status, force_removals FROM cdp.facebook_configurations WHERE system_name = 'digitalfarma_system'",
@@ -197,15 +191,15 @@ async fn a_run_that_would_remove_too_much_holds_its_removals_until_an_operator_f
 
 #[tokio::test]
 async fn append_mode_adds_newcomers_and_never_removes() {
-    let w = world(2_000).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder().customers(2_000).build().await;
+    let client = w.client().await;
     client
         .batch_execute("UPDATE cdp.facebook_configurations SET sync_mode = 'append'")
         .await
         .unwrap();
     w.sync_due().await;
-    let audience = audience_id(&w.db, "digitalfarma_system").await;
-    let first = sandbox_members(&w.sandbox, &audience);
+    let audience = w.audience_id("digitalfarma_system").await;
+    let first = w.sandbox_members(&audience);
     client
         .batch_execute(
             "UPDATE cdp_rfm_analysis SET rfm_segment = 'Lost'
@@ -213,9 +207,9 @@ async fn append_mode_adds_newcomers_and_never_removes() {
         )
         .await
         .unwrap();
-    make_due(&w.db).await;
+    w.make_due().await;
     w.sync_due().await;
-    assert_eq!(sandbox_members(&w.sandbox, &audience), first);
+    assert_eq!(w.sandbox_members(&audience), first);
     assert!(
         !w.sandbox
             .requests()
@@ -226,7 +220,7 @@ async fn append_mode_adds_newcomers_and_never_removes() {
 
 #[tokio::test]
 async fn twenty_percent_transient_faults_still_reach_the_same_final_set() {
-    let w = world(2_000).await;
+    let w = TestApp::builder().customers(2_000).build().await;
     w.sandbox.set_faults(Faults {
         error_rate: 0.2,
         error_codes: vec![FaultCode::new(2), FaultCode::new(4), FaultCode::new(80003)],
@@ -246,14 +240,14 @@ async fn twenty_percent_transient_faults_still_reach_the_same_final_set() {
 
 #[tokio::test]
 async fn a_permanent_token_error_fails_readably_without_the_token_anywhere_and_backs_off() {
-    let w = world(500).await;
+    let w = TestApp::builder().customers(500).build().await;
     w.sandbox.set_faults(Faults {
         token_error: true,
         ..Faults::default()
     });
     let reports = w.sync_due().await;
     assert_eq!(reports.len(), 3, "every system was attempted");
-    let client = w.db.client().await;
+    let client = w.client().await;
     let rows = client
         .query(
             "SELECT sync_status, error_log, consecutive_failures,
@@ -286,7 +280,7 @@ async fn a_permanent_token_error_fails_readably_without_the_token_anywhere_and_b
 
     // The operator renews the token: the systems recover and the failure count resets.
     w.sandbox.set_faults(Faults::default());
-    make_due(&w.db).await;
+    w.make_due().await;
     let reports = w.sync_due().await;
     assert!(
         reports.iter().all(|r| r.outcome == Outcome::Success),
@@ -296,8 +290,8 @@ async fn a_permanent_token_error_fails_readably_without_the_token_anywhere_and_b
 
 #[tokio::test]
 async fn a_broken_configuration_row_is_marked_invalid_and_the_others_carry_on() {
-    let w = world(500).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder().customers(500).build().await;
+    let client = w.client().await;
     client
         .batch_execute(
             "INSERT INTO cdp.facebook_configurations (system_name, ad_account_id, tenant_ids, match_keys)
@@ -340,8 +334,8 @@ async fn a_broken_configuration_row_is_marked_invalid_and_the_others_carry_on() 
 
 #[tokio::test]
 async fn two_workers_on_one_database_sync_each_system_once() {
-    let w = world(2_000).await;
-    let other = context(&w.db, &w.sandbox, "worker-b");
+    let w = TestApp::builder().customers(2_000).build().await;
+    let other = w.context("worker-b");
     let cancel = CancellationToken::new();
     let (a, b) = tokio::join!(
         run_due(&w.ctx, Trigger::Once, &cancel),
@@ -349,13 +343,13 @@ async fn two_workers_on_one_database_sync_each_system_once() {
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.len() + b.len(), 3, "each system once: {a:?} {b:?}");
-    let runs: i64 =
-        w.db.client()
-            .await
-            .query_one("SELECT count(*) FROM cdp.facebook_sync_runs", &[])
-            .await
-            .unwrap()
-            .get(0);
+    let runs: i64 = w
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM cdp.facebook_sync_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(runs, 3);
     assert_eq!(w.sandbox.audiences().len(), 3);
     let added: usize = w
@@ -367,15 +361,15 @@ async fn two_workers_on_one_database_sync_each_system_once() {
         .sum();
     let mut total = 0;
     for system in SYSTEMS {
-        total += expected_members(&w.db, system).await.len();
+        total += w.expected_members(system).await.len();
     }
     assert_eq!(added, total, "no row was sent twice");
 }
 
 #[tokio::test]
 async fn a_customer_without_email_but_with_a_phone_is_in_the_audience() {
-    let w = world(500).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder().customers(500).build().await;
+    let client = w.client().await;
     client
         .batch_execute(
             "INSERT INTO customers_master (id, tenant_id, email, phone, firstname, lastname)
@@ -385,8 +379,8 @@ async fn a_customer_without_email_but_with_a_phone_is_in_the_audience() {
         .await
         .unwrap();
     w.sync_due().await;
-    let audience = audience_id(&w.db, "digitalfarma_system").await;
-    let members = sandbox_members(&w.sandbox, &audience);
+    let audience = w.audience_id("digitalfarma_system").await;
+    let members = w.sandbox_members(&audience);
     let phone = cdp_meta_sync::identity::Normalizer::new(Some("AR"))
         .unwrap()
         .cell(cdp_meta_sync::identity::MatchKey::Phone, "+5491144445555")
@@ -401,8 +395,8 @@ async fn a_customer_without_email_but_with_a_phone_is_in_the_audience() {
 
 #[tokio::test]
 async fn after_a_first_sync_the_planner_counts_the_new_members_of_the_configuration() {
-    let w = world(3_000).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder().customers(3_000).build().await;
+    let client = w.client().await;
     // Statistics that know septimo's members only, and no autovacuum to bring them up to date.
     client
         .batch_execute(

@@ -4,27 +4,27 @@ use cdp_meta_sync::events::EventPump;
 use cdp_meta_sync::sync::Outcome;
 use tokio_util::sync::CancellationToken;
 
-use crate::world::{World, world};
+use crate::app::TestApp;
 
-async fn row_status(w: &World, system: &str) -> (String, String, Option<String>) {
-    let row =
-        w.db.client()
-            .await
-            .query_one(
-                "SELECT sync_status, coalesce(error_log, ''), lease_owner
+async fn row_status(w: &TestApp, system: &str) -> (String, String, Option<String>) {
+    let row = w
+        .client()
+        .await
+        .query_one(
+            "SELECT sync_status, coalesce(error_log, ''), lease_owner
                    FROM cdp.facebook_configurations WHERE system_name = $1",
-                &[&system],
-            )
-            .await
-            .unwrap();
+            &[&system],
+        )
+        .await
+        .unwrap();
     (row.get(0), row.get(1), row.get(2))
 }
 
 #[tokio::test]
 async fn null_elements_and_two_dimensional_arrays_in_a_row_make_that_system_invalid_and_release_its_lease()
  {
-    let w = world(500).await;
-    w.db.client()
+    let w = TestApp::builder().customers(500).build().await;
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET tenant_ids = '{20,NULL}' WHERE system_name = 'kangoo_system';
@@ -58,8 +58,8 @@ async fn null_elements_and_two_dimensional_arrays_in_a_row_make_that_system_inva
 
 #[tokio::test]
 async fn an_integer_zip_makes_only_the_system_that_asks_for_zip_invalid() {
-    let w = world(500).await;
-    w.db.client()
+    let w = TestApp::builder().customers(500).build().await;
+    w.client()
         .await
         .batch_execute(
             "ALTER TABLE customers_master ALTER COLUMN zip TYPE integer
@@ -90,8 +90,8 @@ async fn an_integer_zip_makes_only_the_system_that_asks_for_zip_invalid() {
 #[tokio::test]
 async fn an_event_at_infinity_is_rejected_in_plain_words_and_a_poisoned_system_does_not_stop_the_others()
  {
-    let w = world(100).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder().customers(100).build().await;
+    let client = w.client().await;
     client
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET pixel_id = '501' WHERE system_name = 'kangoo_system';

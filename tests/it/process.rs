@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cdp_meta_sync::sandbox::Faults;
 
-use crate::world::env;
+use crate::app::TestApp;
 
 /// Polls `check` every 100 ms until it holds or `limit` passes (a bound, not a speed test).
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
@@ -60,11 +60,7 @@ impl Drop for Worker {
 /// writes after them, the worker process is killed (SIGKILL) once they are recorded, then faults
 /// are cleared and the dead worker's lease is let run out, so the next run can take over.
 /// Returns whether the batches were recorded before the kill.
-pub async fn sync_killed_after_batches(
-    w: &crate::world::World,
-    system: &str,
-    batches: u64,
-) -> bool {
+pub async fn sync_killed_after_batches(w: &TestApp, system: &str, batches: u64) -> bool {
     w.sandbox.set_faults(Faults {
         stall_after_writes: Some(batches),
         ..Faults::default()
@@ -82,8 +78,8 @@ pub async fn sync_killed_after_batches(
 }
 
 /// A killed worker writes nothing: its lease runs out (here, at once).
-pub async fn expire_lease(w: &crate::world::World, system: &str) {
-    w.db.client()
+pub async fn expire_lease(w: &TestApp, system: &str) {
+    w.client()
         .await
         .execute(
             "UPDATE cdp.facebook_configurations SET lease_expires_at = now() - interval '1 second'
@@ -104,8 +100,8 @@ pub fn free_port() -> u16 {
 }
 
 /// Batches the system's latest run has recorded as accepted.
-pub async fn finished_batches(w: &crate::world::World, system: &str) -> i64 {
-    w.db.client()
+pub async fn finished_batches(w: &TestApp, system: &str) -> i64 {
+    w.client()
         .await
         .query_one(
             "SELECT coalesce(max(batches), 0) FROM cdp.facebook_sync_runs WHERE system_name = $1",
@@ -127,23 +123,22 @@ pub fn spawn(command: &mut Command) -> Worker {
     Worker(Some(command.spawn().unwrap()))
 }
 
-pub fn worker(w: &crate::world::World, args: &[&str]) -> Command {
+pub fn worker(w: &TestApp, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cdp-meta-sync"));
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", w.db.url())
+        .env("DATABASE_URL", w.url())
         .env("LOG_FORMAT", "json")
-        .envs(env(&w.sandbox))
+        .envs(w.worker_env())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
 }
 
-pub async fn status_of(w: &crate::world::World, system: &str) -> (Option<String>, Option<String>) {
+pub async fn status_of(w: &TestApp, system: &str) -> (Option<String>, Option<String>) {
     let row = w
-        .db
         .client()
         .await
         .query_one(

@@ -3,13 +3,13 @@
 use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
 
-use crate::world::{World, lone_members, make_due, only_kangoo, world};
+use crate::app::TestApp;
 
 const SYSTEM: &str = "kangoo_system";
 
 /// `(run_id, tenant_id, customer_id, match_key, reason)` of every recorded rejection.
-async fn rejections(w: &World) -> Vec<(i64, i32, i64, String, String)> {
-    w.db.client()
+async fn rejections(w: &TestApp) -> Vec<(i64, i32, i64, String, String)> {
+    w.client()
         .await
         .query(
             "SELECT run_id, tenant_id, customer_id, match_key, reason
@@ -23,8 +23,8 @@ async fn rejections(w: &World) -> Vec<(i64, i32, i64, String, String)> {
         .collect()
 }
 
-async fn tenant_of(w: &World, customer_id: i64) -> i32 {
-    w.db.client()
+async fn tenant_of(w: &TestApp, customer_id: i64) -> i32 {
+    w.client()
         .await
         .query_one(
             "SELECT tenant_id FROM customers_master WHERE id = $1",
@@ -35,8 +35,8 @@ async fn tenant_of(w: &World, customer_id: i64) -> i32 {
         .get(0)
 }
 
-async fn run_ids(w: &World) -> Vec<i64> {
-    w.db.client()
+async fn run_ids(w: &TestApp) -> Vec<i64> {
+    w.client()
         .await
         .query(
             "SELECT id FROM cdp.facebook_sync_runs WHERE system_name = $1 ORDER BY id",
@@ -49,7 +49,7 @@ async fn run_ids(w: &World) -> Vec<i64> {
         .collect()
 }
 
-fn flag(w: &World, cells: &[&(i64, String)]) {
+fn flag(w: &TestApp, cells: &[&(i64, String)]) {
     w.sandbox.set_faults(Faults {
         invalid_cells: cells.iter().map(|(_, cell)| cell.clone()).collect(),
         ..Faults::default()
@@ -58,9 +58,9 @@ fn flag(w: &World, cells: &[&(i64, String)]) {
 
 #[tokio::test]
 async fn entries_meta_refuses_are_recorded_by_customer_and_key_in_a_first_sync_and_a_replace() {
-    let w = world(2_000).await;
-    only_kangoo(&w).await;
-    let lone = lone_members(&w, SYSTEM, 5).await;
+    let w = TestApp::builder().customers(2_000).build().await;
+    w.only_kangoo().await;
+    let lone = w.lone_members(SYSTEM, 5).await;
     let (first, later) = lone.split_at(3);
     flag(&w, &first.iter().collect::<Vec<_>>());
 
@@ -69,7 +69,7 @@ async fn entries_meta_refuses_are_recorded_by_customer_and_key_in_a_first_sync_a
     assert_eq!(reports[0].outcome, Outcome::Success, "{reports:?}");
 
     // A replace sends its planned batches.
-    w.db.client()
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET sync_mode = 'replace'
@@ -78,7 +78,7 @@ async fn entries_meta_refuses_are_recorded_by_customer_and_key_in_a_first_sync_a
         .await
         .unwrap();
     flag(&w, &later.iter().collect::<Vec<_>>());
-    make_due(&w.db).await;
+    w.make_due().await;
     let reports = w.sync_due().await;
     assert_eq!(reports[0].outcome, Outcome::Success, "{reports:?}");
 
@@ -102,7 +102,6 @@ async fn entries_meta_refuses_are_recorded_by_customer_and_key_in_a_first_sync_a
     assert_eq!(rejections(&w).await, expected);
     // Meta's counts agree, and no value is kept.
     let invalid: Vec<i64> = w
-        .db
         .client()
         .await
         .query(
@@ -115,16 +114,16 @@ async fn entries_meta_refuses_are_recorded_by_customer_and_key_in_a_first_sync_a
         .map(|r| r.get(0))
         .collect();
     assert_eq!(invalid, vec![3, 2]);
-    let table: String =
-        w.db.client()
-            .await
-            .query_one(
-                "SELECT coalesce(string_agg(r::text, ' '), '') FROM cdp.facebook_sync_rejections r",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+    let table: String = w
+        .client()
+        .await
+        .query_one(
+            "SELECT coalesce(string_agg(r::text, ' '), '') FROM cdp.facebook_sync_rejections r",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     for (_, cell) in &lone {
         assert!(!table.contains(cell.as_str()), "a value was kept: {table}");
     }

@@ -2,15 +2,13 @@
 //! removal guard weighs what a replace would drop.
 use cdp_meta_sync::sync::Outcome;
 
+use crate::app::TestApp;
 use crate::process::sync_killed_after_batches;
-use crate::world::{
-    World, audience_id, expected_members, ledger_size, make_due, sandbox_members, world,
-};
 
 const SYSTEM: &str = "kangoo_system";
 
-async fn only_kangoo_in_replace_mode(w: &World) {
-    w.db.client()
+async fn only_kangoo_in_replace_mode(w: &TestApp) {
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET sync_mode = 'replace' WHERE system_name = 'kangoo_system';
@@ -22,7 +20,7 @@ async fn only_kangoo_in_replace_mode(w: &World) {
 
 #[tokio::test]
 async fn a_replace_killed_mid_session_goes_on_in_metas_open_session_and_ends_with_the_whole_set() {
-    let w = world(3_000).await;
+    let w = TestApp::builder().customers(3_000).build().await;
     only_kangoo_in_replace_mode(&w).await;
     // Batch 1 of the replace is accepted, then the sandbox stops answering: the worker is killed.
     let reached = sync_killed_after_batches(&w, SYSTEM, 1).await;
@@ -42,12 +40,9 @@ async fn a_replace_killed_mid_session_goes_on_in_metas_open_session_and_ends_wit
         "{reports:?}"
     );
 
-    let expected = expected_members(&w.db, SYSTEM).await;
-    assert_eq!(
-        sandbox_members(&w.sandbox, &audience_id(&w.db, SYSTEM).await),
-        expected
-    );
-    assert_eq!(ledger_size(&w.db, SYSTEM).await, expected.len());
+    let expected = w.expected_members(SYSTEM).await;
+    assert_eq!(w.sandbox_members(&w.audience_id(SYSTEM).await), expected);
+    assert_eq!(w.ledger_size(SYSTEM).await, expected.len());
     // (The stalled call of the killed worker is answered, and logged, once faults change: it
     // never reached the session.)
     let resumed: Vec<_> = w.sandbox.requests()[before..]
@@ -71,7 +66,7 @@ async fn a_replace_killed_mid_session_goes_on_in_metas_open_session_and_ends_wit
 
 #[tokio::test]
 async fn the_removal_guard_holds_a_replace_that_would_drop_too_much_of_the_audience() {
-    let w = world(3_000).await;
+    let w = TestApp::builder().customers(3_000).build().await;
     only_kangoo_in_replace_mode(&w).await;
     assert!(
         w.sync_due()
@@ -79,10 +74,10 @@ async fn the_removal_guard_holds_a_replace_that_would_drop_too_much_of_the_audie
             .iter()
             .all(|r| r.outcome == Outcome::Success)
     );
-    let audience = audience_id(&w.db, SYSTEM).await;
-    let before = sandbox_members(&w.sandbox, &audience);
+    let audience = w.audience_id(SYSTEM).await;
+    let before = w.sandbox_members(&audience);
     // A broken source: most of kangoo's customers fall into an excluded segment.
-    w.db.client()
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp_rfm_analysis SET rfm_segment = 'Lost'
@@ -92,7 +87,7 @@ async fn the_removal_guard_holds_a_replace_that_would_drop_too_much_of_the_audie
         )
         .await
         .unwrap();
-    make_due(&w.db).await;
+    w.make_due().await;
     let requests_before = w.sandbox.requests().len();
 
     let reports = w.sync_due().await;
@@ -101,7 +96,7 @@ async fn the_removal_guard_holds_a_replace_that_would_drop_too_much_of_the_audie
         reports.iter().all(|r| r.outcome == Outcome::Partial),
         "{reports:?}"
     );
-    let error = crate::world::error_log(&w.db, SYSTEM).await.unwrap();
+    let error = w.error_log(SYSTEM).await.unwrap();
     assert!(error.starts_with("removals held"), "{error}");
     assert!(
         w.sandbox.requests()[requests_before..]
@@ -109,8 +104,8 @@ async fn the_removal_guard_holds_a_replace_that_would_drop_too_much_of_the_audie
             .all(|r| r.operation != "replace_users"),
         "no replace was sent"
     );
-    let after = sandbox_members(&w.sandbox, &audience);
+    let after = w.sandbox_members(&audience);
     assert!(after.is_superset(&before), "nobody was dropped");
     assert_eq!(after.len(), before.len() + 1, "the newcomer was added");
-    assert_eq!(ledger_size(&w.db, SYSTEM).await, after.len());
+    assert_eq!(w.ledger_size(SYSTEM).await, after.len());
 }

@@ -5,28 +5,29 @@ use std::collections::BTreeSet;
 use cdp_meta_sync::demo::Schema;
 use cdp_meta_sync::sync::Outcome;
 
+use crate::app::TestApp;
+use crate::members::Row;
 use crate::process::sync_killed_after_batches;
-use crate::world::{Row, World, audience_id, sandbox_members, world_with};
 
 const SYSTEM: &str = "kangoo_system";
 
 /// The ledger as `(member key, cells)`, and the sandbox audience's members.
-async fn outcome(w: &World) -> (BTreeSet<(Vec<u8>, Vec<u8>)>, BTreeSet<Row>) {
-    let ledger =
-        w.db.client()
-            .await
-            .query(
-                "SELECT m.member_key, m.cells FROM cdp.facebook_audience_members m
+async fn outcome(w: &TestApp) -> (BTreeSet<(Vec<u8>, Vec<u8>)>, BTreeSet<Row>) {
+    let ledger = w
+        .client()
+        .await
+        .query(
+            "SELECT m.member_key, m.cells FROM cdp.facebook_audience_members m
                JOIN cdp.facebook_configurations f ON f.id = m.configuration_id
               WHERE f.system_name = $1",
-                &[&SYSTEM],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-    let audience = sandbox_members(&w.sandbox, &audience_id(&w.db, SYSTEM).await);
+            &[&SYSTEM],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let audience = w.sandbox_members(&w.audience_id(SYSTEM).await);
     (ledger, audience)
 }
 
@@ -42,9 +43,12 @@ async fn on_the_original_schema_a_killed_and_resumed_first_sync_ends_as_an_unint
 
 async fn killed_and_resumed_equals_uninterrupted(schema: Schema) {
     // 6,000 customers: kangoo's ~2,000 members with cross-tenant twins, in batches of 250.
-    let reference = world_with(6_000, schema).await;
+    let reference = TestApp::builder()
+        .customers(6_000)
+        .schema(schema)
+        .build()
+        .await;
     reference
-        .db
         .client()
         .await
         .batch_execute("UPDATE cdp.facebook_configurations SET is_active = false WHERE system_name <> 'kangoo_system'")
@@ -62,13 +66,17 @@ async fn killed_and_resumed_equals_uninterrupted(schema: Schema) {
     assert_eq!(expected.0.len(), expected.1.len());
 
     for killed_after in [1u64, 3, 6] {
-        let w = world_with(6_000, schema).await;
+        let w = TestApp::builder()
+            .customers(6_000)
+            .schema(schema)
+            .build()
+            .await;
         let reached = sync_killed_after_batches(&w, SYSTEM, killed_after).await;
         assert!(
             reached,
             "{killed_after} batches were accepted before the kill"
         );
-        w.db.client()
+        w.client()
             .await
             .batch_execute(
                 "UPDATE cdp.facebook_configurations SET is_active = false WHERE system_name <> 'kangoo_system'",

@@ -10,14 +10,14 @@ use cdp_meta_sync::sync::Outcome;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::TestApp;
 use crate::process::{
     eventually, finished, free_port, spawn, status_of, sync_killed_after_batches, worker,
 };
-use crate::world::{audience_id, expected_members, sandbox_members, world};
 
 #[tokio::test]
 async fn an_insert_is_picked_up_by_a_running_scheduler_through_notify() {
-    let w = world(1_000).await;
+    let w = TestApp::builder().customers(1_000).build().await;
     // Everything already synced, and a poll interval of an hour: only NOTIFY can wake the loop.
     w.sync_due().await;
     let mut ctx = w.ctx.clone();
@@ -44,7 +44,7 @@ async fn an_insert_is_picked_up_by_a_running_scheduler_through_notify() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(health.loop_alive(Duration::from_secs(3600)));
 
-    w.db.client()
+    w.client()
         .await
         .batch_execute(
             "INSERT INTO cdp.facebook_configurations (system_name, ad_account_id, tenant_ids, is_active, schedule_hours)
@@ -60,21 +60,21 @@ async fn an_insert_is_picked_up_by_a_running_scheduler_through_notify() {
     scheduler.await.unwrap().unwrap();
     listener.await.unwrap();
     assert!(picked_up, "the new system was not synced after its INSERT");
-    let audience = audience_id(&w.db, "nuevo_sistema").await;
+    let audience = w.audience_id("nuevo_sistema").await;
     assert_eq!(
-        sandbox_members(&w.sandbox, &audience).len(),
-        expected_members(&w.db, "nuevo_sistema").await.len()
+        w.sandbox_members(&audience).len(),
+        w.expected_members("nuevo_sistema").await.len()
     );
 }
 
 #[tokio::test]
 async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_or_a_second_audience()
  {
-    let w = world(3_000).await;
+    let w = TestApp::builder().customers(3_000).build().await;
     // After 2 accepted uploads the sandbox stops answering writes: the worker hangs on batch 3.
     let committed = sync_killed_after_batches(&w, "kangoo_system", 2).await;
     assert!(committed, "two batches were accepted and recorded");
-    let stalled_audience = audience_id(&w.db, "kangoo_system").await;
+    let stalled_audience = w.audience_id("kangoo_system").await;
 
     // The dead worker's lease has run out; the next run takes over.
     let report = w.sync_due().await;
@@ -83,8 +83,8 @@ async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_o
         "{report:?}"
     );
 
-    let expected = expected_members(&w.db, "kangoo_system").await;
-    assert_eq!(audience_id(&w.db, "kangoo_system").await, stalled_audience);
+    let expected = w.expected_members("kangoo_system").await;
+    assert_eq!(w.audience_id("kangoo_system").await, stalled_audience);
     let kangoo_audiences = w
         .sandbox
         .audiences()
@@ -92,7 +92,7 @@ async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_o
         .filter(|a| a.ad_account_id == "act_323379512251780")
         .count();
     assert_eq!(kangoo_audiences, 1, "one audience");
-    assert_eq!(sandbox_members(&w.sandbox, &stalled_audience), expected);
+    assert_eq!(w.sandbox_members(&stalled_audience), expected);
     let sent: usize = w
         .sandbox
         .requests()
@@ -113,7 +113,7 @@ async fn a_worker_killed_mid_upload_resumes_without_resending_accepted_batches_o
 
 #[tokio::test]
 async fn sigterm_finishes_the_batch_in_flight_records_interrupted_releases_the_lease_and_exits_0() {
-    let w = world(3_000).await;
+    let w = TestApp::builder().customers(3_000).build().await;
     w.sandbox.set_faults(Faults {
         latency_ms: 300,
         ..Faults::default()
@@ -166,7 +166,7 @@ async fn sigterm_finishes_the_batch_in_flight_records_interrupted_releases_the_l
     assert!(uploading);
     let status = exited.expect("exited within 30 s");
     assert_eq!(status.code(), Some(0));
-    let client = w.db.client().await;
+    let client = w.client().await;
     let leases: i64 = client
         .query_one(
             "SELECT count(*) FROM cdp.facebook_configurations WHERE lease_owner IS NOT NULL",
@@ -200,14 +200,14 @@ async fn sigterm_finishes_the_batch_in_flight_records_interrupted_releases_the_l
     let output = child.output();
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(
-        !logs.contains(crate::world::TOKEN),
+        !logs.contains(crate::app::TOKEN),
         "the token is not in the logs"
     );
 }
 
 #[tokio::test]
 async fn status_prints_every_system_with_its_outcome() {
-    let w = world(500).await;
+    let w = TestApp::builder().customers(500).build().await;
     w.sync_due().await;
     let output = worker(&w, &["status"]).output().unwrap();
     assert!(output.status.success());
@@ -223,7 +223,7 @@ async fn status_prints_every_system_with_its_outcome() {
 
 #[tokio::test]
 async fn status_json_gives_every_system_with_its_outcome_and_members_to_a_script() {
-    let w = world(500).await;
+    let w = TestApp::builder().customers(500).build().await;
     let reports = w.sync_due().await;
     let output = worker(&w, &["status", "--json"]).output().unwrap();
     assert!(output.status.success());
@@ -244,7 +244,7 @@ async fn status_json_gives_every_system_with_its_outcome_and_members_to_a_script
 
 #[tokio::test]
 async fn the_status_page_on_the_health_port_shows_each_system_once_it_has_synced() {
-    let w = world(300).await;
+    let w = TestApp::builder().customers(300).build().await;
     let port = free_port();
     let _child = spawn(worker(&w, &["run"]).env("PORT", port.to_string()));
     let page = || async {
@@ -276,7 +276,7 @@ async fn the_status_page_on_the_health_port_shows_each_system_once_it_has_synced
 
 #[tokio::test]
 async fn run_once_without_an_access_token_exits_2_naming_the_variable() {
-    let w = world(10).await;
+    let w = TestApp::builder().customers(10).build().await;
     let output = worker(&w, &["run", "--once"])
         .env_remove("FACEBOOK_ACCESS_TOKEN")
         .output()
@@ -288,8 +288,8 @@ async fn run_once_without_an_access_token_exits_2_naming_the_variable() {
 
 #[tokio::test]
 async fn an_event_inserted_while_the_worker_runs_is_sent_within_seconds() {
-    let w = world(10).await;
-    let client = w.db.client().await;
+    let w = TestApp::builder().customers(10).build().await;
+    let client = w.client().await;
     client
         .batch_execute("UPDATE cdp.facebook_configurations SET pixel_id = '777000111' WHERE system_name = 'digitalfarma_system'")
         .await
@@ -344,8 +344,8 @@ async fn an_event_inserted_while_the_worker_runs_is_sent_within_seconds() {
 
 #[tokio::test]
 async fn run_once_exits_1_naming_each_system_that_failed_and_0_when_all_synced() {
-    let w = world(300).await;
-    w.db.client()
+    let w = TestApp::builder().customers(300).build().await;
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET ad_account_id = 'not-an-account'
@@ -364,7 +364,7 @@ async fn run_once_exits_1_naming_each_system_that_failed_and_0_when_all_synced()
         "{stderr}"
     );
 
-    w.db.client()
+    w.client()
         .await
         .batch_execute(
             "UPDATE cdp.facebook_configurations SET ad_account_id = 'act_881526052911252', next_sync = now()
@@ -383,7 +383,7 @@ async fn run_once_exits_1_naming_each_system_that_failed_and_0_when_all_synced()
 
 #[tokio::test]
 async fn a_killed_listen_connection_is_restarted_and_healthz_is_503_until_it_is_back() {
-    let w = world(10).await;
+    let w = TestApp::builder().customers(10).build().await;
     let port = free_port();
     let _child = spawn(worker(&w, &["run"]).env("PORT", port.to_string()));
     let health = || async {
@@ -396,17 +396,17 @@ async fn a_killed_listen_connection_is_restarted_and_healthz_is_503_until_it_is_
         eventually(Duration::from_secs(20), || async { health().await == 200 }).await,
         "healthy at first"
     );
-    let killed: i64 =
-        w.db.client()
-            .await
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+    let killed: i64 = w
+        .client()
+        .await
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
               WHERE datname = current_database() AND query LIKE 'LISTEN%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(killed, 1, "one LISTEN connection");
     assert!(
         eventually(Duration::from_secs(10), || async { health().await == 503 }).await,
@@ -417,7 +417,7 @@ async fn a_killed_listen_connection_is_restarted_and_healthz_is_503_until_it_is_
         "200 again once it reconnected"
     );
     // And it listens again: an INSERT is picked up although the poll interval is long.
-    w.db.client()
+    w.client()
         .await
         .batch_execute(
             "INSERT INTO cdp.facebook_configurations (system_name, ad_account_id, tenant_ids)
@@ -435,7 +435,7 @@ async fn a_killed_listen_connection_is_restarted_and_healthz_is_503_until_it_is_
 
 #[tokio::test]
 async fn a_worker_built_in_process_on_port_0_syncs_serves_its_pages_and_stops_on_shutdown() {
-    let w = world(300).await;
+    let w = TestApp::builder().customers(300).build().await;
     let mut ctx = w.ctx.clone();
     let mut settings = (*ctx.settings).clone();
     settings.worker.port = 0;

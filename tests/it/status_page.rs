@@ -11,7 +11,7 @@ use cdp_meta_sync::sandbox::{AudienceStatus, Faults};
 use cdp_meta_sync::sync::Outcome;
 use tokio_util::sync::CancellationToken;
 
-use crate::world::{World, audience_id, world};
+use crate::app::TestApp;
 
 /// `$CHROMIUM`, else /usr/bin/chromium; a missing browser fails the test (it is not skipped).
 fn chromium() -> PathBuf {
@@ -58,8 +58,8 @@ async fn browse(chromium: &PathBuf, url: &str, args: &[String]) -> String {
 }
 
 /// Only `system` is active, then one sync pass.
-async fn sync_only(w: &World, system: &str) -> Outcome {
-    w.db.client()
+async fn sync_only(w: &TestApp, system: &str) -> Outcome {
+    w.client()
         .await
         .execute(
             "UPDATE cdp.facebook_configurations
@@ -119,14 +119,14 @@ fn pixels(png: &[u8], wanted: &[[u8; 3]]) -> Pixels {
 async fn the_status_page_renders_in_a_headless_browser_with_each_systems_status_and_audience_health()
  {
     let chromium = chromium();
-    let w = world(2_000).await;
+    let w = TestApp::builder().customers(2_000).build().await;
     assert_eq!(sync_only(&w, "kangoo_system").await, Outcome::Success);
     w.sandbox.set_faults(Faults {
         audience_operation_status: Some(AudienceStatus::new(471)),
         ..Faults::default()
     });
     assert_eq!(sync_only(&w, "septimo_system").await, Outcome::Partial);
-    let flagged = audience_id(&w.db, "septimo_system").await;
+    let flagged = w.audience_id("septimo_system").await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());

@@ -5,14 +5,12 @@ use std::collections::BTreeSet;
 use cdp_meta_sync::db;
 use cdp_meta_sync::demo::{DEMO_SYSTEMS, Schema};
 use cdp_meta_sync::meta::{Direction, UploadSession, UsersUpload};
-use cdp_meta_sync::sandbox::{Faults, Sandbox, SandboxOptions, spawn};
-use cdp_meta_sync::scheduler::run_due;
-use cdp_meta_sync::sync::{Outcome, RunReport, SyncContext, Trigger};
+use cdp_meta_sync::sandbox::Faults;
+use cdp_meta_sync::sync::Outcome;
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestDb, empty_database, migrated_database};
-use crate::world::{Row, context, expected_members, ledger_size, sandbox_members};
+use crate::app::TestApp;
+use crate::members::Row;
 
 /// The original design's DDL, as written there.
 const ORIGINAL_DDL: &str = "
@@ -44,9 +42,7 @@ fn original_hash(value: Option<&str>) -> String {
 }
 
 struct Takeover {
-    db: TestDb,
-    sandbox: Sandbox,
-    ctx: SyncContext,
+    app: TestApp,
     /// The audience the original worker filled for each system, by system name.
     audiences: Vec<(String, String)>,
 }
@@ -55,10 +51,8 @@ struct Takeover {
 /// columns, and in the sandbox one audience per system filled the original way (every customer
 /// with an email, Lost and Hibernating included, as of a month ago), its id stored in the row.
 async fn original_worker_database(customers: u64) -> Takeover {
-    let db = empty_database().await;
-    let sandbox = spawn(SandboxOptions::default()).await.unwrap();
-    let ctx = context(&db, &sandbox, "worker-a");
-    let client = db.client().await;
+    let app = TestApp::builder().empty().build().await;
+    let client = app.client().await;
     client.batch_execute(ORIGINAL_DDL).await.unwrap();
     for (name, account, tenants) in DEMO_SYSTEMS {
         client
@@ -72,7 +66,7 @@ async fn original_worker_database(customers: u64) -> Takeover {
     }
     // The CDP's tables; demo data needs our table to list systems, so a scratch database makes
     // the rows and they are copied over (the original worker's rows stay as they are).
-    let scratch = migrated_database().await;
+    let scratch = TestApp::builder().build().await;
     let scratch_client = scratch.client().await;
     cdp_meta_sync::demo::load(&scratch_client, customers, 42, Schema::Original)
         .await
@@ -124,7 +118,8 @@ async fn original_worker_database(customers: u64) -> Takeover {
 
     let mut audiences = Vec::new();
     for (name, account, tenants) in DEMO_SYSTEMS {
-        let audience = ctx
+        let audience = app
+            .ctx
             .meta
             .create_custom_audience(
                 account,
@@ -157,7 +152,8 @@ async fn original_worker_database(customers: u64) -> Takeover {
                     estimated_num_total: None,
                 },
             };
-            ctx.meta
+            app.ctx
+                .meta
                 .upload_users(Direction::Add, account, &audience, &upload)
                 .await
                 .unwrap();
@@ -175,32 +171,25 @@ async fn original_worker_database(customers: u64) -> Takeover {
         audiences.push((name.to_string(), audience));
     }
     drop(client);
-    Takeover {
-        db,
-        sandbox,
-        ctx,
-        audiences,
+    Takeover { app, audiences }
+}
+
+impl std::ops::Deref for Takeover {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.app
     }
 }
 
 impl Takeover {
     async fn migrate(&self) -> db::migrate::MigrationReport {
-        let mut client = db::connect_single(&self.db.settings.database)
-            .await
-            .unwrap();
+        let mut client = db::connect_single(self.database_settings()).await.unwrap();
         db::migrate::run(&mut client).await.unwrap()
-    }
-
-    async fn sync_due(&self) -> Vec<RunReport> {
-        run_due(&self.ctx, Trigger::Once, &CancellationToken::new())
-            .await
-            .unwrap()
     }
 
     /// Every row of the table, as text, in the original design's columns.
     async fn original_columns(&self) -> Vec<Vec<Option<String>>> {
-        self.db
-            .client()
+        self.client()
             .await
             .query(
                 "SELECT id::text, system_name::text, ad_account_id::text, tenant_ids::text,
@@ -234,7 +223,7 @@ async fn migrate_upgrades_the_original_table_in_place_and_the_first_sync_rebuild
     let filled: Vec<BTreeSet<Row>> = t
         .audiences
         .iter()
-        .map(|(_, id)| sandbox_members(&t.sandbox, id))
+        .map(|(_, id)| t.sandbox_members(id))
         .collect();
     assert!(filled.iter().all(|m| m.len() > 100));
 
@@ -255,16 +244,16 @@ async fn migrate_upgrades_the_original_table_in_place_and_the_first_sync_rebuild
         "{reports:?}"
     );
     for ((name, audience), (_, account, _)) in t.audiences.iter().zip(DEMO_SYSTEMS) {
-        let row =
-            t.db.client()
-                .await
-                .query_one(
-                    "SELECT custom_audience_id, sync_status FROM cdp.facebook_configurations
+        let row = t
+            .client()
+            .await
+            .query_one(
+                "SELECT custom_audience_id, sync_status FROM cdp.facebook_configurations
                       WHERE system_name = $1",
-                    &[name],
-                )
-                .await
-                .unwrap();
+                &[name],
+            )
+            .await
+            .unwrap();
         assert_eq!(
             row.get::<_, Option<String>>(0).as_ref(),
             Some(audience),
@@ -272,14 +261,14 @@ async fn migrate_upgrades_the_original_table_in_place_and_the_first_sync_rebuild
         );
         assert_eq!(row.get::<_, String>(1), "success");
         assert_eq!(t.audiences_in(account), 1, "{name}: no second audience");
-        let expected = expected_members(&t.db, name).await;
+        let expected = t.expected_members(name).await;
         assert_eq!(
-            sandbox_members(&t.sandbox, audience),
+            t.sandbox_members(audience),
             expected,
             "{name}: the audience is exactly the source set"
         );
         assert_eq!(
-            ledger_size(&t.db, name).await,
+            t.ledger_size(name).await,
             expected.len(),
             "{name}: the ledger records it"
         );
@@ -296,7 +285,7 @@ async fn migrate_upgrades_the_original_table_in_place_and_the_first_sync_rebuild
     let again = t.migrate().await;
     assert!(again.applied.is_empty(), "{again:?}");
     assert_eq!(again.adopted_rows, None);
-    t.db.client()
+    t.client()
         .await
         .batch_execute("UPDATE cdp.facebook_configurations SET next_sync = now()")
         .await
@@ -320,13 +309,13 @@ async fn migrate_upgrades_the_original_table_in_place_and_the_first_sync_rebuild
 async fn a_row_with_adopt_mode_append_keeps_what_the_audience_held_and_only_adds() {
     let t = original_worker_database(2_000).await;
     t.migrate().await;
-    t.db.client()
+    t.client()
         .await
         .batch_execute("UPDATE cdp.facebook_configurations SET adopt_mode = 'append'")
         .await
         .unwrap();
     let (name, audience) = &t.audiences[0];
-    let held = sandbox_members(&t.sandbox, audience);
+    let held = t.sandbox_members(audience);
 
     assert!(
         t.sync_due()
@@ -335,8 +324,8 @@ async fn a_row_with_adopt_mode_append_keeps_what_the_audience_held_and_only_adds
             .all(|r| r.outcome == Outcome::Success)
     );
 
-    let now = sandbox_members(&t.sandbox, audience);
-    let expected = expected_members(&t.db, name).await;
+    let now = t.sandbox_members(audience);
+    let expected = t.expected_members(name).await;
     assert!(now.is_superset(&expected), "the source set was added");
     assert!(now.is_superset(&held), "nothing was removed");
     assert!(
@@ -357,7 +346,7 @@ async fn when_meta_refuses_usersreplace_the_source_set_is_added_and_the_system_i
         ..Faults::default()
     });
     let (name, audience) = &t.audiences[0];
-    let held = sandbox_members(&t.sandbox, audience);
+    let held = t.sandbox_members(audience);
 
     let reports = t.sync_due().await;
 
@@ -366,7 +355,6 @@ async fn when_meta_refuses_usersreplace_the_source_set_is_added_and_the_system_i
         "{reports:?}"
     );
     let row = t
-        .db
         .client()
         .await
         .query_one(
@@ -379,8 +367,8 @@ async fn when_meta_refuses_usersreplace_the_source_set_is_added_and_the_system_i
     let error: String = row.get(1);
     assert!(error.contains("usersreplace was refused"), "{error}");
     assert!(error.contains("2650"), "{error}");
-    let now = sandbox_members(&t.sandbox, audience);
-    assert!(now.is_superset(&expected_members(&t.db, name).await));
+    let now = t.sandbox_members(audience);
+    assert!(now.is_superset(&t.expected_members(name).await));
     assert!(now.is_superset(&held));
 }
 
@@ -388,7 +376,7 @@ async fn when_meta_refuses_usersreplace_the_source_set_is_added_and_the_system_i
 async fn the_adopted_table_has_exactly_the_columns_and_constraints_of_a_fresh_one() {
     let t = original_worker_database(50).await;
     t.migrate().await;
-    let fresh = migrated_database().await;
+    let fresh = TestApp::builder().build().await;
     let shape = |client: deadpool_postgres::Object| async move {
         let columns: BTreeSet<String> = client
             .query(
@@ -427,14 +415,14 @@ async fn the_adopted_table_has_exactly_the_columns_and_constraints_of_a_fresh_on
         (columns, constraints, triggers)
     };
     assert_eq!(
-        shape(t.db.client().await).await,
+        shape(t.client().await).await,
         shape(fresh.client().await).await
     );
 }
 
 #[tokio::test]
 async fn statuses_outside_our_list_are_mapped_and_the_old_value_is_kept() {
-    let db = empty_database().await;
+    let db = TestApp::builder().empty().build().await;
     let client = db.client().await;
     client.batch_execute(ORIGINAL_DDL).await.unwrap();
     client
@@ -446,7 +434,7 @@ async fn statuses_outside_our_list_are_mapped_and_the_old_value_is_kept() {
         )
         .await
         .unwrap();
-    let mut single = db::connect_single(&db.settings.database).await.unwrap();
+    let mut single = db::connect_single(db.database_settings()).await.unwrap();
     let report = db::migrate::run(&mut single).await.unwrap();
     let mapped: Vec<(String, String, String)> = report.mapped_statuses;
     assert_eq!(
@@ -481,9 +469,9 @@ async fn statuses_outside_our_list_are_mapped_and_the_old_value_is_kept() {
 
 #[tokio::test]
 async fn two_migrations_started_together_on_the_original_table_adopt_it_once() {
-    let db = empty_database().await;
+    let db = TestApp::builder().empty().build().await;
     db.client().await.batch_execute(ORIGINAL_DDL).await.unwrap();
-    let settings = db.settings.database.clone();
+    let settings = db.database_settings().clone();
     let one = |settings: cdp_meta_sync::configuration::DatabaseSettings| async move {
         let mut client = db::connect_single(&settings).await.unwrap();
         db::migrate::run(&mut client).await.unwrap()
@@ -503,7 +491,7 @@ async fn two_migrations_started_together_on_the_original_table_adopt_it_once() {
 
 #[tokio::test]
 async fn a_table_that_is_not_the_original_designs_is_refused_in_one_sentence() {
-    let db = empty_database().await;
+    let db = TestApp::builder().empty().build().await;
     db.client()
         .await
         .batch_execute(
@@ -511,7 +499,7 @@ async fn a_table_that_is_not_the_original_designs_is_refused_in_one_sentence() {
         )
         .await
         .unwrap();
-    let mut client = db::connect_single(&db.settings.database).await.unwrap();
+    let mut client = db::connect_single(db.database_settings()).await.unwrap();
     let error = format!("{:#}", db::migrate::run(&mut client).await.unwrap_err());
     assert!(
         error.contains(

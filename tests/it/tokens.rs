@@ -7,17 +7,17 @@ use cdp_meta_sync::sandbox::{Faults, RequestRecord, SandboxToken, fingerprint};
 use cdp_meta_sync::sync::Outcome;
 use cdp_meta_sync::tokens::check_all;
 
-use crate::world::{TOKEN, World, audience_id, context_with, error_log, world};
+use crate::app::{TOKEN, TestApp};
 
 const AGENCY2: &str = "EAAagency2-token-do-not-leak-67890";
 const VAR: &str = "FACEBOOK_ACCESS_TOKEN_AGENCY2";
 const KANGOO_ACCOUNT: &str = "act_323379512251780";
 
 /// A world whose worker also has `FACEBOOK_ACCESS_TOKEN_AGENCY2`, and kangoo naming it.
-async fn agency_world(customers: u64) -> World {
-    let mut w = world(customers).await;
-    w.ctx = context_with(&w.db, &w.sandbox, "worker-a", &[(VAR, AGENCY2)]);
-    w.db.client()
+async fn agency_world(customers: u64) -> TestApp {
+    let mut w = TestApp::builder().customers(customers).build().await;
+    w.ctx = w.context_with("worker-a", &[(VAR, AGENCY2)]);
+    w.client()
         .await
         .execute(
             "UPDATE cdp.facebook_configurations SET token_ref = $1 WHERE system_name = 'kangoo_system'",
@@ -32,7 +32,7 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn set_tokens(w: &World, tokens: &[(&str, SandboxToken)]) {
+fn set_tokens(w: &TestApp, tokens: &[(&str, SandboxToken)]) {
     w.sandbox.set_faults(Faults {
         tokens: tokens
             .iter()
@@ -42,7 +42,7 @@ fn set_tokens(w: &World, tokens: &[(&str, SandboxToken)]) {
     });
 }
 
-fn made_with(w: &World, token: &str) -> Vec<RequestRecord> {
+fn made_with(w: &TestApp, token: &str) -> Vec<RequestRecord> {
     let f = fingerprint(token);
     w.sandbox
         .requests()
@@ -51,8 +51,8 @@ fn made_with(w: &World, token: &str) -> Vec<RequestRecord> {
         .collect()
 }
 
-async fn status(w: &World, system: &str) -> String {
-    w.db.client()
+async fn status(w: &TestApp, system: &str) -> String {
+    w.client()
         .await
         .query_one(
             "SELECT sync_status FROM cdp.facebook_configurations WHERE system_name = $1",
@@ -64,22 +64,22 @@ async fn status(w: &World, system: &str) -> String {
 }
 
 /// Neither token appears in any table the worker writes.
-async fn assert_no_token_stored(w: &World) {
-    let leaked: i64 =
-        w.db.client()
-            .await
-            .query_one(
-                "SELECT (SELECT count(*) FROM cdp.facebook_configurations c
+async fn assert_no_token_stored(w: &TestApp) {
+    let leaked: i64 = w
+        .client()
+        .await
+        .query_one(
+            "SELECT (SELECT count(*) FROM cdp.facebook_configurations c
                       WHERE c::text LIKE '%' || $1 || '%' OR c::text LIKE '%' || $2 || '%')
                   + (SELECT count(*) FROM cdp.facebook_sync_runs r
                       WHERE r::text LIKE '%' || $1 || '%' OR r::text LIKE '%' || $2 || '%')
                   + (SELECT count(*) FROM cdp.facebook_token_checks t
                       WHERE t::text LIKE '%' || $1 || '%' OR t::text LIKE '%' || $2 || '%')",
-                &[&TOKEN, &AGENCY2],
-            )
-            .await
-            .unwrap()
-            .get(0);
+            &[&TOKEN, &AGENCY2],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(leaked, 0, "a token was stored");
 }
 
@@ -91,7 +91,7 @@ async fn a_system_naming_a_token_syncs_with_that_token_and_the_others_with_the_w
         reports.iter().all(|r| r.outcome == Outcome::Success),
         "{reports:?}"
     );
-    let kangoo_audience = audience_id(&w.db, "kangoo_system").await;
+    let kangoo_audience = w.audience_id("kangoo_system").await;
     let is_kangoo = |r: &RequestRecord| matches!(r.object_id.as_deref(), Some(id) if id == KANGOO_ACCOUNT || id == kangoo_audience);
     let agency = made_with(&w, AGENCY2);
     assert!(
@@ -114,7 +114,7 @@ async fn a_system_naming_a_token_syncs_with_that_token_and_the_others_with_the_w
 #[tokio::test]
 async fn a_token_ref_whose_variable_is_not_set_is_invalid_config_naming_it_while_the_others_sync() {
     let w = agency_world(300).await;
-    let client = w.db.client().await;
+    let client = w.client().await;
     client
         .execute(
             "UPDATE cdp.facebook_configurations SET token_ref = 'FACEBOOK_ACCESS_TOKEN_NOWHERE'
@@ -152,7 +152,7 @@ async fn a_token_ref_whose_variable_is_not_set_is_invalid_config_naming_it_while
     );
     assert_eq!(status(&w, "septimo_system").await, "invalid_config");
     assert!(
-        error_log(&w.db, "septimo_system")
+        w.error_log("septimo_system")
             .await
             .unwrap()
             .contains("token_ref names FACEBOOK_ACCESS_TOKEN_NOWHERE")
@@ -189,7 +189,7 @@ async fn a_token_expiring_within_seven_days_is_a_warning_kept_in_error_log_and_t
         ["FACEBOOK_ACCESS_TOKEN", VAR],
         "each token in use, once"
     );
-    let client = w.db.client().await;
+    let client = w.client().await;
     let row = client
         .query_one(
             "SELECT is_valid, extract(epoch FROM expires_at)::bigint, scopes, warning, fingerprint
@@ -222,8 +222,8 @@ async fn a_token_expiring_within_seven_days_is_a_warning_kept_in_error_log_and_t
     assert_eq!(global_warning, None);
 
     let line = format!("token warning: {warning}");
-    assert_eq!(error_log(&w.db, "kangoo_system").await, Some(line.clone()));
-    assert_eq!(error_log(&w.db, "septimo_system").await, None);
+    assert_eq!(w.error_log("kangoo_system").await, Some(line.clone()));
+    assert_eq!(w.error_log("septimo_system").await, None);
 
     let reports = w.sync_due().await;
     assert!(
@@ -231,11 +231,11 @@ async fn a_token_expiring_within_seven_days_is_a_warning_kept_in_error_log_and_t
         "{reports:?}"
     );
     assert_eq!(
-        error_log(&w.db, "kangoo_system").await,
+        w.error_log("kangoo_system").await,
         Some(line),
         "a successful run keeps the warning"
     );
-    assert_eq!(error_log(&w.db, "digitalfarma_system").await, None);
+    assert_eq!(w.error_log("digitalfarma_system").await, None);
     // `status` shows the error_log column.
     let rows = cdp_meta_sync::db::status::status_rows(&**client)
         .await
@@ -255,7 +255,7 @@ async fn a_token_expiring_within_seven_days_is_a_warning_kept_in_error_log_and_t
     // A new token without the problem: the next check clears the line.
     set_tokens(&w, &[]);
     check_all(&w.ctx).await.unwrap();
-    assert_eq!(error_log(&w.db, "kangoo_system").await, None);
+    assert_eq!(w.error_log("kangoo_system").await, None);
     assert_no_token_stored(&w).await;
 }
 
@@ -274,7 +274,7 @@ async fn a_token_without_ads_management_is_a_warning_for_every_system_using_it()
     );
     check_all(&w.ctx).await.unwrap();
     for system in ["septimo_system", "digitalfarma_system"] {
-        let log = error_log(&w.db, system).await.unwrap_or_default();
+        let log = w.error_log(system).await.unwrap_or_default();
         assert!(
             log.starts_with(
                 "token warning: the access token in FACEBOOK_ACCESS_TOKEN lacks the ads_management permission"
@@ -283,7 +283,7 @@ async fn a_token_without_ads_management_is_a_warning_for_every_system_using_it()
         );
     }
     assert_eq!(
-        error_log(&w.db, "kangoo_system").await,
+        w.error_log("kangoo_system").await,
         None,
         "kangoo has its own token"
     );
@@ -293,7 +293,7 @@ async fn a_token_without_ads_management_is_a_warning_for_every_system_using_it()
         "{reports:?}"
     );
     assert!(
-        error_log(&w.db, "septimo_system")
+        w.error_log("septimo_system")
             .await
             .unwrap()
             .contains("lacks the ads_management")
@@ -352,11 +352,10 @@ async fn an_expired_token_fails_its_systems_at_once_in_plain_words_without_calli
         "the sync made no call with it"
     );
     assert_eq!(status(&w, "kangoo_system").await, "failed");
-    let log = error_log(&w.db, "kangoo_system").await.unwrap();
+    let log = w.error_log("kangoo_system").await.unwrap();
     assert_eq!(&log, message, "said once, not repeated by the warning line");
     let (failures, in_five_minutes): (i32, bool) = {
         let row = w
-            .db
             .client()
             .await
             .query_one(
