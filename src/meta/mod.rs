@@ -13,6 +13,7 @@
 pub mod audience_health;
 mod auth;
 mod client;
+mod endpoints;
 mod error;
 mod model;
 mod retry;
