@@ -971,8 +971,8 @@ fn trace_id(mut v: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::members::parse_payload;
-    use crate::sandbox::params::Param;
+    use crate::members::parse_payload;
+    use crate::params::Param;
     use std::borrow::Cow;
 
     const A: &str = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79";
@@ -1049,7 +1049,7 @@ mod tests {
 
     #[test]
     fn a_wire_fault_is_spent_after_its_times_and_only_on_its_target() {
-        use crate::sandbox::faults::WireFaultKind;
+        use crate::faults::WireFaultKind;
         let mut faults = Faults::default();
         faults.wire.push(WireFault {
             times: 2,
