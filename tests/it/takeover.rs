@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use cdp_meta_sync::db;
 use cdp_meta_sync::demo::{DEMO_SYSTEMS, Schema};
 use cdp_meta_sync::meta::{UploadSession, UsersUpload};
-use cdp_meta_sync::sandbox::{Faults, Sandbox, SandboxOptions, spawn};
 use cdp_meta_sync::scheduler::run_due;
 use cdp_meta_sync::sync::{Outcome, RunReport, SyncContext, Trigger};
+use meta_sandbox::{Faults, Sandbox, SandboxOptions, spawn};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 

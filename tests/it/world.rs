@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use cdp_meta_sync::demo::Schema;
 use cdp_meta_sync::identity::{MatchKey, Normalizer};
 use cdp_meta_sync::meta::MetaClient;
-use cdp_meta_sync::sandbox::{Sandbox, SandboxOptions, spawn};
 use cdp_meta_sync::scheduler::run_due;
 use cdp_meta_sync::secret::SecretString;
 use cdp_meta_sync::sync::cells::cells;
 use cdp_meta_sync::sync::{RunReport, SyncContext, Trigger};
+use meta_sandbox::{Sandbox, SandboxOptions, spawn};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{TestDb, migrated_database, settings_for};
