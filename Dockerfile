@@ -1,5 +1,7 @@
 # Multi-stage build: cargo-chef caches the dependency layer, so a source change rebuilds only our
 # crate. Runtime: debian-slim with CA certificates (reqwest/rustls reads the OS store), non-root.
+# The image carries the worker only: meta-sandbox (the workspace's other crate) is for tests and
+# demos, built with `cargo build -p meta-sandbox`.
 # Not built in CI (no Docker engine there); kept conventional.
 FROM rust:1.95-bookworm AS chef
 RUN cargo install cargo-chef --locked
@@ -11,9 +13,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json --bin cdp-meta-sync
 COPY . .
-RUN cargo build --release --locked --bin cdp-meta-sync --bin meta-sandbox
+RUN cargo build --release --locked -p cdp-meta-sync --bin cdp-meta-sync
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -21,7 +23,6 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home app
 COPY --from=builder /app/target/release/cdp-meta-sync /usr/local/bin/cdp-meta-sync
-COPY --from=builder /app/target/release/meta-sandbox /usr/local/bin/meta-sandbox
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 USER app
 ENV RUN_MODE=scheduler LOG_FORMAT=json PORT=8080

@@ -18,7 +18,7 @@ ensure_tools curl:curl time:/usr/bin/time python3:python3
 if [ -n "${BENCH_BIN_DIR:-}" ]; then
     bin="$BENCH_BIN_DIR"
 else
-    cargo build --release --locked --bin cdp-meta-sync --bin meta-sandbox >&2
+    cargo build --release --locked -p cdp-meta-sync -p meta-sandbox >&2
     bin="${CARGO_TARGET_DIR:-target}/release"
 fi
 export LOG_FORMAT=json RUST_LOG=warn FACEBOOK_ACCESS_TOKEN=bench-token

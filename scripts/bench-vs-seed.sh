@@ -27,7 +27,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import psycopg2, requ
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q -r bench/seed_requirements.txt
 fi
-cargo build --release --locked --bin cdp-meta-sync --bin meta-sandbox >&2
+cargo build --release --locked -p cdp-meta-sync -p meta-sandbox >&2
 bin="${CARGO_TARGET_DIR:-target}/release"
 export LOG_FORMAT=json RUST_LOG=warn LOG_LEVEL=WARNING FACEBOOK_ACCESS_TOKEN=bench-token META_API_VERSION=v27.0
 source scripts/bench-lib.sh

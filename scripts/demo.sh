@@ -28,7 +28,7 @@ su postgres -c "psql -p $PGPORT -qc 'CREATE DATABASE cdp_demo OWNER cdp'" >/dev/
 export DATABASE_URL="postgres://cdp:cdp@127.0.0.1:$PGPORT/cdp_demo"
 export LOG_FORMAT="${LOG_FORMAT:-pretty}" RUST_LOG="${RUST_LOG:-warn}"
 
-cargo build --release --locked --bin cdp-meta-sync --bin meta-sandbox
+cargo build --release --locked -p cdp-meta-sync -p meta-sandbox
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -12,7 +12,7 @@ if ! "$venv/bin/python" -c "import facebook_business, sys; sys.exit(facebook_bus
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "facebook-business==$SDK_VERSION"
 fi
-cargo build -q --locked --bin meta-sandbox
+cargo build -q --locked -p meta-sandbox --bin meta-sandbox
 bin="${CARGO_TARGET_DIR:-target}/debug/meta-sandbox"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" --port "$port" --seed 7 >/tmp/meta-sandbox-sdk-contract.log 2>&1 &

@@ -10,7 +10,6 @@ pub mod health;
 pub mod http;
 pub mod identity;
 pub mod meta;
-pub mod sandbox;
 pub mod scheduler;
 pub mod secret;
 pub mod startup;

@@ -14,8 +14,8 @@ mod process;
 use std::time::Duration;
 
 use cdp_meta_sync::demo::Schema;
-use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
+use meta_sandbox::Faults;
 
 use app::TestApp;
 use process::{eventually, free_port, spawn, status_of, worker};

@@ -6,11 +6,11 @@ use cdp_meta_sync::configuration::MetaSettings;
 use cdp_meta_sync::meta::{
     Direction, EventsRequest, MetaClient, MetaError, RetryClass, UploadSession, UsersUpload,
 };
-use cdp_meta_sync::sandbox::{
-    self, FaultCode, Faults, Sandbox, SandboxOptions, UsageFault, WireFault, WireFaultKind,
-    WireTarget,
-};
 use cdp_meta_sync::secret::SecretString;
+use meta_sandbox::{
+    self as sandbox, FaultCode, Faults, Sandbox, SandboxOptions, UsageFault, WireFault,
+    WireFaultKind, WireTarget,
+};
 use serde_json::json;
 
 const TOKEN: &str = "EAAsandboxtoken0123456789";

@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
 use axum::routing::post;
-use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
+use meta_sandbox::Faults;
 
 use crate::app::{TOKEN, TestApp};
 use crate::process::free_port;

@@ -18,10 +18,10 @@ use cdp_meta_sync::db::{self, Pool};
 use cdp_meta_sync::demo::Schema;
 use cdp_meta_sync::events::{EventPump, PumpReport};
 use cdp_meta_sync::meta::MetaClient;
-use cdp_meta_sync::sandbox::{Sandbox, SandboxOptions, spawn};
 use cdp_meta_sync::scheduler::run_due;
 use cdp_meta_sync::secret::{ExposeSecret, SecretString};
 use cdp_meta_sync::sync::{RunReport, SyncContext, Trigger};
+use meta_sandbox::{Sandbox, SandboxOptions, spawn};
 use tokio_util::sync::CancellationToken;
 
 /// The access token of the sync context and of worker processes (never to appear in logs).

@@ -1,7 +1,7 @@
 //! Audience health: after each run that reached Meta, the audience is read back and kept on the
 //! run row; a status Meta reports as a problem makes the system `partial` with Meta's words.
-use cdp_meta_sync::sandbox::{AudienceStatus, FaultCode, Faults};
 use cdp_meta_sync::sync::Outcome;
+use meta_sandbox::{AudienceStatus, FaultCode, Faults};
 
 use crate::app::TestApp;
 
@@ -62,7 +62,7 @@ async fn assert_audience_equals_expected(w: &TestApp) {
     );
 }
 
-fn read_calls(w: &TestApp) -> Vec<cdp_meta_sync::sandbox::RequestRecord> {
+fn read_calls(w: &TestApp) -> Vec<meta_sandbox::RequestRecord> {
     w.sandbox
         .requests()
         .into_iter()

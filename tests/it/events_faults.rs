@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cdp_meta_sync::events::verdict::MAX_UNRECORDED_SENDS;
-use cdp_meta_sync::sandbox::{FaultCode, Faults, SandboxOptions};
+use meta_sandbox::{FaultCode, Faults, SandboxOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::TestApp;
@@ -386,7 +386,7 @@ async fn two_pumps_draining_one_system_at_once_send_each_event_once() {
 
 #[tokio::test]
 async fn a_lost_or_garbled_answer_from_events_ends_with_each_event_kept_once_by_meta_and_sent() {
-    use cdp_meta_sync::sandbox::{WireFault, WireFaultKind, WireTarget};
+    use meta_sandbox::{WireFault, WireFaultKind, WireTarget};
     for kind in [
         WireFaultKind::DropAfterSuccess,
         WireFaultKind::BadGatewayHtml,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use cdp_meta_sync::demo::Schema;
 use cdp_meta_sync::events::{NOTIFY_CHANNEL, pending_by_system};
 use cdp_meta_sync::meta::MAX_EVENTS_PER_CALL;
-use cdp_meta_sync::sandbox::Faults;
+use meta_sandbox::Faults;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;

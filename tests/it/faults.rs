@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::app::TestApp;
 use crate::process::{eventually, expire_lease, spawn, status_of, worker};
-use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
+use meta_sandbox::Faults;
 
 pub const SYSTEM: &str = "kangoo_system";
 
@@ -353,7 +353,7 @@ async fn a_second_configuration_on_an_audience_already_synced_is_invalid_and_the
 #[tokio::test]
 async fn a_lost_or_garbled_answer_to_audience_create_or_replace_batch_1_leaves_one_audience_equal_to_the_source()
  {
-    use cdp_meta_sync::sandbox::{WireFault, WireFaultKind, WireTarget};
+    use meta_sandbox::{WireFault, WireFaultKind, WireTarget};
     for on in [WireTarget::AudienceCreate, WireTarget::ReplaceFirstBatch] {
         for kind in [
             WireFaultKind::DropAfterSuccess,

@@ -1,8 +1,8 @@
 use std::collections::BTreeSet;
 
-use cdp_meta_sync::sandbox::{FaultCode, Faults};
 use cdp_meta_sync::scheduler::run_due;
 use cdp_meta_sync::sync::{Outcome, Trigger};
+use meta_sandbox::{FaultCode, Faults};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{TOKEN, TestApp};

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cdp_meta_sync::sandbox::Faults;
+use meta_sandbox::Faults;
 
 use crate::app::TestApp;
 

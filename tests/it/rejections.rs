@@ -1,7 +1,7 @@
 //! The run's details: entries Meta samples as invalid are traced back to their customers and the
 //! key at fault, for streamed first syncs and planned uploads alike, and never keep the value.
-use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
+use meta_sandbox::Faults;
 
 use crate::app::TestApp;
 

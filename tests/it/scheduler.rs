@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use cdp_meta_sync::db::notify::listen;
 use cdp_meta_sync::health::Health;
-use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::scheduler::{CONFIG_CHANNEL, Scheduler};
 use cdp_meta_sync::sync::Outcome;
+use meta_sandbox::Faults;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cdp_meta_sync::health::Health;
-use cdp_meta_sync::sandbox::{AudienceStatus, Faults};
 use cdp_meta_sync::sync::Outcome;
+use meta_sandbox::{AudienceStatus, Faults};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::TestApp;

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use cdp_meta_sync::db;
 use cdp_meta_sync::demo::{DEMO_SYSTEMS, Schema};
 use cdp_meta_sync::meta::{Direction, UploadSession, UsersUpload};
-use cdp_meta_sync::sandbox::Faults;
 use cdp_meta_sync::sync::Outcome;
+use meta_sandbox::Faults;
 use sha2::{Digest, Sha256};
 
 use crate::app::TestApp;

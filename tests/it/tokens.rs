@@ -3,9 +3,9 @@
 //! token, never the token.
 use std::collections::BTreeMap;
 
-use cdp_meta_sync::sandbox::{Faults, RequestRecord, SandboxToken, fingerprint};
 use cdp_meta_sync::sync::Outcome;
 use cdp_meta_sync::tokens::check_all;
+use meta_sandbox::{Faults, RequestRecord, SandboxToken, fingerprint};
 
 use crate::app::{TOKEN, TestApp};
 

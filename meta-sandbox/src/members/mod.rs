@@ -2,16 +2,19 @@
 //!
 //! Parsing and validation are pure and run outside the state lock; the result is a list of
 //! canonical members ready to insert or remove.
+mod rows;
+mod set;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::error::GraphError;
 use super::params::Param;
+use rows::RawPayload;
+pub use set::{FastHasher, Member, MemberSet, decode_member};
 
 /// Most rows one `/users` or `/usersreplace` call may carry.
 pub const MAX_ROWS: usize = 10_000;
@@ -125,67 +128,6 @@ pub struct Upload {
     pub invalid: usize,
     /// `invalid value → schema key` (an all-empty row shows as `"row N" → "EMPTY_ROW"`).
     pub samples: BTreeMap<String, String>,
-}
-
-/// One member, encoded compactly: for each non-empty cell in key order, the key byte, then 32
-/// raw bytes for hashed keys or a `u16` LE length and the bytes for free-form keys. Equal
-/// canonical rows ⇔ equal bytes, whatever the schema's column order.
-pub type Member = Box<[u8]>;
-
-/// The member set: SipHash dominated inserts (members are mostly SHA-256 bytes already, and
-/// HashDoS is no concern for a local emulator), so a multiply-rotate hasher in the Fx style.
-pub type MemberSet = std::collections::HashSet<Member, std::hash::BuildHasherDefault<FastHasher>>;
-
-#[derive(Default, Clone, Copy)]
-pub struct FastHasher(u64);
-
-impl FastHasher {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0 ^ w).wrapping_mul(Self::K).rotate_left(26);
-    }
-}
-
-impl std::hash::Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(Self::K).rotate_left(32)
-    }
-}
-
-pub fn decode_member(m: &[u8]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut i = 0;
-    while i < m.len() {
-        let key = Key::from_byte(m[i]);
-        i += 1;
-        let value = if key.hashed() {
-            let v = const_hex::encode(&m[i..i + 32]);
-            i += 32;
-            v
-        } else {
-            let len = usize::from(u16::from_le_bytes([m[i], m[i + 1]]));
-            let v = String::from_utf8_lossy(&m[i + 2..i + 2 + len]).into_owned();
-            i += 2 + len;
-            v
-        };
-        out.insert(key.name().to_string(), value);
-    }
-    out
 }
 
 /// Parses and validates `payload` (object, or JSON-encoded string in form bodies). A cell in
@@ -338,101 +280,6 @@ fn parse_schema(schema: Option<&RawValue>) -> Result<(Vec<Key>, Shape), GraphErr
     }
     Ok((keys, Shape::MultiKey))
 }
-
-#[derive(Deserialize)]
-struct RawPayload<'a> {
-    #[serde(borrow, default)]
-    schema: Option<&'a RawValue>,
-    /// Parsed in the same pass as the payload (rows are checked against the schema after).
-    #[serde(borrow, default)]
-    data: Option<Vec<Row<'a>>>,
-}
-
-/// One row: an array of cells, or a bare cell (single-key data is a flat array of strings).
-struct Row<'a>(Vec<Cell<'a>>);
-
-/// A cell, borrowed from the body unless it had escapes; numbers become their text.
-struct Cell<'a>(Cow<'a, str>);
-
-impl Cell<'_> {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-struct CellVisitor;
-
-impl<'de> Visitor<'de> for CellVisitor {
-    type Value = Cell<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cell(Cow::Borrowed(v)))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cell(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Cell(Cow::Owned(v)))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Cell(Cow::Owned(v.to_string())))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Cell(Cow::Owned(v.to_string())))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Cell(Cow::Owned(v.to_string())))
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Cell<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(CellVisitor)
-    }
-}
-
-struct RowVisitor;
-
-impl<'de> Visitor<'de> for RowVisitor {
-    type Value = Row<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of strings or a string")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut cells = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-        while let Some(c) = seq.next_element::<Cell<'de>>()? {
-            cells.push(c);
-        }
-        Ok(Row(cells))
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        CellVisitor.visit_borrowed_str(v).map(|c| Row(vec![c]))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        CellVisitor.visit_str(v).map(|c| Row(vec![c]))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        CellVisitor.visit_string(v).map(|c| Row(vec![c]))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        CellVisitor.visit_i64(v).map(|c| Row(vec![c]))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        CellVisitor.visit_u64(v).map(|c| Row(vec![c]))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        CellVisitor.visit_f64(v).map(|c| Row(vec![c]))
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Row<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(RowVisitor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,11 @@
 //! SIGINT/SIGTERM, 1 when the port cannot be bound, 2 for a bad flag.
 use std::process::ExitCode;
 
-use cdp_meta_sync::sandbox::{
+use clap::Parser;
+use meta_sandbox::{
     AudienceStatus, FaultCode, Faults, SandboxOptions, SandboxState, UsageFault, WireFault,
     parse_error_codes, parse_wire_fault, serve,
 };
-use clap::Parser;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]

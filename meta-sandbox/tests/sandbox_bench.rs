@@ -1,10 +1,10 @@
 //! Throughput of the Meta sandbox: add calls of 10,000 rows × 4 hashed keys, as the worker sends
 //! them. Not a timed assertion; it prints calls/s. Run in release:
-//! `scripts/bench-sandbox.sh` (= `cargo test --release --test sandbox_bench -- --ignored --nocapture`).
+//! `scripts/bench-sandbox.sh` (= `cargo test --release -p meta-sandbox --test sandbox_bench -- --ignored --nocapture`).
 use std::time::Instant;
 
 use bytes::Bytes;
-use cdp_meta_sync::sandbox::{SandboxOptions, spawn};
+use meta_sandbox::{SandboxOptions, spawn};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 

@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cdp_meta_sync::sandbox::{
+use hmac::{Hmac, Mac};
+use meta_sandbox::{
     AudienceStatus, FaultCode, Faults, Sandbox, SandboxOptions, UsageFault, WireFault,
     WireFaultKind, WireTarget, spawn,
 };
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -1684,7 +1684,7 @@ fn wire(kind: WireFaultKind, on: WireTarget) -> Faults {
     }
 }
 
-fn last_record(app: &App) -> cdp_meta_sync::sandbox::RequestRecord {
+fn last_record(app: &App) -> meta_sandbox::RequestRecord {
     app.sb.requests().pop().expect("a logged call")
 }
 
@@ -1986,7 +1986,7 @@ async fn wire_faults_are_set_and_read_over_http() {
 #[tokio::test]
 async fn debug_token_answers_inside_a_batch_with_each_tokens_expiry_and_scopes_and_an_expired_token_is_refused_everywhere()
  {
-    use cdp_meta_sync::sandbox::{SandboxToken, fingerprint};
+    use meta_sandbox::{SandboxToken, fingerprint};
     let app = app().await;
     let soon = now() + 3 * 86_400;
     app.sb.set_faults(Faults {
