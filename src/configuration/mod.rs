@@ -417,7 +417,7 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_in_the_readmes_table_and_a_bad_value_names_that_variable() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let table = readme
             .split("## Configuration")
             .nth(1)
