@@ -78,7 +78,7 @@ async fn run_once(settings: Settings) -> anyhow::Result<()> {
     let ctx = sync_context(settings)?;
     let shutdown = shutdown_on_signal();
     // Every token in use is checked first: warnings recorded, expired tokens fail at once.
-    if let Err(e) = crate::tokens::check_all(&ctx).await {
+    if let Err(e) = crate::sync::tokens::check_all(&ctx).await {
         tracing::warn!(error = %db::describe(&e), "token check failed");
     }
     let reports = scheduler::run_due(&ctx, Trigger::Once, &shutdown).await?;

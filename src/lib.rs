@@ -1,5 +1,4 @@
 //! cdp-meta-sync: keeps Meta Custom Audiences and the Conversions API in step with a Postgres CDP.
-pub mod alerts;
 pub mod cli;
 pub mod commands;
 pub mod configuration;

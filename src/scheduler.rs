@@ -80,7 +80,10 @@ async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut running: JoinSet<RunReport> = JoinSet::new();
     // Every token in use is checked now and then daily (see `crate::tokens`).
-    let tokens = tokio::spawn(crate::tokens::run_daily(ctx.clone(), shutdown.clone()));
+    let tokens = tokio::spawn(crate::sync::tokens::run_daily(
+        ctx.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(worker = %ctx.worker_id, interval_secs = interval.as_secs(), max_concurrent = max, "scheduler started");
     loop {
         health.beat();

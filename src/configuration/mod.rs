@@ -5,7 +5,6 @@
 //! it accepts, which `main` prints on one line before exiting with status 2.
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -13,8 +12,9 @@ use serde::Deserialize;
 
 use crate::secret::SecretString;
 
+pub mod named_tokens;
 mod variables;
-pub use variables::VARIABLES;
+pub use variables::{VARIABLES, is_webhook_url};
 
 const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
@@ -42,7 +42,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// `FACEBOOK_ACCESS_TOKEN_*`: the tokens systems may name in `token_ref`.
     #[serde(skip)]
-    pub tokens: crate::tokens::NamedTokens,
+    pub tokens: named_tokens::NamedTokens,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,7 +196,7 @@ impl Settings {
                 apply(self, value).map_err(|problem| ConfigError::new(*name, problem))?;
             }
         }
-        self.tokens = crate::tokens::NamedTokens::from_env(env);
+        self.tokens = named_tokens::NamedTokens::from_env(env);
         Ok(())
     }
 

@@ -136,7 +136,7 @@ pub const VARIABLES: &[(&str, Apply)] = &[
     }),
     ("ALERT_WEBHOOK_URL", |s, v| {
         // The URL is a secret: the problem does not repeat it.
-        if !crate::alerts::is_webhook_url(v) {
+        if !is_webhook_url(v) {
             return Err("expected an http:// or https:// URL".to_string());
         }
         s.worker.alert_webhook_url = Some(SecretString::from(v.to_string()));
@@ -168,4 +168,22 @@ fn choice<E: ValueEnum>(v: &str, target: &mut E) -> Result<(), String> {
         format!("'{v}' is not accepted; expected {expected}")
     })?;
     Ok(())
+}
+
+/// Whether `url` can be a webhook: http or https.
+pub fn is_webhook_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_and_https_urls_are_webhooks() {
+        assert!(is_webhook_url("https://hooks.slack.com/services/T0/B0/x"));
+        assert!(is_webhook_url("http://127.0.0.1:9/hook"));
+        assert!(!is_webhook_url("hooks.slack.com/services"));
+        assert!(!is_webhook_url("ftp://example.com/x"));
+    }
 }

@@ -8,15 +8,7 @@
 use anyhow::Context;
 use tokio_postgres::Client;
 
-use super::runs;
-
-/// Which audience's ledger rows a statement reads or writes: a system's own audience or one of
-/// its definitions. Every ledger statement filters on both columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LedgerScope {
-    pub configuration_id: i32,
-    pub definition_id: i32,
-}
+use super::{LedgerScope, runs};
 
 /// A ledger row's columns, in the order the writes below give them.
 const COLUMNS: &str =

@@ -2,7 +2,7 @@
 //! goes, closed with its outcome.
 use tokio_postgres::GenericClient;
 
-use super::ledger::LedgerScope;
+use super::LedgerScope;
 use crate::meta::audience_health::AudienceHealth;
 
 /// Who a run is of: the system, and which of its audiences (`definition_id` 0 and no name: its

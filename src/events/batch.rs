@@ -8,7 +8,7 @@ use anyhow::Context;
 use super::lease::Claim;
 use super::outbox::{self, BatchCounts, EventOutcome, PixelSystem};
 use super::prepare::{CapiHasher, prepare};
-use super::pump::EventPump;
+use super::pump::{Delivered, EventPump};
 use super::split::{self, Fate};
 use super::verdict;
 use crate::meta::EventsRequest;
@@ -119,13 +119,4 @@ impl EventPump {
             retry,
         })
     }
-}
-
-/// What one claimed batch came to.
-pub(super) struct Delivered {
-    pub(super) outcomes: Vec<EventOutcome>,
-    pub(super) counts: BatchCounts,
-    /// Why delivery stopped (the events in `retry` are released for later), if it did.
-    pub(super) stopped: Option<split::Stopped>,
-    pub(super) retry: Vec<i64>,
 }

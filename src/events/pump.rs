@@ -17,10 +17,10 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::Delivered;
 use super::lease;
-use super::outbox::{self, BatchCounts, PixelSystem};
+use super::outbox::{self, BatchCounts, EventOutcome, PixelSystem};
 use super::prepare::{CapiHasher, normalizer_for};
+use super::split;
 use crate::db::Pool;
 use crate::meta::{MAX_EVENTS_PER_CALL, MetaClient};
 
@@ -323,4 +323,13 @@ impl EventPump {
             .context("Failed to commit a delivered batch")?;
         Ok(())
     }
+}
+
+/// What one claimed batch came to.
+pub(super) struct Delivered {
+    pub(super) outcomes: Vec<EventOutcome>,
+    pub(super) counts: BatchCounts,
+    /// Why delivery stopped (the events in `retry` are released for later), if it did.
+    pub(super) stopped: Option<split::Stopped>,
+    pub(super) retry: Vec<i64>,
 }

@@ -1,22 +1,16 @@
 //! Makes sure the system has its Custom Audience before anything is uploaded: the stored id, else
 //! one found by exact name in the ad account, else a new one. The id is stored at once, so a crash
 //! never leads to a second audience.
+use anyhow::Context;
+
 use super::error::SyncError;
 use super::lease::Lease;
 use super::system::{OWN_AUDIENCE, SyncPlan};
 use crate::db::configurations::store_audience_id;
 use crate::db::ledger;
-use crate::meta::{MetaClient, MetaError};
+use crate::meta::MetaClient;
 
 pub const DESCRIPTION: &str = "Synced from the CDP by cdp-meta-sync";
-
-#[derive(Debug, thiserror::Error)]
-pub enum AudienceError {
-    #[error(transparent)]
-    Meta(#[from] MetaError),
-    #[error("Failed to store the audience id: {0}")]
-    Database(#[from] tokio_postgres::Error),
-}
 
 /// The system's audience, and whether this run created it (an audience it did not create may
 /// hold members nobody recorded: see [`crate::sync::system::AdoptMode`]).
@@ -30,7 +24,7 @@ pub async fn ensure_audience(
     meta: &MetaClient,
     client: &impl tokio_postgres::GenericClient,
     plan: &SyncPlan,
-) -> Result<Ensured, AudienceError> {
+) -> Result<Ensured, SyncError> {
     if let Some(id) = &plan.custom_audience_id {
         return Ok(Ensured {
             id: id.clone(),
@@ -64,12 +58,13 @@ pub async fn ensure_audience(
             }
         }
     };
-    match plan.definition_id {
-        OWN_AUDIENCE => store_audience_id(client, plan.id, &ensured.id).await?,
+    let stored = match plan.definition_id {
+        OWN_AUDIENCE => store_audience_id(client, plan.id, &ensured.id).await,
         definition => {
-            crate::db::audiences::store_audience_id(client, definition, &ensured.id).await?
+            crate::db::audiences::store_audience_id(client, definition, &ensured.id).await
         }
-    }
+    };
+    stored.context("Failed to store the audience id")?;
     Ok(ensured)
 }
 

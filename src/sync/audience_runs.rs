@@ -4,9 +4,9 @@
 //! system's outcome then counts them: a definition that did not sync makes the system `partial`.
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::guarded;
 use super::context::SyncContext;
 use super::definition::excluded_for;
+use super::guarded::guarded;
 use super::lease::{Lease, LeaseLost};
 use super::outcome::{Outcome, Trigger};
 use super::system::SyncPlan;

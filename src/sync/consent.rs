@@ -10,7 +10,7 @@
 use anyhow::Context;
 
 use super::source::Catalog;
-use crate::db::ledger::LedgerScope;
+use crate::db::LedgerScope;
 
 /// A system's consent rule: validated names, safe to put in SQL (quoted).
 #[derive(Debug, Clone, PartialEq, Eq)]

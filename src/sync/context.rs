@@ -8,7 +8,7 @@ use crate::db::{self, Pool};
 use crate::meta::MetaClient;
 
 /// The worker's shared parts, cheap to clone: a run takes its own copy (with the system's own
-/// Meta client when its `token_ref` names one, see [`crate::tokens::client_for`]).
+/// Meta client when its `token_ref` names one, see [`super::tokens::client_for`]).
 #[derive(Clone)]
 pub struct SyncContext {
     pub pool: Pool,
@@ -19,7 +19,7 @@ pub struct SyncContext {
     /// The operator's extraction query (`EXTRACT_SQL_FILE`); `None`: the default query, built for
     /// each run from the CDP's columns (see [`super::source`]).
     pub extract_sql: Option<Arc<str>>,
-    /// Posts alerts (see [`crate::alerts`]).
+    /// Posts alerts (see [`super::alerts`]).
     pub alerts_http: reqwest::Client,
 }
 

@@ -23,7 +23,7 @@ use anyhow::Context;
 use super::plan_tables;
 use super::stage::StageReport;
 use super::system::SyncMode;
-use crate::db::ledger::{self, LedgerScope};
+use crate::db::{LedgerScope, ledger};
 
 /// Sizes after dedupe and diff.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

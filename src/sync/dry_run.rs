@@ -73,7 +73,7 @@ pub async fn dry_run(
                 .await?
         }
     };
-    let meta = crate::tokens::client_for(ctx, plan.token_ref.as_deref()).await?;
+    let meta = super::tokens::client_for(ctx, plan.token_ref.as_deref()).await?;
     planned(ctx, &meta, &plan).await.map_err(Outcome::from)
 }
 

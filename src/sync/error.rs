@@ -1,10 +1,9 @@
 //! Why a sync stopped short. Every step of the pipeline returns a [`SyncError`], so `?` carries
 //! it to the end of the run, where it becomes the run's [`Outcome`] (and its `error_log` text).
-use super::audience::AudienceError;
 use super::lease::{LeaseLost, is_lease_lost};
 use super::outcome::Outcome;
+use super::session_sender::UploadError;
 use super::stage::StageError;
-use super::upload::UploadError;
 use crate::db;
 use crate::meta::MetaError;
 
@@ -62,15 +61,6 @@ impl From<UploadError> for SyncError {
             UploadError::Meta(m) => SyncError::Meta(m),
             UploadError::LeaseLost(lost) => SyncError::LeaseLost(lost),
             UploadError::Other(o) => o.into(),
-        }
-    }
-}
-
-impl From<AudienceError> for SyncError {
-    fn from(e: AudienceError) -> Self {
-        match e {
-            AudienceError::Meta(m) => SyncError::Meta(m),
-            database => SyncError::Other(database.into()),
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! [`sync_system`] (in `attempt.rs`) runs one claimed system: its run row and lease around the
 //! pipeline of `run.rs`, whose stages are the files below, then the bookkeeping of `record.rs`.
+pub mod alerts;
 mod attempt;
 pub mod audience;
 mod audience_runs;
@@ -18,8 +19,10 @@ mod error;
 pub mod extract;
 mod first_sync;
 pub mod guard;
+mod guarded;
 pub mod lease;
 pub mod member;
+mod new_members;
 mod outcome;
 mod plan_tables;
 mod query;
@@ -34,6 +37,7 @@ mod sessions;
 pub mod source;
 pub mod stage;
 pub mod system;
+pub mod tokens;
 mod upload;
 
 pub use attempt::sync_system;

@@ -6,10 +6,11 @@ use super::changes::Changes;
 use super::context::SyncContext;
 use super::error::SyncError;
 use super::first_sync::SentWhileStaging;
+use super::session_sender::UploadError;
 use super::session_sender::{SessionProgress, Target};
 use super::sessions::{RunSessions, new_session_id};
 use super::system::SyncMode;
-use super::upload::{Upload, UploadError};
+use super::upload::Upload;
 use crate::meta::Direction;
 
 /// What the run sent.

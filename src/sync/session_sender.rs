@@ -8,7 +8,6 @@ use super::cells::PackedRows;
 use super::lease::Lease;
 use super::rejections::{Rejected, locate};
 use super::system::SyncPlan;
-use super::upload::UploadError;
 use crate::db::ledger::BatchOf;
 use crate::db::runs::BatchProgress;
 use crate::meta::{Direction, MetaClient, MetaError, UploadSession, UsersResponse, UsersUpload};
@@ -39,6 +38,16 @@ impl<'a> Target<'a> {
             worker_id: self.lease.worker_id(),
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    LeaseLost(#[from] super::lease::LeaseLost),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
 }
 
 /// Meta's `num_received` and `num_invalid_entries` are the session's running totals; the run row

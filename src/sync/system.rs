@@ -7,8 +7,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Duration, Utc};
 
 use super::consent::Consent;
+use crate::db::LedgerScope;
 use crate::db::configurations::SystemRow;
-use crate::db::ledger::LedgerScope;
 use crate::identity::{MatchKey, Normalizer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +207,7 @@ impl SystemRow {
         .map_err(|more| problems.extend(more))
         .ok();
         if let Some(name) = &self.token_ref
-            && !crate::tokens::is_token_variable(name)
+            && !crate::configuration::named_tokens::is_token_variable(name)
         {
             problems.push(format!(
                 "token_ref '{}' is not FACEBOOK_ACCESS_TOKEN or a variable name starting with FACEBOOK_ACCESS_TOKEN_",

@@ -15,10 +15,10 @@ use tokio::sync::mpsc;
 
 use super::cells::PackedRows;
 use super::rejections::{self, Rejected};
-use super::session_sender::{SessionProgress, SessionSender, Target};
+use super::session_sender::{SessionProgress, SessionSender, Target, UploadError};
 use crate::db::ledger;
 use crate::db::runs::{self, BatchProgress};
-use crate::meta::{Direction, MAX_USERS_PER_CALL, MetaError, UserRows};
+use crate::meta::{Direction, MAX_USERS_PER_CALL, UserRows};
 
 /// Everything one direction's upload needs.
 pub struct Upload<'a> {
@@ -45,16 +45,6 @@ pub struct UploadTotals {
     pub batches: i64,
     pub rows: i64,
     pub interrupted: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum UploadError {
-    #[error(transparent)]
-    Meta(#[from] MetaError),
-    #[error(transparent)]
-    LeaseLost(#[from] super::lease::LeaseLost),
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
 }
 
 /// A page of the plan, kept packed until it is sent (a decoded 10,000-row batch takes about

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use cdp_meta_sync::sync::Outcome;
-use cdp_meta_sync::tokens::check_all;
+use cdp_meta_sync::sync::tokens::check_all;
 use meta_sandbox::{Faults, RequestRecord, SandboxToken, fingerprint};
 
 use crate::app::{TOKEN, TestApp};

@@ -3,8 +3,9 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 
-use super::{Assessment, GLOBAL};
+use crate::configuration::named_tokens::GLOBAL;
 use crate::meta::TokenInfo;
+use crate::tokens::Assessment;
 
 /// The last check of a token, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,12 +99,12 @@ impl LastCheck {
             return Some(
                 self.warning
                     .clone()
-                    .unwrap_or_else(|| super::assess::expired(variable, self.expires_at)),
+                    .unwrap_or_else(|| crate::tokens::expired(variable, self.expires_at)),
             );
         }
         self.expires_at
             .filter(|at| *at <= now)
-            .map(|at| super::assess::expired(variable, Some(at)))
+            .map(|at| crate::tokens::expired(variable, Some(at)))
     }
 }
 

@@ -4,10 +4,12 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::{GLOBAL, assess, fingerprint, store, variable};
+use super::{Outcome, SyncContext};
+use crate::configuration::named_tokens::{GLOBAL, Unresolved, variable};
+use crate::db::token_checks as store;
 use crate::meta::MetaClient;
 use crate::secret::{ExposeSecret, SecretString};
-use crate::sync::{Outcome, SyncContext};
+use crate::tokens::{assess, fingerprint};
 
 /// How often the scheduler checks every token again.
 pub const CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -16,25 +18,22 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone)]
 pub struct CheckReport {
     pub variable: String,
-    pub outcome: Result<super::Assessment, String>,
+    pub outcome: Result<crate::tokens::Assessment, String>,
 }
 
 /// The token in `name` and a client calling Meta with it.
-fn token_client(
-    ctx: &SyncContext,
-    name: &str,
-) -> Result<(SecretString, MetaClient), super::Unresolved> {
+fn token_client(ctx: &SyncContext, name: &str) -> Result<(SecretString, MetaClient), Unresolved> {
     // A client of its own even for the worker's token, so that what it saw (a refused token) is
     // this caller's alone.
     let token = match name {
         GLOBAL => ctx.settings.meta.access_token.clone(),
         _ => ctx.settings.tokens.resolve(name)?,
     }
-    .ok_or_else(|| super::Unresolved::NotSet(name.to_string()))?;
+    .ok_or_else(|| Unresolved::NotSet(name.to_string()))?;
     let client = ctx
         .meta
         .with_token(token.clone())
-        .map_err(|_| super::Unresolved::Empty(name.to_string()))?;
+        .map_err(|_| Unresolved::Empty(name.to_string()))?;
     Ok((token, client))
 }
 
@@ -70,7 +69,7 @@ async fn check_one(
     ctx: &SyncContext,
     db: &tokio_postgres::Client,
     name: &str,
-) -> Result<super::Assessment, String> {
+) -> Result<crate::tokens::Assessment, String> {
     let (token, meta) = token_client(ctx, name).map_err(|e| e.to_string())?;
     let mut info = meta.debug_token(&token).await.map_err(|e| e.to_string())?;
     if let Some(e) = &mut info.error {

@@ -94,11 +94,6 @@ pub fn message(system: &str, change: &Change) -> serde_json::Value {
     serde_json::json!({ "text": text })
 }
 
-/// Whether `url` can be a webhook: http or https.
-pub fn is_webhook_url(url: &str) -> bool {
-    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-}
-
 /// Posts `body` to `url`, three tries with backoff, 15 s in all; failures are logged without the
 /// URL.
 pub async fn deliver(client: &reqwest::Client, url: &SecretString, body: serde_json::Value) {
@@ -199,13 +194,5 @@ mod tests {
             )["text"],
             "cdp-meta-sync: s recovered (was failed)"
         );
-    }
-
-    #[test]
-    fn only_http_and_https_urls_are_webhooks() {
-        assert!(is_webhook_url("https://hooks.slack.com/services/T0/B0/x"));
-        assert!(is_webhook_url("http://127.0.0.1:9/hook"));
-        assert!(!is_webhook_url("hooks.slack.com/services"));
-        assert!(!is_webhook_url("ftp://example.com/x"));
     }
 }
