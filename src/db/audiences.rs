@@ -112,7 +112,7 @@ pub async fn start(
 
 /// How a definition's run ended, as written to its row.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Finish {
+pub enum AudienceFinish {
     /// `success` or `partial`: the audience's size, and why it is partial.
     Synced {
         status: &'static str,
@@ -131,10 +131,10 @@ pub enum Finish {
 pub async fn finish(
     client: &impl GenericClient,
     definition_id: i32,
-    finish: &Finish,
+    finish: &AudienceFinish,
 ) -> Result<(), tokio_postgres::Error> {
     match finish {
-        Finish::Synced {
+        AudienceFinish::Synced {
             status,
             total_customers,
             error_log,
@@ -156,7 +156,7 @@ pub async fn finish(
                 )
                 .await?;
         }
-        Finish::Stopped { status, error_log } => {
+        AudienceFinish::Stopped { status, error_log } => {
             client
                 .execute(
                     "UPDATE cdp.facebook_audiences

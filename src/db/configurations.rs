@@ -230,7 +230,7 @@ pub async fn store_audience_id(
 
 /// How a run ended, as written to the configuration row.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Finish {
+pub enum SystemFinish {
     /// `success` or `partial` (removals held): the original columns as the original design set them.
     Synced {
         status: &'static str,
@@ -254,10 +254,10 @@ pub async fn finish(
     client: &impl tokio_postgres::GenericClient,
     id: i32,
     worker_id: &str,
-    finish: &Finish,
+    finish: &SystemFinish,
 ) -> Result<(), tokio_postgres::Error> {
     match finish {
-        Finish::Synced {
+        SystemFinish::Synced {
             status,
             next_sync,
             total_customers,
@@ -284,7 +284,7 @@ pub async fn finish(
                 )
                 .await?;
         }
-        Finish::Failed {
+        SystemFinish::Failed {
             status,
             error_log,
             next_sync,
@@ -300,7 +300,7 @@ pub async fn finish(
                 )
                 .await?;
         }
-        Finish::Interrupted => {
+        SystemFinish::Interrupted => {
             client
                 .execute(
                     "UPDATE cdp.facebook_configurations

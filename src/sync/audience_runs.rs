@@ -126,13 +126,13 @@ async fn sync_one(
         _ => note.clone(),
     };
     let finish = match &outcome {
-        Outcome::Success | Outcome::Partial => audiences::Finish::Synced {
+        Outcome::Success | Outcome::Partial => audiences::AudienceFinish::Synced {
             status: outcome.as_str(),
             total_customers: members,
             error_log: note.clone(),
             clear_force_removals: definition.force_removals,
         },
-        _ => audiences::Finish::Stopped {
+        _ => audiences::AudienceFinish::Stopped {
             status: outcome.as_str(),
             error_log: error.clone(),
         },

@@ -9,7 +9,7 @@ use chrono::Utc;
 use super::context::SyncContext;
 use super::outcome::{Outcome, RunReport};
 use super::system::{Schedule, failure_backoff};
-use crate::db::configurations::{Finish, SystemRow, finish};
+use crate::db::configurations::{SystemFinish, SystemRow, finish};
 use crate::db::{self, runs};
 
 /// Closes the run row and writes the outcome to the configuration row (releasing the lease), on
@@ -74,7 +74,7 @@ async fn write_finish(
                 Some(schedule) => schedule.next_after(now, ctx.settings.worker.timezone),
                 None => now + chrono::Duration::hours(schedule_hours),
             };
-            Finish::Synced {
+            SystemFinish::Synced {
                 status: outcome.as_str(),
                 next_sync,
                 total_customers: members,
@@ -82,12 +82,12 @@ async fn write_finish(
                 clear_force_removals: row.force_removals,
             }
         }
-        Outcome::Failed(e) | Outcome::InvalidConfig(e) => Finish::Failed {
+        Outcome::Failed(e) | Outcome::InvalidConfig(e) => SystemFinish::Failed {
             status: outcome.as_str(),
             error_log: e.clone(),
             next_sync: failure_backoff(now, row.consecutive_failures, schedule_hours),
         },
-        Outcome::Interrupted => Finish::Interrupted,
+        Outcome::Interrupted => SystemFinish::Interrupted,
     };
     finish(client, row.id, &ctx.worker_id, &finish_row).await
 }
