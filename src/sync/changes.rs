@@ -7,7 +7,7 @@ use super::error::SyncError;
 use super::guard::{self, Removals};
 use super::stage::StageReport;
 use super::system::{SyncMode, SyncPlan};
-use crate::db::runs::PlanCounts;
+use crate::db::runs::{self, PlanCounts};
 
 pub struct Changes {
     pub planned: DiffReport,
@@ -85,8 +85,33 @@ pub async fn plan_changes(
 }
 
 impl Changes {
+    /// Writes the plan's counts to the run row, and logs them.
+    pub async fn record(
+        &self,
+        stage: &tokio_postgres::Client,
+        run_id: i64,
+        plan: &SyncPlan,
+        audience_id: &str,
+        staged: &StageReport,
+        suppressed: i64,
+    ) -> Result<(), SyncError> {
+        let counts = self.counts(plan, audience_id, staged, suppressed);
+        runs::record_plan(stage, run_id, &counts).await?;
+        tracing::info!(
+            system = %plan.label(),
+            extracted = counts.extracted,
+            eligible = counts.eligible,
+            to_add = counts.to_add,
+            to_remove = counts.to_remove,
+            unchanged = counts.unchanged,
+            refreshed = counts.refreshed,
+            "sync planned"
+        );
+        Ok(())
+    }
+
     /// The run row's counts once the run is planned.
-    pub fn counts(
+    fn counts(
         &self,
         plan: &SyncPlan,
         audience_id: &str,

@@ -16,7 +16,7 @@ use super::send::{Sent, send};
 use super::session_sender::Target;
 use super::sessions::RunSessions;
 use super::system::SyncPlan;
-use crate::db::{ledger, runs};
+use crate::db::ledger;
 
 /// Syncs `plan`'s audience. `stage` is the run's own connection: the staging and plan tables
 /// live in its session.
@@ -38,26 +38,21 @@ pub(super) async fn execute(
     // How: the mode (an audience this worker did not fill is replaced) and the upload sessions.
     let sessions = RunSessions::open(ctx, stage, plan, &audience, run_id).await?;
     let match_keys = plan.schema();
-    let target = Target {
-        meta: &ctx.meta,
+    let target = Target::new(
+        &ctx.meta,
         plan,
-        audience_id: &audience.id,
-        match_keys: &match_keys,
+        &audience.id,
+        &match_keys,
         run_id,
         lease,
         cancel,
-    };
+    );
     // The source set staged (extract, hash, COPY); a first sync sends new members meanwhile.
     let Staged { report, streamed } =
         stage_and_send_new(ctx, &extract, stage, &query.sql, &sessions, target).await?;
     drop(extract);
     let Some(staged) = report else {
-        let sent = Sent {
-            added: streamed.rows,
-            interrupted: true,
-            ..Sent::default()
-        };
-        return finish(stage, plan, sent, None, None).await;
+        return finish(stage, plan, Sent::interrupted_after(&streamed), None, None).await;
     };
     // What changes: the diff against the ledger, weighed by the removal guard. On a first sync
     // the ledger holds exactly the streamed members (whose statistics the diff needs).
@@ -75,11 +70,9 @@ pub(super) async fn execute(
         true,
     )
     .await?;
-    let counts = changes.counts(plan, &audience.id, &staged, query.suppressed);
-    runs::record_plan(stage, run_id, &counts).await?;
-    tracing::info!(system = %plan.label(), extracted = counts.extracted, eligible = counts.eligible,
-        to_add = counts.to_add, to_remove = counts.to_remove, unchanged = counts.unchanged,
-        refreshed = counts.refreshed, "sync planned");
+    changes
+        .record(stage, run_id, plan, &audience.id, &staged, query.suppressed)
+        .await?;
     // Removals first, then the additions (or the replace).
     let sent = send(ctx, stage, target, &sessions, &changes, &streamed).await?;
     // Meta's word on the audience: a problem it reports makes the run partial.

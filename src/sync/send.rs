@@ -24,6 +24,17 @@ pub struct Sent {
     pub refused: Option<String>,
 }
 
+impl Sent {
+    /// A run stopped while staging: only what was sent meanwhile.
+    pub fn interrupted_after(streamed: &SentWhileStaging) -> Self {
+        Sent {
+            added: streamed.rows,
+            interrupted: true,
+            ..Sent::default()
+        }
+    }
+}
+
 pub async fn send(
     ctx: &SyncContext,
     stage: &tokio_postgres::Client,

@@ -28,6 +28,26 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
+    pub fn new(
+        meta: &'a MetaClient,
+        plan: &'a SyncPlan,
+        audience_id: &'a str,
+        match_keys: &'a str,
+        run_id: i64,
+        lease: &'a Lease,
+        cancel: &'a CancellationToken,
+    ) -> Self {
+        Target {
+            meta,
+            plan,
+            audience_id,
+            match_keys,
+            run_id,
+            lease,
+            cancel,
+        }
+    }
+
     /// Where a batch of `match_keys` rows lands in the ledger.
     pub fn ledger(&self, match_keys: &'a str) -> BatchOf<'a> {
         BatchOf {
