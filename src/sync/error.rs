@@ -18,9 +18,6 @@ pub enum SyncError {
     /// Another worker holds the system now: this run must not write anything more.
     #[error(transparent)]
     LeaseLost(#[from] LeaseLost),
-    /// A failure already put in words safe for `error_log` (a refused token).
-    #[error("{0}")]
-    Worded(String),
     /// The database, or anything else; described without the values Postgres quotes.
     #[error("{}", db::describe(.0))]
     Other(anyhow::Error),
