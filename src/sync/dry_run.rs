@@ -17,8 +17,9 @@ use super::context::SyncContext;
 use super::error::SyncError;
 use super::outcome::Outcome;
 use super::query::source_query;
+use super::sessions::adopts;
 use super::stage::stage_members;
-use super::system::{AdoptMode, SyncMode};
+use super::system::SyncMode;
 use crate::db::audiences::DefinitionRow;
 use crate::db::configurations::SystemRow;
 use crate::db::{ledger, runs};
@@ -135,11 +136,7 @@ async fn plan_in(
     let expected = runs::last_extracted(stage, plan.scope()).await?;
     let ledger_empty = ledger::is_empty(stage, plan.scope()).await?;
     // As a sync decides it: an audience it did not fill is replaced on its first run.
-    let mode = if ledger_empty
-        && audience_id.is_some()
-        && plan.mode != SyncMode::Replace
-        && plan.adopt == AdoptMode::Replace
-    {
+    let mode = if adopts(plan, ledger_empty, audience_id.is_some()) {
         SyncMode::Replace
     } else {
         plan.mode

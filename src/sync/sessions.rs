@@ -27,13 +27,7 @@ impl RunSessions {
         run_id: i64,
     ) -> Result<Self, SyncError> {
         let ledger_empty = ledger::is_empty(stage, plan.scope()).await?;
-        // An audience this worker did not fill (the original worker's, one found by name, one an
-        // operator set) holds members nobody recorded: its first run replaces them with the
-        // source set, unless the row says to keep them (adopt_mode = 'append').
-        let adopting = ledger_empty
-            && !audience.created
-            && plan.mode != SyncMode::Replace
-            && plan.adopt == AdoptMode::Replace;
+        let adopting = adopts(plan, ledger_empty, !audience.created);
         let mode = if adopting {
             SyncMode::Replace
         } else {
@@ -61,6 +55,16 @@ impl RunSessions {
             remove,
         })
     }
+}
+
+/// Whether the run adopts the audience: one this worker did not fill (the original worker's, one
+/// found by name, one an operator set) holds members nobody recorded, so its first run replaces
+/// them with the source set, unless the row says to keep them (adopt_mode = 'append').
+pub fn adopts(plan: &SyncPlan, ledger_empty: bool, audience_existed: bool) -> bool {
+    ledger_empty
+        && audience_existed
+        && plan.mode != SyncMode::Replace
+        && plan.adopt == AdoptMode::Replace
 }
 
 /// The previous run's replace session, with the batches it sent, when Meta still holds it open
