@@ -13,6 +13,7 @@
 # worker's and the sandbox's) and of the sandbox, and the worker's peak RSS.
 # Usage: scripts/bench-vs-seed.sh [N ...]   (default: 1000000)
 #   BENCH_RUNS=3     runs per contender
+#   BENCH_BIN_DIR=DIR  the cdp-meta-sync and meta-sandbox in DIR (another build), not this tree's
 #   SEED_VENV=DIR    where the Python venv for the original algorithm lives (created when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +28,12 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import psycopg2, requ
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q -r bench/seed_requirements.txt
 fi
-cargo build --release --locked -p cdp-meta-sync -p meta-sandbox >&2
-bin="${CARGO_TARGET_DIR:-target}/release"
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+    bin="$BENCH_BIN_DIR"
+else
+    cargo build --release --locked -p cdp-meta-sync -p meta-sandbox >&2
+    bin="${CARGO_TARGET_DIR:-target}/release"
+fi
 export LOG_FORMAT=json RUST_LOG=warn LOG_LEVEL=WARNING FACEBOOK_ACCESS_TOKEN=bench-token META_API_VERSION=v27.0
 source scripts/bench-lib.sh
 results=$(mktemp)

@@ -16,10 +16,52 @@ const COLUMNS: &str =
      added_run_id, source_tenant_id, source_customer_id, source_digest, filled, invalid_keys,
      filled_keys)";
 
-/// The binary COPY of one accepted batch (see [`crate::sync::first_sync`], which encodes the rows in
-/// [`COLUMNS`] order).
-pub fn copy_statement() -> String {
-    format!("COPY cdp.facebook_audience_members {COLUMNS} FROM STDIN (FORMAT binary)")
+/// The binary COPY of one accepted batch into `table` (see [`crate::sync::first_sync`], which
+/// encodes the rows in [`COLUMNS`] order).
+pub fn copy_statement(table: &LoadInto) -> String {
+    let table = match table {
+        LoadInto::Ledger => "cdp.facebook_audience_members",
+        LoadInto::Unindexed(name) => name,
+    };
+    format!("COPY {table} {COLUMNS} FROM STDIN (FORMAT binary)")
+}
+
+/// Where a first sync copies its members while it extracts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadInto {
+    /// The audience's partition-to-be, with no index yet: [`attach`] indexes and attaches it.
+    Unindexed(String),
+    /// The ledger itself (the audience has its partition already).
+    Ledger,
+}
+
+/// Starts a first sync's load (see `sql/0014_ledger_partitions.sql`): an audience with no
+/// partition yet gets an unindexed table of its own to load.
+pub async fn begin_load(client: &Client, scope: LedgerScope) -> anyhow::Result<LoadInto> {
+    let table: Option<String> = client
+        .query_one(
+            "SELECT cdp.begin_ledger_load($1, $2)",
+            &[&scope.configuration_id, &scope.definition_id],
+        )
+        .await
+        .context("Failed to start the ledger's load")?
+        .get(0);
+    Ok(table.map_or(LoadInto::Ledger, LoadInto::Unindexed))
+}
+
+/// Ends a load: the loaded members get their primary key and become the audience's partition,
+/// with fresh statistics for the diff. A load cut short (a crash, a failed run) is attached by
+/// the audience's next run before anything reads its ledger. Returns whether there was a load.
+pub async fn attach(client: &Client, scope: LedgerScope) -> anyhow::Result<bool> {
+    let attached: bool = client
+        .query_one(
+            "SELECT cdp.attach_ledger($1, $2)",
+            &[&scope.configuration_id, &scope.definition_id],
+        )
+        .await
+        .context("Failed to attach the loaded ledger")?
+        .get(0);
+    Ok(attached)
 }
 
 /// Members in the audience's ledger.
@@ -48,18 +90,28 @@ pub async fn is_empty(client: &Client, scope: LedgerScope) -> anyhow::Result<boo
         .get(0))
 }
 
-/// Brings the planner's view of the ledger up to date after a first sync streamed members into it.
-/// Until autovacuum gets there, statistics taken while the configuration had no member say it
-/// has about one, and the plan built on that for the diff (the configuration's ledger rows as
-/// the outer side of a nested loop over the staging table) took over 70 s instead of milliseconds
-/// at 1M customers. Only the scope's columns are sampled, 3,000 rows.
-pub async fn analyze(client: &Client) -> anyhow::Result<()> {
-    client
-        .batch_execute(
-            "SET default_statistics_target = 10;
-             ANALYZE cdp.facebook_audience_members (configuration_id, definition_id);
-             RESET default_statistics_target",
+/// Brings the planner's view of the audience's ledger up to date after a first sync streamed
+/// members into it. Until autovacuum gets there, statistics taken while the audience had no member
+/// say it has about one, and the plan built on that for the diff (the ledger rows as the outer side
+/// of a nested loop over the staging table) took over 70 s instead of milliseconds at 1M
+/// customers. Only the scope's columns are sampled, 3,000 rows, of the audience's own partition
+/// when it has one (else of the default partition, where its rows are).
+pub async fn analyze(client: &Client, scope: LedgerScope) -> anyhow::Result<()> {
+    let table: String = client
+        .query_one(
+            "SELECT coalesce(to_regclass('cdp.' || quote_ident(cdp.ledger_table($1, $2))),
+                             'cdp.facebook_audience_members_default'::regclass)::text",
+            &[&scope.configuration_id, &scope.definition_id],
         )
+        .await
+        .context("Failed to find the audience's ledger")?
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "SET default_statistics_target = 10;
+             ANALYZE {table} (configuration_id, definition_id);
+             RESET default_statistics_target"
+        ))
         .await
         .context("Failed to update the ledger's statistics")
 }

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "audience_definitions",
         include_str!("../../sql/0013_audience_definitions.sql"),
     ),
+    (
+        14,
+        "ledger_partitions",
+        include_str!("../../sql/0014_ledger_partitions.sql"),
+    ),
 ];
 
 /// Upgrades the original design's table in place (see the module docs).
@@ -99,6 +104,15 @@ pub fn check_server_version(version_num: i32) -> anyhow::Result<()> {
 }
 
 pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<MigrationReport> {
+    run_through(client, i32::MAX).await
+}
+
+/// Applies the pending migrations up to version `last` (a database as an older release left
+/// it, to test an upgrade on).
+pub async fn run_through(
+    client: &mut tokio_postgres::Client,
+    last: i32,
+) -> anyhow::Result<MigrationReport> {
     let version: String = client
         .query_one("SHOW server_version_num", &[])
         .await
@@ -109,7 +123,7 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<Migratio
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
         .context("Failed to take the migration lock")?;
-    let result = apply_pending(client).await;
+    let result = apply_pending(client, last).await;
     // Unlock even when a migration failed; the session ends soon after anyway.
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
@@ -119,7 +133,10 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<Migratio
     Ok(report)
 }
 
-async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<MigrationReport> {
+async fn apply_pending(
+    client: &mut tokio_postgres::Client,
+    last: i32,
+) -> anyhow::Result<MigrationReport> {
     client
         .batch_execute(
             "CREATE SCHEMA IF NOT EXISTS cdp;
@@ -145,7 +162,7 @@ async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Mi
         adopted_rows: None,
         mapped_statuses: Vec::new(),
     };
-    for &(version, name, sql) in MIGRATIONS {
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 <= last) {
         let checksum = const_hex::encode(Sha256::digest(sql.as_bytes()));
         match applied.get(&version) {
             Some(existing) if *existing == checksum => {

@@ -22,8 +22,9 @@ use super::session_sender::UploadError;
 use super::session_sender::{SessionProgress, SessionSender, Target};
 use super::sessions::RunSessions;
 use super::stage::{NewMemberFeed, StageError, StageReport, stage_members};
+use crate::db::Pool;
+use crate::db::ledger::{self, LoadInto};
 use crate::db::runs::{self, BatchProgress};
-use crate::db::{Pool, ledger};
 use crate::meta::Direction;
 
 /// What the streamed part of the add session did.
@@ -42,6 +43,8 @@ pub struct FirstSyncUploader<'a> {
     pub target: Target<'a>,
     /// The run's add session.
     pub session_id: i64,
+    /// Where accepted batches go.
+    pub load: &'a LoadInto,
 }
 
 impl FirstSyncUploader<'_> {
@@ -95,8 +98,8 @@ impl FirstSyncUploader<'_> {
         (done, None)
     }
 
-    /// Copies an accepted batch into the ledger (in key order, which the index takes fastest)
-    /// and counts it in the run row, in one transaction fenced on the lease (which also holds the
+    /// Copies an accepted batch into the ledger (in key order, which an index takes fastest; a
+    /// new audience's load has none yet) and counts it in the run row, in one transaction fenced on the lease (which also holds the
     /// configuration row as a foreign key would).
     async fn commit(
         &self,
@@ -120,7 +123,7 @@ impl FirstSyncUploader<'_> {
         .await
         .context("Failed to hold the lease for the ledger")?;
         let sink = tx
-            .copy_in(&ledger::copy_statement())
+            .copy_in(&ledger::copy_statement(self.load))
             .await
             .context("Failed to start the ledger COPY")?;
         let mut sink = pin!(sink);
@@ -205,6 +208,10 @@ pub async fn stage_and_send_new(
 ) -> Result<Staged, SyncError> {
     let plan = target.plan;
     let expected = runs::last_extracted(stage, plan.scope()).await?;
+    let load = match sessions.first_sync {
+        true => ledger::begin_load(stage, plan.scope()).await?,
+        false => LoadInto::Ledger,
+    };
     let (tx, rx) = mpsc::channel(1);
     let stream = sessions.first_sync.then(|| NewMemberFeed {
         tx,
@@ -214,6 +221,7 @@ pub async fn stage_and_send_new(
         pool: &ctx.pool,
         target,
         session_id: sessions.add,
+        load: &load,
     };
     let (staging, (streamed, stream_error)) = tokio::join!(
         stage_members(
@@ -227,6 +235,15 @@ pub async fn stage_and_send_new(
         ),
         streamer.run(rx),
     );
+    if matches!(staging, Err(StageError::Interrupted)) {
+        // The server would go on sending every remaining row of the extraction.
+        crate::db::cancel_query(extract, &ctx.settings.database).await;
+    }
+    // What was loaded joins the ledger however the run went on (if the worker dies first, the
+    // audience's next run attaches it before anything else).
+    if sessions.first_sync {
+        ledger::attach(stage, plan.scope()).await?;
+    }
     if let Some(e) = stream_error {
         return Err(e.into());
     }
@@ -235,14 +252,10 @@ pub async fn stage_and_send_new(
             report: Some(report),
             streamed,
         }),
-        Err(StageError::Interrupted) => {
-            // The server would go on sending every remaining row of the extraction.
-            crate::db::cancel_query(extract, &ctx.settings.database).await;
-            Ok(Staged {
-                report: None,
-                streamed,
-            })
-        }
+        Err(StageError::Interrupted) => Ok(Staged {
+            report: None,
+            streamed,
+        }),
         Err(_) if streamed.interrupted => Ok(Staged {
             report: None,
             streamed,

@@ -28,6 +28,9 @@ pub(super) async fn execute(
     lease: &Lease,
     cancel: &CancellationToken,
 ) -> Result<Synced, SyncError> {
+    // A first sync cut short by a crash left its members unindexed, outside the ledger: they
+    // join it before anything reads it.
+    ledger::attach(stage, plan.scope()).await?;
     // The extraction streams on a connection of its own.
     let extract = ctx.pool.get().await?;
     // What to read: the operator's query or one built from the CDP's columns, minus the
@@ -58,7 +61,7 @@ pub(super) async fn execute(
     // the ledger holds exactly the streamed members (whose statistics the diff needs).
     let known_audience = sessions.first_sync.then_some(streamed.rows);
     if sessions.first_sync && streamed.rows > 0 {
-        ledger::analyze(stage).await?;
+        ledger::analyze(stage, plan.scope()).await?;
     }
     let changes = plan_changes(
         ctx,

@@ -52,7 +52,8 @@ async fn blocked_ledger_writer(w: &TestApp) -> Option<i32> {
         .await
         .query_opt(
             "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-              WHERE NOT l.granted AND l.relation = 'cdp.facebook_audience_members'::regclass
+              WHERE NOT l.granted
+                AND l.relation IN (SELECT oid FROM pg_class WHERE relname LIKE 'facebook\\_audience\\_members%')
                 AND a.datname = current_database()
               LIMIT 1",
             &[],
@@ -160,6 +161,16 @@ async fn crash_after_accepted(phase: Phase, crash: Crash) {
     lock.batch_execute("LOCK TABLE cdp.facebook_audience_members IN SHARE MODE")
         .await
         .unwrap();
+    // A first sync's batches go to the audience's load, outside the ledger until it is attached.
+    lock.batch_execute(
+        "DO $$DECLARE t regclass; BEGIN
+           FOR t IN SELECT cdp.ledger_loading(id, 0) FROM cdp.facebook_configurations LOOP
+             IF t IS NOT NULL THEN EXECUTE format('LOCK TABLE %s IN SHARE MODE', t); END IF;
+           END LOOP;
+         END$$",
+    )
+    .await
+    .unwrap();
     let accepted_before = accepted_writes(&w);
     w.sandbox.set_faults(Faults::default());
     let queued = eventually(Duration::from_secs(30), || async {

@@ -17,6 +17,7 @@ mod incremental;
 mod members;
 mod migrations;
 mod original_schema;
+mod partitions;
 mod pii;
 mod pipeline;
 mod poison;

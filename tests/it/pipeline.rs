@@ -397,11 +397,10 @@ async fn a_customer_without_email_but_with_a_phone_is_in_the_audience() {
 async fn after_a_first_sync_the_planner_counts_the_new_members_of_the_configuration() {
     let w = TestApp::builder().customers(3_000).build().await;
     let client = w.client().await;
-    // Statistics that know septimo's members only, and no autovacuum to bring them up to date.
+    // Statistics that know septimo's members only.
     client
         .batch_execute(
-            "ALTER TABLE cdp.facebook_audience_members SET (autovacuum_enabled = false);
-             UPDATE cdp.facebook_configurations SET next_sync = now() + interval '1 day'
+            "UPDATE cdp.facebook_configurations SET next_sync = now() + interval '1 day'
               WHERE system_name <> 'septimo_system'",
         )
         .await

@@ -76,6 +76,22 @@ async fn killed_and_resumed_equals_uninterrupted(schema: Schema) {
             reached,
             "{killed_after} batches were accepted before the kill"
         );
+        // The kill left the accepted members in the audience's load, outside the ledger.
+        let unattached: bool = w
+            .client()
+            .await
+            .query_one(
+                "SELECT cdp.ledger_loading(id, 0) IS NOT NULL FROM cdp.facebook_configurations
+                  WHERE system_name = $1",
+                &[&SYSTEM],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            unattached,
+            "killed after batch {killed_after}: no load left"
+        );
         w.client()
             .await
             .batch_execute(

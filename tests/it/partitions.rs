@@ -1,0 +1,298 @@
+//! The ledger keeps each audience in a partition of its own: a first sync loads its members
+//! unindexed, then builds the primary key once and attaches them (sql/0014_ledger_partitions.sql).
+use cdp_meta_sync::db;
+use cdp_meta_sync::sync::Outcome;
+
+use crate::app::TestApp;
+
+const SYSTEM: &str = "kangoo_system";
+
+/// The configuration id of `system`.
+async fn id_of(w: &TestApp, system: &str) -> i32 {
+    w.client()
+        .await
+        .query_one(
+            "SELECT id FROM cdp.facebook_configurations WHERE system_name = $1",
+            &[&system],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The ledger's partitions as `(table, rows, has a primary key)`, in name order.
+async fn partitions(w: &TestApp) -> Vec<(String, i64, bool)> {
+    let client = w.client().await;
+    let names: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'cdp.facebook_audience_members'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM cdp.{name}),
+                            EXISTS (SELECT 1 FROM pg_constraint
+                                     WHERE conrelid = 'cdp.{name}'::regclass AND contype = 'p')"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        out.push((name, row.get(0), row.get(1)));
+    }
+    out
+}
+
+/// Whether the scope has a load that is not attached.
+async fn loading(w: &TestApp, configuration: i32) -> bool {
+    w.client()
+        .await
+        .query_one(
+            "SELECT cdp.ledger_loading($1, 0) IS NOT NULL",
+            &[&configuration],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Rows Meta was sent to add to audiences or to replace them with, so far.
+fn rows_uploaded(w: &TestApp) -> usize {
+    w.sandbox
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.status == 200 && matches!(r.operation.as_str(), "add_users" | "replace_users")
+        })
+        .filter_map(|r| r.rows)
+        .sum()
+}
+
+/// Kangoo's ledger, its audience at Meta and its source agree.
+async fn assert_kangoo_is_its_source(w: &TestApp) {
+    let audience = w.sandbox_members(&w.audience_id(SYSTEM).await);
+    assert_eq!(w.ledger_rows(SYSTEM).await, audience, "ledger vs audience");
+    assert_eq!(
+        audience,
+        w.expected_members(SYSTEM).await,
+        "audience vs source"
+    );
+}
+
+#[tokio::test]
+async fn a_first_sync_loads_the_audience_into_a_partition_of_its_own_with_its_primary_key() {
+    let w = TestApp::builder().customers(3_000).build().await;
+    w.only_kangoo().await;
+    let reports = w.sync_due().await;
+    assert!(
+        reports.iter().all(|r| r.outcome == Outcome::Success),
+        "{reports:?}"
+    );
+    let id = id_of(&w, SYSTEM).await;
+    let members = w.ledger_size(SYSTEM).await as i64;
+    assert!(members > 500, "{members} members");
+    assert_eq!(
+        partitions(&w).await,
+        vec![
+            (format!("facebook_audience_members_{id}_0"), members, true),
+            ("facebook_audience_members_default".to_string(), 0, true),
+        ]
+    );
+    assert!(!loading(&w, id).await);
+    assert_kangoo_is_its_source(&w).await;
+}
+
+#[tokio::test]
+async fn a_load_a_crash_left_unattached_joins_the_ledger_before_the_next_run_reads_it() {
+    let w = TestApp::builder().customers(3_000).build().await;
+    w.only_kangoo().await;
+    assert!(
+        w.sync_due()
+            .await
+            .iter()
+            .all(|r| r.outcome == Outcome::Success)
+    );
+    let id = id_of(&w, SYSTEM).await;
+    let members = w.ledger_size(SYSTEM).await;
+    // What a worker killed while loading leaves: its members in a table outside the ledger, with
+    // no primary key.
+    let table = format!("cdp.facebook_audience_members_{id}_0");
+    w.client()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE cdp.facebook_audience_members DETACH PARTITION {table};
+             ALTER TABLE {table} DROP CONSTRAINT facebook_audience_members_{id}_0_pkey;"
+        ))
+        .await
+        .unwrap();
+    assert!(loading(&w, id).await);
+    assert_eq!(w.ledger_size(SYSTEM).await, 0);
+    let sent_before = rows_uploaded(&w);
+
+    w.make_due().await;
+    let reports = w.sync_due().await;
+    assert!(
+        reports.len() == 1 && reports[0].outcome == Outcome::Success,
+        "{reports:?}"
+    );
+    // The run knew every member: nothing went to Meta again.
+    assert_eq!(rows_uploaded(&w), sent_before);
+    assert_eq!(w.ledger_size(SYSTEM).await, members);
+    assert!(!loading(&w, id).await);
+    let own = partitions(&w).await;
+    assert!(
+        own.contains(&(
+            format!("facebook_audience_members_{id}_0"),
+            members as i64,
+            true
+        )),
+        "{own:?}"
+    );
+    assert_kangoo_is_its_source(&w).await;
+}
+
+#[tokio::test]
+async fn an_audience_whose_ledger_was_emptied_fills_its_partition_again() {
+    let w = TestApp::builder().customers(3_000).build().await;
+    w.only_kangoo().await;
+    assert!(
+        w.sync_due()
+            .await
+            .iter()
+            .all(|r| r.outcome == Outcome::Success)
+    );
+    let id = id_of(&w, SYSTEM).await;
+    let members = w.ledger_size(SYSTEM).await;
+    w.client()
+        .await
+        .execute(
+            "DELETE FROM cdp.facebook_audience_members WHERE configuration_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    w.make_due().await;
+    let reports = w.sync_due().await;
+    assert!(
+        reports.len() == 1 && reports[0].outcome == Outcome::Success,
+        "{reports:?}"
+    );
+    assert_eq!(w.ledger_size(SYSTEM).await, members);
+    assert_eq!(
+        partitions(&w).await,
+        vec![
+            (
+                format!("facebook_audience_members_{id}_0"),
+                members as i64,
+                true
+            ),
+            ("facebook_audience_members_default".to_string(), 0, true),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_upgrade_moves_every_audience_of_an_existing_ledger_into_a_partition_of_its_own() {
+    let w = TestApp::builder().empty().build().await;
+    let mut client = db::connect_single(w.database_settings()).await.unwrap();
+    db::migrate::run_through(&mut client, 13).await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO cdp.facebook_configurations (system_name, ad_account_id, tenant_ids)
+             VALUES ('a', 'act_1', ARRAY[1]), ('b', 'act_2', ARRAY[2]);
+             INSERT INTO cdp.facebook_audiences (configuration_id, name, included_segments)
+             SELECT id, 'champions', ARRAY['Champions'] FROM cdp.facebook_configurations WHERE system_name = 'b';
+             INSERT INTO cdp.facebook_audience_members (configuration_id, definition_id, audience_id, member_key, match_keys, cells)
+             SELECT c.id, d, '1', decode(md5(c.system_name || d || g), 'hex'), 'EMAIL', '\\x00'
+               FROM cdp.facebook_configurations c, generate_series(1, 3) g,
+                    LATERAL (SELECT 0 AS d UNION ALL
+                             SELECT a.id FROM cdp.facebook_audiences a WHERE a.configuration_id = c.id) s;",
+        )
+        .await
+        .unwrap();
+    let report = db::migrate::run(&mut client).await.unwrap();
+    assert_eq!(report.applied, vec![14]);
+
+    let scopes: Vec<(i32, i32)> = client
+        .query(
+            "SELECT DISTINCT configuration_id, definition_id FROM cdp.facebook_audience_members ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(scopes.len(), 3, "{scopes:?}");
+    let mut expected: Vec<(String, i64, bool)> = scopes
+        .iter()
+        .map(|(c, d)| (format!("facebook_audience_members_{c}_{d}"), 3, true))
+        .collect();
+    expected.push(("facebook_audience_members_default".to_string(), 0, true));
+    expected.sort();
+    assert_eq!(partitions(&w).await, expected);
+    assert!(
+        client
+            .query_one(
+                "SELECT to_regclass('cdp.facebook_audience_members_unpartitioned')::text",
+                &[]
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+            .is_none()
+    );
+    // The primary key still holds across the move.
+    let again = client
+        .batch_execute(
+            "INSERT INTO cdp.facebook_audience_members (configuration_id, audience_id, member_key, match_keys, cells)
+             SELECT configuration_id, audience_id, member_key, match_keys, cells
+               FROM cdp.facebook_audience_members WHERE definition_id = 0 LIMIT 1",
+        )
+        .await;
+    assert!(again.is_err(), "a member went in twice");
+}
+
+#[tokio::test]
+async fn deleting_a_system_drops_its_load_that_never_got_attached() {
+    let w = TestApp::builder().build().await;
+    let client = w.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO cdp.facebook_configurations (system_name, ad_account_id, tenant_ids)
+             VALUES ('gone', 'act_1', ARRAY[1]), ('kept', 'act_2', ARRAY[2]);",
+        )
+        .await
+        .unwrap();
+    let gone = id_of(&w, "gone").await;
+    let kept = id_of(&w, "kept").await;
+    for id in [gone, kept] {
+        let table: String = client
+            .query_one("SELECT cdp.begin_ledger_load($1, 0)", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {table} (configuration_id, audience_id, member_key, match_keys, cells)
+                 VALUES ({id}, '1', '\\x01', 'EMAIL', '\\x00')"
+            ))
+            .await
+            .unwrap();
+    }
+    client
+        .batch_execute("DELETE FROM cdp.facebook_configurations WHERE system_name = 'gone'")
+        .await
+        .unwrap();
+    assert!(!loading(&w, gone).await);
+    assert!(loading(&w, kept).await);
+}
