@@ -190,8 +190,7 @@ pub async fn owner(
 
 /// The scope's members' sources, for the extraction's full join (`$3`, `$5` = configuration
 /// and definition id there).
-pub const SOURCES: &str = "SELECT member_key, source_tenant_id, source_customer_id, source_digest,
-                                  invalid_keys, filled_keys
+pub const SOURCES: &str = "SELECT member_key, source_tenant_id, source_customer_id, source_digest
                              FROM cdp.facebook_audience_members
                             WHERE configuration_id = $3 AND definition_id = $5";
 
@@ -224,6 +223,43 @@ pub fn join(key: &str, staged_rows: u64, audience: i64) -> String {
                ON m.configuration_id = $1 AND m.definition_id = $2 AND m.member_key = {key}"
         )
     }
+}
+
+/// The audience's ledger next to a run's staged rows (`sync_stage`), before anything changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Members in the ledger.
+    pub members: i64,
+    /// Members the run did not stage as gone, so their source customers are unchanged: how many
+    /// per `(invalid_keys, filled_keys)`.
+    pub unchanged: Vec<(i32, i32, i64)>,
+}
+
+/// Counts the ledger's members, and those the staging left alone (see [`Settled`]). Right after
+/// an incremental run's staging, while nothing else writes the audience's ledger (the lease).
+pub async fn settled(client: &Client, scope: LedgerScope) -> anyhow::Result<Settled> {
+    let rows = client
+        .query(
+            "SELECT m.invalid_keys, m.filled_keys, count(*) FILTER (WHERE g.member_key IS NULL),
+                    count(*)
+               FROM cdp.facebook_audience_members m
+               LEFT JOIN (SELECT DISTINCT member_key FROM sync_stage WHERE cells IS NULL) g
+                 ON g.member_key = m.member_key
+              WHERE m.configuration_id = $1 AND m.definition_id = $2
+              GROUP BY 1, 2",
+            &[&scope.configuration_id, &scope.definition_id],
+        )
+        .await
+        .context("Failed to count the unchanged members")?;
+    let mut settled = Settled::default();
+    for row in rows {
+        settled.members += row.get::<_, i64>(3);
+        let unchanged: i64 = row.get(2);
+        if unchanged > 0 {
+            settled.unchanged.push((row.get(0), row.get(1), unchanged));
+        }
+    }
+    Ok(settled)
 }
 
 /// Brings the source columns of members the plan marked `refresh` (same cells, another source

@@ -143,7 +143,16 @@ async fn plan_in(
     };
     let cancel = CancellationToken::new();
     let staged = stage_members(extract, stage, sql, plan, expected as usize, None, &cancel).await?;
-    let changes = plan_changes(ctx, stage, plan, mode, &staged, None, false).await?;
+    let changes = plan_changes(
+        ctx,
+        stage,
+        plan,
+        mode,
+        &staged,
+        staged.ledger_members,
+        false,
+    )
+    .await?;
     let keys = plan.schema();
     let schema: Vec<&str> = keys.split(',').collect();
     let mut requests = Vec::new();

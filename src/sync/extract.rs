@@ -113,10 +113,11 @@ pub fn map_columns(
 
 /// The run's query: the operator's extraction, reduced to the columns the match keys read, next to
 /// each ledger member's source (`$3`, `$5` = the configuration and definition id), with each
-/// customer's source digest (`$4` = its seed, see [`super::digest`]). A full join, so each row is one of:
+/// customer's source digest (`$4` = its seed, see [`super::digest`]). A full join, so each row is
+/// one of:
 ///
-/// * an unchanged customer: its ledger member carries this digest. Only `same` and the member's
-///   `invalid_keys` and `filled_keys` come back; the values stay in Postgres;
+/// * an unchanged customer: its ledger member carries this digest. It does not come back: the
+///   run counts those members in the ledger afterwards ([`crate::db::ledger::settled`]);
 /// * a changed customer: its values, its digest and its ledger member's key (which is gone);
 /// * a new customer: its values and digest;
 /// * a ledger member whose source customer is no longer extracted: only its key.
@@ -124,15 +125,10 @@ pub fn map_columns(
 pub struct Extraction {
     pub sql: String,
     pub map: ColumnMap,
-    /// The ledger member's `member_key` (NULL if none, or unchanged), `invalid_keys` and
-    /// `filled_keys`.
+    /// The ledger member's `member_key` (NULL if none).
     pub ledger_key: usize,
-    pub ledger_invalid: usize,
-    pub ledger_filled: usize,
     /// The customer's source digest (bigint).
     pub digest: usize,
-    /// Whether the customer is unchanged (boolean, never NULL).
-    pub same: usize,
     /// The row's own country (text), which completes its national phone numbers.
     pub country: Option<usize>,
 }
@@ -153,11 +149,7 @@ impl Extraction {
         let key_index: Vec<usize> = keys.iter().map(|key| index_of(column_for(*key))).collect();
         let country = row_country.then(|| index_of("country"));
         let selected: String = columns.iter().map(|c| format!(", x.{c}")).collect();
-        let unless_same: String = columns
-            .iter()
-            .map(|c| format!(", CASE WHEN k.same THEN NULL ELSE k.{c} END AS {c}"))
-            .collect();
-        // The digest covers every value the member is built from, the row's country included.
+        let returned: String = columns.iter().map(|c| format!(", j.{c}")).collect();
         let mut values: Vec<String> = keys
             .iter()
             .map(|k| format!("x.{}", column_for(*k)))
@@ -167,23 +159,17 @@ impl Extraction {
         }
         let digest = super::digest::sql(&values, "$4");
         let operator_sql = operator_sql.trim_end().trim_end_matches(';');
-        // `OFFSET 0` keeps the digest a column of `j`, computed once per row rather than once per
-        // use in the outer CASEs.
         let ledger_sources = crate::db::ledger::SOURCES;
         let sql = format!(
-            "SELECT CASE WHEN k.same THEN NULL ELSE k.customer_id END AS customer_id,
-                    CASE WHEN k.same THEN NULL ELSE k.tenant_id END AS tenant_id{unless_same},
-                    CASE WHEN k.same THEN NULL ELSE k.ledger_member_key END AS ledger_member_key,
-                    k.ledger_invalid_keys, k.ledger_filled_keys, k.digest, k.same
-               FROM (SELECT j.*, coalesce(j.customer_id IS NOT NULL AND j.ledger_digest = j.digest, false) AS same
-                       FROM (SELECT x.customer_id, x.tenant_id{selected},
-                                    l.member_key AS ledger_member_key, l.source_digest AS ledger_digest,
-                                    l.invalid_keys AS ledger_invalid_keys,
-                                    l.filled_keys AS ledger_filled_keys, {digest} AS digest
-                               FROM (\n{operator_sql}\n) x
-                               FULL JOIN ({ledger_sources}) l
-                                 ON l.source_tenant_id = x.tenant_id AND l.source_customer_id = x.customer_id
-                             OFFSET 0) j) k"
+            "SELECT j.customer_id, j.tenant_id{returned}, j.ledger_member_key, j.digest
+               FROM (SELECT x.customer_id, x.tenant_id{selected},
+                            l.member_key AS ledger_member_key, l.source_digest AS ledger_digest,
+                            {digest} AS digest
+                       FROM (\n{operator_sql}\n) x
+                       FULL JOIN ({ledger_sources}) l
+                         ON l.source_tenant_id = x.tenant_id AND l.source_customer_id = x.customer_id
+                     OFFSET 0) j
+              WHERE j.customer_id IS NULL OR j.ledger_digest IS DISTINCT FROM j.digest"
         );
         let n = 2 + columns.len();
         Extraction {
@@ -194,10 +180,7 @@ impl Extraction {
                 keys: key_index,
             },
             ledger_key: n,
-            ledger_invalid: n + 1,
-            ledger_filled: n + 2,
-            digest: n + 3,
-            same: n + 4,
+            digest: n + 1,
             country,
         }
     }
@@ -268,16 +251,7 @@ mod tests {
             e.sql
                 .contains("x.customer_id, x.tenant_id, x.first_name, x.email, x.birth_date,")
         );
-        assert_eq!(
-            (
-                e.ledger_key,
-                e.ledger_invalid,
-                e.ledger_filled,
-                e.digest,
-                e.same
-            ),
-            (5, 6, 7, 8, 9)
-        );
+        assert_eq!((e.ledger_key, e.digest), (5, 6));
         assert!(
             e.sql.contains("(\nSELECT 1\n) x"),
             "the trailing semicolon goes: {}",

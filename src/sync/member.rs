@@ -50,19 +50,19 @@ impl Tally {
         }
     }
 
-    /// Counts a row that was not normalized again because it did not change: its invalid values
-    /// and filled cells come from the ledger's `invalid_keys` and `filled_keys` bits.
-    pub fn add_unchanged(&mut self, invalid_keys: i32, filled_keys: i32) {
-        self.rows += 1;
+    /// Counts `rows` rows that were not normalized again because they did not change: their
+    /// invalid values and filled cells come from the ledger's `invalid_keys` and `filled_keys` bits.
+    pub fn add_unchanged(&mut self, invalid_keys: i32, filled_keys: i32, rows: u64) {
+        self.rows += rows;
         for (i, count) in self.invalid.iter_mut().enumerate().take(32) {
-            *count += u64::from(invalid_keys >> i & 1 == 1);
+            *count += rows * u64::from(invalid_keys >> i & 1 == 1);
         }
-        self.add_filled(filled_keys);
+        self.add_filled(filled_keys, rows);
     }
 
-    fn add_filled(&mut self, filled_keys: i32) {
+    fn add_filled(&mut self, filled_keys: i32, rows: u64) {
         for (i, count) in self.filled.iter_mut().enumerate().take(32) {
-            *count += u64::from(filled_keys >> i & 1 == 1);
+            *count += rows * u64::from(filled_keys >> i & 1 == 1);
         }
     }
 
@@ -178,7 +178,7 @@ impl<'a> MemberBuilder<'a> {
             tally.no_usable_key += 1;
             return false;
         }
-        tally.add_filled(member.filled_keys);
+        tally.add_filled(member.filled_keys, 1);
         member.member_key = Sha256::digest(self.identity.as_bytes()).into();
         member.tenant_id = tenant_id;
         member.customer_id = customer_id;
@@ -275,8 +275,15 @@ mod tests {
         )
         .unwrap();
         let mut again = Tally::new(4);
-        again.add_unchanged(member.invalid_keys, member.filled_keys);
+        again.add_unchanged(member.invalid_keys, member.filled_keys, 1);
         assert_eq!(again, tally);
+        let mut thrice = Tally::new(4);
+        thrice.add_unchanged(member.invalid_keys, member.filled_keys, 3);
+        let mut sum = Tally::new(4);
+        for _ in 0..3 {
+            sum.add(&tally);
+        }
+        assert_eq!(thrice, sum);
     }
 
     #[test]

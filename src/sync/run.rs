@@ -58,8 +58,12 @@ pub(super) async fn execute(
         return finish(stage, plan, Sent::interrupted_after(&streamed), None, None).await;
     };
     // What changes: the diff against the ledger, weighed by the removal guard. On a first sync
-    // the ledger holds exactly the streamed members (whose statistics the diff needs).
-    let known_audience = sessions.first_sync.then_some(streamed.rows);
+    // the ledger holds exactly the streamed members (whose statistics the diff needs); otherwise
+    // the staging counted it.
+    let known_audience = match sessions.first_sync {
+        true => Some(streamed.rows),
+        false => staged.ledger_members,
+    };
     if sessions.first_sync && streamed.rows > 0 {
         ledger::analyze(stage, plan.scope()).await?;
     }

@@ -4,8 +4,8 @@
 //! whatever N is.
 //!
 //! The extraction runs next to the ledger's sources (see [`Extraction`]), so most rows of an
-//! incremental run are settled here: a customer whose ledger member carries its digest is
-//! unchanged and only counted. Staged are the rest: a candidate row for each other customer with a
+//! incremental run are settled in Postgres: a customer whose ledger member carries its digest is
+//! unchanged, never sent, and counted from the ledger afterwards. Staged are the rest: a candidate row for each other customer with a
 //! usable key, and a "gone" row (no cells) for each ledger member whose source customer changed or
 //! left. A full run stages every customer.
 //!
@@ -31,6 +31,7 @@ use super::new_members::{MemberSource, NewMembers};
 use super::plan_tables;
 use super::seen_keys::SeenKeys;
 use super::system::SyncPlan;
+use crate::db::ledger;
 use crate::identity::MatchKey;
 
 /// Rows per chunk handed to a hashing worker.
@@ -50,6 +51,9 @@ pub struct StageReport {
     pub maybe_dup: u64,
     /// Rows written to `sync_stage` (candidates sent while extracting are not).
     pub in_table: u64,
+    /// Members in the ledger before the run changes it (`None` on a first sync, whose ledger fills
+    /// while it stages).
+    pub ledger_members: Option<i64>,
 }
 
 impl StageReport {
@@ -109,6 +113,7 @@ pub async fn stage_members(
         .await
         .context("The extraction query does not prepare next to the ledger")?;
 
+    let first_sync = stream.is_some();
     plan_tables::create_stage(stage).await?;
     let sink = stage
         .copy_in(plan_tables::STAGE_COPY)
@@ -224,6 +229,16 @@ pub async fn stage_members(
         .finish()
         .await
         .context("COPY into the staging table failed")?;
+    // Unchanged customers stayed in Postgres: they are the ledger's members not staged as gone.
+    // (A first sync's ledger was empty when the extraction began; it fills as members are sent.)
+    if !first_sync {
+        let settled = ledger::settled(stage, plan.scope()).await?;
+        for &(invalid, filled, rows) in &settled.unchanged {
+            report.tally.add_unchanged(invalid, filled, rows as u64);
+            report.unchanged += rows as u64;
+        }
+        report.ledger_members = Some(settled.members);
+    }
     Ok(report)
 }
 
@@ -309,15 +324,6 @@ fn hash_chunk(
             .transpose()
     };
     for row in rows {
-        if row.try_get::<_, bool>(extraction.same)? {
-            let invalid: Option<i32> = row.try_get(extraction.ledger_invalid)?;
-            let filled: Option<i32> = row.try_get(extraction.ledger_filled)?;
-            report
-                .tally
-                .add_unchanged(invalid.unwrap_or(0), filled.unwrap_or(0));
-            report.unchanged += 1;
-            continue;
-        }
         let ledger_key = ledger_key(row)?;
         let customer_id: Option<i64> = row.try_get(map.customer_id)?;
         let Some(customer_id) = customer_id else {
