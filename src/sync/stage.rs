@@ -107,13 +107,18 @@ pub async fn stage_members(
         && columns
             .iter()
             .any(|(name, ty)| name == "country" && is_text(ty));
-    let extraction = Arc::new(Extraction::new(sql, &plan.match_keys, row_country));
+    let first_sync = stream.is_some();
+    let extraction = Arc::new(Extraction::new(
+        sql,
+        &plan.match_keys,
+        row_country,
+        !first_sync,
+    ));
     let statement = extract
         .prepare(&extraction.sql)
         .await
         .context("The extraction query does not prepare next to the ledger")?;
 
-    let first_sync = stream.is_some();
     plan_tables::create_stage(stage).await?;
     let sink = stage
         .copy_in(plan_tables::STAGE_COPY)
@@ -125,13 +130,16 @@ pub async fn stage_members(
         .context("COPY into the staging table failed")?;
 
     let seed = digest::seed(&plan.match_keys, &plan.normalizer);
-    let params: [&(dyn ToSql + Sync); 5] = [
-        &plan.tenant_ids,
-        &plan.excluded_segments,
-        &plan.id,
-        &seed,
-        &plan.definition_id,
-    ];
+    let params: Vec<&(dyn ToSql + Sync)> = match first_sync {
+        true => vec![&plan.tenant_ids, &plan.excluded_segments, &seed],
+        false => vec![
+            &plan.tenant_ids,
+            &plan.excluded_segments,
+            &plan.id,
+            &seed,
+            &plan.definition_id,
+        ],
+    };
     // Without a previous run, the planner's estimate sizes the Bloom filter.
     let expected = match expected {
         0 => planned_rows(extract, &extraction.sql, &params).await,
