@@ -75,7 +75,9 @@ for n in "${sizes[@]}"; do
 done
 psql_admin -c "'DROP DATABASE IF EXISTS cdp_vs_seed'" >/dev/null 2>&1
 
-# Medians per contender, size and phase, and the ratios (original algorithm / this worker).
+# Every run's figures on stderr (contender, customers, phase, wall, RSS MB, CPU: own, Postgres,
+# sandbox), then the medians per contender, size and phase, and the ratios (original / this worker).
+cat "$results" >&2
 python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
