@@ -77,6 +77,21 @@ fn rows_uploaded(w: &TestApp) -> usize {
         .sum()
 }
 
+/// A demo CDP whose only active system, kangoo, had its first sync: with its configuration id and
+/// its members.
+async fn kangoo_after_its_first_sync() -> (TestApp, i32, usize) {
+    let w = TestApp::builder().customers(3_000).build().await;
+    w.only_kangoo().await;
+    let reports = w.sync_due().await;
+    assert!(
+        reports.iter().all(|r| r.outcome == Outcome::Success),
+        "{reports:?}"
+    );
+    let id = id_of(&w, SYSTEM).await;
+    let members = w.ledger_size(SYSTEM).await;
+    (w, id, members)
+}
+
 /// Kangoo's ledger, its audience at Meta and its source agree.
 async fn assert_kangoo_is_its_source(w: &TestApp) {
     let audience = w.sandbox_members(&w.audience_id(SYSTEM).await);
@@ -90,15 +105,8 @@ async fn assert_kangoo_is_its_source(w: &TestApp) {
 
 #[tokio::test]
 async fn a_first_sync_loads_the_audience_into_a_partition_of_its_own_with_its_primary_key() {
-    let w = TestApp::builder().customers(3_000).build().await;
-    w.only_kangoo().await;
-    let reports = w.sync_due().await;
-    assert!(
-        reports.iter().all(|r| r.outcome == Outcome::Success),
-        "{reports:?}"
-    );
-    let id = id_of(&w, SYSTEM).await;
-    let members = w.ledger_size(SYSTEM).await as i64;
+    let (w, id, members) = kangoo_after_its_first_sync().await;
+    let members = members as i64;
     assert!(members > 500, "{members} members");
     assert_eq!(
         partitions(&w).await,
@@ -113,16 +121,7 @@ async fn a_first_sync_loads_the_audience_into_a_partition_of_its_own_with_its_pr
 
 #[tokio::test]
 async fn a_load_a_crash_left_unattached_joins_the_ledger_before_the_next_run_reads_it() {
-    let w = TestApp::builder().customers(3_000).build().await;
-    w.only_kangoo().await;
-    assert!(
-        w.sync_due()
-            .await
-            .iter()
-            .all(|r| r.outcome == Outcome::Success)
-    );
-    let id = id_of(&w, SYSTEM).await;
-    let members = w.ledger_size(SYSTEM).await;
+    let (w, id, members) = kangoo_after_its_first_sync().await;
     // What a worker killed while loading leaves: its members in a table outside the ledger, with
     // no primary key.
     let table = format!("cdp.facebook_audience_members_{id}_0");
@@ -162,16 +161,7 @@ async fn a_load_a_crash_left_unattached_joins_the_ledger_before_the_next_run_rea
 
 #[tokio::test]
 async fn an_audience_whose_ledger_was_emptied_fills_its_partition_again() {
-    let w = TestApp::builder().customers(3_000).build().await;
-    w.only_kangoo().await;
-    assert!(
-        w.sync_due()
-            .await
-            .iter()
-            .all(|r| r.outcome == Outcome::Success)
-    );
-    let id = id_of(&w, SYSTEM).await;
-    let members = w.ledger_size(SYSTEM).await;
+    let (w, id, members) = kangoo_after_its_first_sync().await;
     w.client()
         .await
         .execute(
