@@ -99,8 +99,8 @@ impl FirstSyncUploader<'_> {
     }
 
     /// Copies an accepted batch into the ledger (in key order, which an index takes fastest; a
-    /// new audience's load has none yet) and counts it in the run row, in one transaction fenced on the lease (which also holds the
-    /// configuration row as a foreign key would).
+    /// new audience's load has none yet) and counts it in the run row, in one transaction fenced
+    /// on the lease (which also holds the configuration row as a foreign key would).
     async fn commit(
         &self,
         batch: &NewMembers,
@@ -241,12 +241,15 @@ pub async fn stage_and_send_new(
     }
     // What was loaded joins the ledger however the run went on (if the worker dies first, the
     // audience's next run attaches it before anything else).
-    if sessions.first_sync {
-        ledger::attach(stage, plan.scope()).await?;
-    }
+    let attached = match sessions.first_sync {
+        true => ledger::attach(stage, plan.scope()).await.map(drop),
+        false => Ok(()),
+    };
+    // The upload's error says more than one the attach may have run into after it.
     if let Some(e) = stream_error {
         return Err(e.into());
     }
+    attached?;
     match staging {
         Ok(report) => Ok(Staged {
             report: Some(report),

@@ -51,7 +51,8 @@ impl Tally {
     }
 
     /// Counts `rows` rows that were not normalized again because they did not change: their
-    /// invalid values and filled cells come from the ledger's `invalid_keys` and `filled_keys` bits.
+    /// invalid values and filled cells come from the ledger's `invalid_keys` and `filled_keys`
+    /// bits.
     pub fn add_unchanged(&mut self, invalid_keys: i32, filled_keys: i32, rows: u64) {
         self.rows += rows;
         for (i, count) in self.invalid.iter_mut().enumerate().take(32) {

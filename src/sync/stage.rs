@@ -5,9 +5,9 @@
 //!
 //! The extraction runs next to the ledger's sources (see [`Extraction`]), so most rows of an
 //! incremental run are settled in Postgres: a customer whose ledger member carries its digest is
-//! unchanged, never sent, and counted from the ledger afterwards. Staged are the rest: a candidate row for each other customer with a
-//! usable key, and a "gone" row (no cells) for each ledger member whose source customer changed or
-//! left. A full run stages every customer.
+//! unchanged, never sent, and counted from the ledger afterwards. Staged are the rest: a candidate
+//! row for each other customer with a usable key, and a "gone" row (no cells) for each ledger
+//! member whose source customer changed or left. A full run stages every customer.
 //!
 //! Rows are numbered (`seq`) in stream order, so the diff and the upload read the table in its
 //! physical order without sorting it. A Bloom filter over member keys marks every candidate whose
