@@ -4,7 +4,9 @@
 //! The client sends it inside a Graph API batch request instead (`POST /{version}/` with
 //! `batch=[{"method":"GET","relative_url":"debug_token?input_token=…"}]` and
 //! `include_headers=false`): the token under inspection then travels only in the POST body, like
-//! the access token. This is the batch API, not HTTP method override.
+//! the access token. This is the batch API, not HTTP method override: what Graph API v27.0
+//! (2026-11-04) bars for new apps is the override (`?method=GET` on a POST) and *asynchronous*
+//! batch requests; a synchronous batch whose item names its own method stays documented.
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
