@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ledger_partitions",
         include_str!("../../sql/0014_ledger_partitions.sql"),
     ),
+    (
+        15,
+        "ledger_key_order",
+        include_str!("../../sql/0015_ledger_key_order.sql"),
+    ),
 ];
 
 /// Upgrades the original design's table in place (see the module docs).
@@ -85,8 +90,9 @@ pub struct MigrationReport {
     pub mapped_statuses: Vec<(String, String, String)>,
 }
 
-/// The oldest server the worker runs on: the extraction's source digest uses
-/// `hash_record_extended`, new in PostgreSQL 14.
+/// The oldest server the worker supports. Its SQL was written for PostgreSQL 14 and later (the
+/// source digest used `hash_record_extended`, new in 14, until #17); nothing is tested on older
+/// servers.
 const MIN_SERVER_VERSION_NUM: i32 = 140_000;
 
 /// Refuses a server older than [`MIN_SERVER_VERSION_NUM`] (`server_version_num`, e.g. 150004),

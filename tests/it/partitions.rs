@@ -210,7 +210,7 @@ async fn the_upgrade_moves_every_audience_of_an_existing_ledger_into_a_partition
         .await
         .unwrap();
     let report = db::migrate::run(&mut client).await.unwrap();
-    assert_eq!(report.applied, vec![14]);
+    assert_eq!(report.applied, vec![14, 15]);
 
     let scopes: Vec<(i32, i32)> = client
         .query(
@@ -285,4 +285,98 @@ async fn deleting_a_system_drops_its_load_that_never_got_attached() {
         .unwrap();
     assert!(!loading(&w, gone).await);
     assert!(loading(&w, kept).await);
+}
+
+/// The first column of `table`'s primary key.
+async fn key_leads_with(client: &tokio_postgres::Client, table: &str) -> String {
+    client
+        .query_one(
+            "SELECT a.attname::text FROM pg_index i
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+              WHERE i.indrelid = $1::text::regclass AND i.indisprimary",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn the_upgrade_leads_every_ledger_key_with_the_member_and_a_leftover_load_still_attaches() {
+    let w = TestApp::builder().empty().build().await;
+    let mut client = db::connect_single(w.database_settings()).await.unwrap();
+    db::migrate::run_through(&mut client, 14).await.unwrap();
+    // One attached audience (a) and one load a crash left with its key built (b).
+    let ids: Vec<i32> = client
+        .query(
+            "INSERT INTO cdp.facebook_configurations (system_name, ad_account_id, tenant_ids)
+             VALUES ('a', 'act_1', ARRAY[1]), ('b', 'act_2', ARRAY[2]) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (a, b) = (ids[0], ids[1]);
+    for id in [a, b] {
+        let load: String = client
+            .query_one("SELECT cdp.begin_ledger_load($1, 0)", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {load} (configuration_id, definition_id, audience_id, member_key, match_keys, cells)
+                 SELECT {id}, 0, '1', decode(md5({id} || '-' || g), 'hex'), 'EMAIL', '\\x00'
+                   FROM generate_series(1, 3) g;
+                 ALTER TABLE {load} ADD PRIMARY KEY (configuration_id, definition_id, member_key);"
+            ))
+            .await
+            .unwrap();
+    }
+    client
+        .execute("SELECT cdp.attach_ledger($1, 0)", &[&a])
+        .await
+        .unwrap();
+    let table_a = format!("cdp.facebook_audience_members_{a}_0");
+    let table_b = format!("cdp.facebook_audience_members_{b}_0");
+    assert_eq!(key_leads_with(&client, &table_a).await, "configuration_id");
+
+    let report = db::migrate::run(&mut client).await.unwrap();
+    assert_eq!(report.applied, vec![15]);
+    assert_eq!(key_leads_with(&client, &table_a).await, "member_key");
+    assert_eq!(
+        key_leads_with(&client, "cdp.facebook_audience_members").await,
+        "member_key"
+    );
+    let attached: bool = client
+        .query_one("SELECT cdp.attach_ledger($1, 0)", &[&b])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(attached, "the leftover load did not attach");
+    assert_eq!(key_leads_with(&client, &table_b).await, "member_key");
+    let counts: i64 = client
+        .query_one("SELECT count(*) FROM cdp.facebook_audience_members", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counts, 6);
+    // The key still refuses a member twice, and ON CONFLICT still finds it.
+    let twice = client
+        .batch_execute(&format!(
+            "INSERT INTO cdp.facebook_audience_members (configuration_id, audience_id, member_key, match_keys, cells)
+             SELECT configuration_id, audience_id, member_key, match_keys, cells FROM {table_b} LIMIT 1"
+        ))
+        .await;
+    assert!(twice.is_err(), "a member went in twice");
+    client
+        .batch_execute(&format!(
+            "INSERT INTO cdp.facebook_audience_members (configuration_id, audience_id, member_key, match_keys, cells)
+             SELECT configuration_id, audience_id, member_key, match_keys, cells FROM {table_b} LIMIT 1
+             ON CONFLICT (configuration_id, definition_id, member_key) DO NOTHING"
+        ))
+        .await
+        .unwrap();
 }
