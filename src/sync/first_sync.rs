@@ -49,7 +49,9 @@ pub struct FirstSyncUploader<'a> {
 
 impl FirstSyncUploader<'_> {
     /// Sends each batch from `rx` (in order, never the session's last), then records it in the
-    /// ledger and the run row in one transaction. Stops at the first error or on cancellation.
+    /// ledger and the run row in one transaction. The record of one batch is written while the
+    /// next goes to Meta (a batch Meta took but the ledger missed is only sent again by the next
+    /// run, which Meta takes as a no-op). Stops at the first error or on cancellation.
     pub async fn run(
         &self,
         mut rx: mpsc::Receiver<NewMembers>,
@@ -64,14 +66,31 @@ impl FirstSyncUploader<'_> {
             estimated_total: None,
             progress: SessionProgress::default(),
         };
+        let mut committing = None;
+        let mut error = None;
         while let Some(batch) = rx.recv().await {
-            let sent = match sender.send(&schema, &batch.cells, false).await {
+            let send = sender.send(&schema, &batch.cells, false);
+            let (committed, sent) = match committing.take() {
+                Some(commit) => {
+                    let (committed, sent) = tokio::join!(commit, send);
+                    (Some(committed), sent)
+                }
+                None => (None, send.await),
+            };
+            if let Some(Err(e)) = committed.map(|c| self.accepted(&mut done, c)) {
+                error = Some(e.into());
+                break;
+            }
+            let sent = match sent {
                 Ok(Some(sent)) => sent,
                 Ok(None) => {
                     done.interrupted = true;
                     break;
                 }
-                Err(e) => return (done, Some(e)),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
             };
             let rejected: Vec<(i32, i64, Rejected)> = sent
                 .rejected
@@ -81,21 +100,34 @@ impl FirstSyncUploader<'_> {
                     (source.tenant_id, source.customer_id, r)
                 })
                 .collect();
-            if let Err(e) = self.commit(&batch, sent.progress, &rejected).await {
-                return (done, Some(e.into()));
-            }
-            done.batches += 1;
-            done.rows += batch.len() as i64;
-            tracing::info!(
-                system = %self.target.plan.label(),
-                direction = "add",
-                batch = done.batches,
-                rows = batch.len(),
-                "batch accepted while extracting"
-            );
+            committing = Some(self.commit(batch, sent.progress, rejected));
+        }
+        if let Some(commit) = committing
+            && let Err(e) = self.accepted(&mut done, commit.await)
+        {
+            error = error.or(Some(e.into()));
         }
         done.progress = sender.progress;
-        (done, None)
+        (done, error)
+    }
+
+    /// Counts a batch whose record `committed` (its rows) in `done`.
+    fn accepted(
+        &self,
+        done: &mut SentWhileStaging,
+        committed: anyhow::Result<usize>,
+    ) -> anyhow::Result<()> {
+        let rows = committed?;
+        done.batches += 1;
+        done.rows += rows as i64;
+        tracing::info!(
+            system = %self.target.plan.label(),
+            direction = "add",
+            batch = done.batches,
+            rows,
+            "batch accepted while extracting"
+        );
+        Ok(())
     }
 
     /// Copies an accepted batch into the ledger (in key order, which an index takes fastest; a
@@ -103,10 +135,10 @@ impl FirstSyncUploader<'_> {
     /// on the lease (which also holds the configuration row as a foreign key would).
     async fn commit(
         &self,
-        batch: &NewMembers,
+        batch: NewMembers,
         progress: BatchProgress,
-        rejected: &[(i32, i64, Rejected)],
-    ) -> anyhow::Result<()> {
+        rejected: Vec<(i32, i64, Rejected)>,
+    ) -> anyhow::Result<usize> {
         let mut client = self
             .pool
             .get()
@@ -162,9 +194,9 @@ impl FirstSyncUploader<'_> {
         runs::count_batch(&*tx, self.target.run_id, copied as i64, progress)
             .await
             .context("Failed to count the batch")?;
-        rejections::record(&*tx, self.target.run_id, self.target.plan.id, rejected).await?;
+        rejections::record(&*tx, self.target.run_id, self.target.plan.id, &rejected).await?;
         tx.commit().await.context("Failed to commit the batch")?;
-        Ok(())
+        Ok(batch.len())
     }
 }
 
