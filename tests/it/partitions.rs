@@ -52,6 +52,25 @@ async fn partitions(w: &TestApp) -> Vec<(String, i64, bool)> {
     out
 }
 
+/// The system's own audience.
+fn own(configuration: i32) -> db::LedgerScope {
+    db::LedgerScope {
+        configuration_id: configuration,
+        definition_id: 0,
+    }
+}
+
+/// Starts a load for the system's own audience (the worker's `ledger::begin_load`): its table.
+async fn begin_load(client: &tokio_postgres::Client, configuration: i32) -> String {
+    match db::ledger::begin_load(client, own(configuration))
+        .await
+        .unwrap()
+    {
+        db::ledger::LoadInto::Unindexed(table) => table,
+        db::ledger::LoadInto::Ledger => panic!("system {configuration} has a partition already"),
+    }
+}
+
 /// Whether the scope has a load that is not attached.
 async fn loading(w: &TestApp, configuration: i32) -> bool {
     w.client()
@@ -266,11 +285,7 @@ async fn deleting_a_system_drops_its_load_that_never_got_attached() {
     let gone = id_of(&w, "gone").await;
     let kept = id_of(&w, "kept").await;
     for id in [gone, kept] {
-        let table: String = client
-            .query_one("SELECT cdp.begin_ledger_load($1, 0)", &[&id])
-            .await
-            .unwrap()
-            .get(0);
+        let table = begin_load(&client, id).await;
         client
             .batch_execute(&format!(
                 "INSERT INTO {table} (configuration_id, audience_id, member_key, match_keys, cells)
@@ -320,11 +335,7 @@ async fn the_upgrade_leads_every_ledger_key_with_the_member_and_a_leftover_load_
         .collect();
     let (a, b) = (ids[0], ids[1]);
     for id in [a, b] {
-        let load: String = client
-            .query_one("SELECT cdp.begin_ledger_load($1, 0)", &[&id])
-            .await
-            .unwrap()
-            .get(0);
+        let load = begin_load(&client, id).await;
         client
             .batch_execute(&format!(
                 "INSERT INTO {load} (configuration_id, definition_id, audience_id, member_key, match_keys, cells)
@@ -335,10 +346,7 @@ async fn the_upgrade_leads_every_ledger_key_with_the_member_and_a_leftover_load_
             .await
             .unwrap();
     }
-    client
-        .execute("SELECT cdp.attach_ledger($1, 0)", &[&a])
-        .await
-        .unwrap();
+    db::ledger::attach(&client, own(a)).await.unwrap();
     let table_a = format!("cdp.facebook_audience_members_{a}_0");
     let table_b = format!("cdp.facebook_audience_members_{b}_0");
     assert_eq!(key_leads_with(&client, &table_a).await, "configuration_id");
@@ -350,11 +358,7 @@ async fn the_upgrade_leads_every_ledger_key_with_the_member_and_a_leftover_load_
         key_leads_with(&client, "cdp.facebook_audience_members").await,
         "member_key"
     );
-    let attached: bool = client
-        .query_one("SELECT cdp.attach_ledger($1, 0)", &[&b])
-        .await
-        .unwrap()
-        .get(0);
+    let attached = db::ledger::attach(&client, own(b)).await.unwrap();
     assert!(attached, "the leftover load did not attach");
     assert_eq!(key_leads_with(&client, &table_b).await, "member_key");
     let counts: i64 = client
