@@ -20,7 +20,7 @@ pub struct Changes {
 }
 
 /// Plans the run on the staged members (`sync_stage` on `stage`). `known_audience`: the ledger's
-/// size when the caller knows it. `refresh_ledger`: whether the ledger's source columns of
+/// size before the run changes it. `refresh_ledger`: whether the ledger's source columns of
 /// unchanged members are brought up to date (not in a dry run).
 pub async fn plan_changes(
     ctx: &SyncContext,
@@ -28,7 +28,7 @@ pub async fn plan_changes(
     plan: &SyncPlan,
     mode: SyncMode,
     staged: &StageReport,
-    known_audience: Option<i64>,
+    known_audience: i64,
     refresh_ledger: bool,
 ) -> Result<Changes, SyncError> {
     let scope = plan.scope();

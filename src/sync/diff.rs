@@ -48,7 +48,7 @@ const RANK: &str = "filled DESC, tenant_id, customer_id";
 
 /// Plans one configuration's run in `sync_stage`. In `append` mode no removals are planned (a
 /// changed member's new row replaces the old one in the ledger when it is added). `audience` is
-/// the ledger's size when the caller knows it.
+/// the ledger's size before the run changes it.
 ///
 /// The statements that join the ledger run with sequential scans disabled: the staged side is
 /// what they scan, and the ledger's statistics can lag far behind it (an emptied audience still
@@ -62,7 +62,7 @@ pub async fn diff(
     match_keys: &str,
     mode: SyncMode,
     staged: &StageReport,
-    audience: Option<i64>,
+    audience: i64,
     refresh_ledger: bool,
 ) -> anyhow::Result<DiffReport> {
     plan_tables::create_plan(stage, staged.gone > 0).await?;
@@ -79,10 +79,6 @@ pub async fn diff(
             .await
             .context("Failed to dedupe the staged members")?;
     }
-    let audience: i64 = match audience {
-        Some(n) => n,
-        None => ledger::count_members(stage, scope).await?,
-    };
     let ledger = |key: &str| ledger::join(key, staged.in_table, audience);
     let mut refreshed = 0;
     if audience > 0 {

@@ -61,7 +61,7 @@ pub(super) async fn execute(
     // the ledger holds exactly the streamed members (whose statistics the diff needs); otherwise
     // the staging counted it.
     let known_audience = match sessions.first_sync {
-        true => Some(streamed.rows),
+        true => streamed.rows,
         false => staged.ledger_members,
     };
     if sessions.first_sync && streamed.rows > 0 {

@@ -51,9 +51,9 @@ pub struct StageReport {
     pub maybe_dup: u64,
     /// Rows written to `sync_stage` (candidates sent while extracting are not).
     pub in_table: u64,
-    /// Members in the ledger before the run changes it (`None` on a first sync, whose ledger fills
+    /// Members in the ledger before the run changes it (0 on a first sync, whose ledger fills
     /// while it stages).
-    pub ledger_members: Option<i64>,
+    pub ledger_members: i64,
 }
 
 impl StageReport {
@@ -245,7 +245,7 @@ pub async fn stage_members(
             report.tally.add_unchanged(invalid, filled, rows as u64);
             report.unchanged += rows as u64;
         }
-        report.ledger_members = Some(settled.members);
+        report.ledger_members = settled.members;
     }
     Ok(report)
 }
