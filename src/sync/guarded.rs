@@ -64,14 +64,9 @@ async fn run_plan(
         .map_err(|e: SyncError| {
             super::tokens::explain_refusal(e.into(), &ctx.meta, plan.token_ref.as_deref())
         });
-    // A failed statement may have left a transaction open, which ROLLBACK ends (outside one it
-    // only warns); whatever the run left in its session goes.
-    if let Err(e) = client
-        .batch_execute(
-            "ROLLBACK; RESET enable_seqscan; RESET default_statistics_target; DISCARD TEMP",
-        )
-        .await
-    {
+    // Whatever the run left in its session goes: a transaction a failed or cancelled step left
+    // open, and its settings and tables.
+    if let Err(e) = db::pool::reset_session(&client).await {
         tracing::warn!(error = %db::error_text(&e), "Failed to reset the staging session; closing it");
         drop(deadpool_postgres::Object::take(client));
     }

@@ -26,6 +26,7 @@ mod rejections;
 mod replace;
 mod resume;
 mod scheduler;
+mod session;
 mod status_page;
 mod takeover;
 mod tokens;
