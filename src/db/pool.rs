@@ -20,14 +20,16 @@ use crate::secret::ExposeSecret;
 pub type Pool = deadpool_postgres::Pool;
 
 /// A pool sized and timed from the settings; connections are checked before reuse, because the
-/// worker idles for hours between runs and the server may have closed them.
+/// worker idles for hours between runs and the server may have closed them, and the check sets
+/// back what a user of the connection changed (the extraction's `work_mem`): `RESET ALL` returns
+/// every setting to the connection's own (those of [`pg_config`]).
 pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     let config = pg_config(settings)?;
     let manager = Manager::from_config(
         config,
         tls_connector(settings)?,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Verified,
+            recycling_method: RecyclingMethod::Custom("RESET ALL".to_string()),
         },
     );
     let timeout = Some(Duration::from_secs(settings.connect_timeout_secs));

@@ -86,3 +86,82 @@ async fn resetting_a_session_ends_an_open_or_failed_transaction_and_warns_of_not
     }
     assert!(warned.is_empty(), "no warning: {warned:?}");
 }
+
+#[tokio::test]
+async fn a_pooled_connection_comes_back_with_the_pools_settings_whatever_its_last_user_set() {
+    let t = TestApp::builder().build().await;
+    let mut settings = t.database_settings().clone();
+    settings.pool_size = 1;
+    let pool = cdp_meta_sync::db::connect_pool(&settings).unwrap();
+    let first = pool.get().await.unwrap();
+    let pid: i32 = first
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let own: String = first.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    first
+        .batch_execute("SET work_mem = '1MB'; SET enable_hashjoin = off")
+        .await
+        .unwrap();
+    drop(first);
+
+    let again = pool.get().await.unwrap();
+    let row = again
+        .query_one(
+            "SELECT pg_backend_pid(), current_setting('work_mem'), current_setting('enable_hashjoin')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), pid, "the same connection");
+    assert_eq!(row.get::<_, String>(1), own);
+    assert_eq!(own, "64MB", "the pool's own work_mem");
+    assert_eq!(row.get::<_, String>(2), "on");
+}
+
+#[tokio::test]
+async fn the_extraction_runs_with_hash_tables_small_enough_for_the_cpus_cache() {
+    let w = TestApp::builder().customers(200).build().await;
+    w.only_kangoo().await;
+    w.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE seen_work_mem (value text);
+             CREATE FUNCTION note_work_mem() RETURNS boolean LANGUAGE sql VOLATILE AS
+               $$ INSERT INTO seen_work_mem VALUES (current_setting('work_mem')) RETURNING true $$;",
+        )
+        .await
+        .unwrap();
+    let mut ctx = w.ctx.clone();
+    ctx.extract_sql = Some(
+        "SELECT c.id::bigint AS customer_id, c.tenant_id, c.email::text AS email,
+                c.phone::text AS phone, c.firstname::text AS first_name, c.lastname::text AS last_name
+           FROM customers_master c JOIN cdp_rfm_analysis r ON r.customer_id = c.id
+          WHERE c.tenant_id = ANY($1) AND r.rfm_segment <> ALL($2) AND note_work_mem()"
+            .into(),
+    );
+    w.make_due().await;
+    let reports = cdp_meta_sync::scheduler::run_due(
+        &ctx,
+        cdp_meta_sync::sync::Trigger::Once,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        reports[0].outcome == cdp_meta_sync::sync::Outcome::Success,
+        "{:?}",
+        reports[0].outcome
+    );
+    let seen: Vec<String> = w
+        .client()
+        .await
+        .query("SELECT DISTINCT value FROM seen_work_mem", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, ["1MB"]);
+}
