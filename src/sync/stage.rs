@@ -40,7 +40,7 @@ const CHUNK_ROWS: usize = 2048;
 /// The extraction's memory for each hash join: the pool's `work_mem` (64MB, for the staging
 /// table's sorts and the diff) made the join of customers to their segment, and to the ledger's
 /// sources, one hash table of about 50 MB per system at 1M customers, probed at random; in
-/// batches that fit the CPU's cache the same query took 40 % less (see the README's performance
+/// batches that fit the CPU's cache the same query took about 40 % less (see the README's performance
 /// section). The pool sets its own value again when the connection goes back
 /// ([`crate::db::pool::connect_pool`]).
 const EXTRACTION_SETTINGS: &str = "SET work_mem = '1MB'";
