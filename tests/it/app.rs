@@ -166,9 +166,7 @@ impl TestApp {
 
     /// One `run --once` pass over every due system, with [`TestApp::ctx`].
     pub async fn sync_due(&self) -> Vec<RunReport> {
-        run_due(&self.ctx, Trigger::Once, &CancellationToken::new())
-            .await
-            .unwrap()
+        sync_due_with(&self.ctx).await
     }
 
     /// An event pump (`test-worker`, two attempts per call) on the app's pool.
@@ -332,4 +330,12 @@ async fn create_database() -> (Settings, Pool) {
     let settings = settings_for(&url_for_database(&name), &[]);
     let pool = db::connect_pool(&settings.database).expect("pool");
     (settings, pool)
+}
+
+/// One `run --once` pass over every due system, with another context (an operator's query, other
+/// settings).
+pub async fn sync_due_with(ctx: &SyncContext) -> Vec<RunReport> {
+    run_due(ctx, Trigger::Once, &CancellationToken::new())
+        .await
+        .unwrap()
 }

@@ -130,13 +130,7 @@ async fn database_errors_quoting_customer_values_leave_error_log_without_them() 
         let mut ctx = w.ctx.clone();
         ctx.extract_sql = Some(extraction(column).into());
         w.make_due().await;
-        let reports = cdp_meta_sync::scheduler::run_due(
-            &ctx,
-            cdp_meta_sync::sync::Trigger::Once,
-            &tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let reports = crate::app::sync_due_with(&ctx).await;
         assert!(matches!(reports[0].outcome, Outcome::Failed(_)));
         let error_log = w.error_log(SYSTEM).await.unwrap();
         assert!(

@@ -142,13 +142,7 @@ async fn the_extraction_runs_with_hash_tables_small_enough_for_the_cpus_cache() 
             .into(),
     );
     w.make_due().await;
-    let reports = cdp_meta_sync::scheduler::run_due(
-        &ctx,
-        cdp_meta_sync::sync::Trigger::Once,
-        &tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let reports = crate::app::sync_due_with(&ctx).await;
     assert!(
         reports[0].outcome == cdp_meta_sync::sync::Outcome::Success,
         "{:?}",
