@@ -199,16 +199,15 @@ pub async fn cancel_query(client: &tokio_postgres::Client, settings: &DatabaseSe
 
 /// Hands a connection back as a run found it: ends the transaction the run left open, if it did
 /// (a ROLLBACK outside one would warn in the worker's and the server's logs after every run), and
-/// resets the run's settings and temporary tables. Outside a transaction a statement is its own,
+/// resets every setting the run changed (`RESET ALL`, as the pool's recycling does) and drops its
+/// temporary tables. Outside a transaction a statement is its own,
 /// so its start time is the transaction's (`now()`); in an aborted one the check itself fails.
 pub async fn reset_session(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
     let outside_a_transaction = outside_a_transaction(client).await.unwrap_or(false);
     if !outside_a_transaction {
         client.batch_execute("ROLLBACK").await?;
     }
-    client
-        .batch_execute("RESET enable_seqscan; RESET default_statistics_target; DISCARD TEMP")
-        .await
+    client.batch_execute("RESET ALL; DISCARD TEMP").await
 }
 
 /// Whether the session has no transaction open: a simple query outside one is a transaction of its
