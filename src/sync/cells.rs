@@ -16,10 +16,13 @@ pub fn push_cell(packed: &mut Vec<u8>, cell: &str) {
     }
     if cell.len() == 64 {
         let mut digest = [0u8; 32];
-        let lowercase_hex = cell
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if lowercase_hex && const_hex::decode_to_slice(cell, &mut digest).is_ok() {
+        // The decode checks for hex digits; a cell that had an uppercase one would not come back
+        // the same. Without an early exit the check runs as a few vector instructions.
+        if const_hex::decode_to_slice(cell, &mut digest).is_ok()
+            && cell
+                .bytes()
+                .fold(true, |lower, b| lower & !b.is_ascii_uppercase())
+        {
             packed.push(DIGEST);
             packed.extend_from_slice(&digest);
             return;

@@ -120,17 +120,23 @@ async fn a_pooled_connection_comes_back_with_the_pools_settings_whatever_its_las
     assert_eq!(row.get::<_, String>(2), "on");
 }
 
-#[tokio::test]
-async fn the_extraction_runs_with_hash_tables_small_enough_for_the_cpus_cache() {
+/// The values of `settings` in the session that runs the extraction, as an operator query that
+/// records them sees them (each distinct row once).
+async fn settings_seen_by_the_extraction(settings: &[&str]) -> Vec<Vec<String>> {
     let w = TestApp::builder().customers(200).build().await;
     w.only_kangoo().await;
+    let values: Vec<String> = settings
+        .iter()
+        .map(|s| format!("current_setting('{s}')"))
+        .collect();
     w.client()
         .await
-        .batch_execute(
-            "CREATE TABLE seen_work_mem (value text);
-             CREATE FUNCTION note_work_mem() RETURNS boolean LANGUAGE sql VOLATILE AS
-               $$ INSERT INTO seen_work_mem VALUES (current_setting('work_mem')) RETURNING true $$;",
-        )
+        .batch_execute(&format!(
+            "CREATE TABLE seen_settings (value text[]);
+             CREATE FUNCTION note_settings() RETURNS boolean LANGUAGE sql VOLATILE AS
+               $$ INSERT INTO seen_settings VALUES (ARRAY[{}]) RETURNING true $$;",
+            values.join(", ")
+        ))
         .await
         .unwrap();
     let mut ctx = w.ctx.clone();
@@ -138,7 +144,7 @@ async fn the_extraction_runs_with_hash_tables_small_enough_for_the_cpus_cache() 
         "SELECT c.id::bigint AS customer_id, c.tenant_id, c.email::text AS email,
                 c.phone::text AS phone, c.firstname::text AS first_name, c.lastname::text AS last_name
            FROM customers_master c JOIN cdp_rfm_analysis r ON r.customer_id = c.id
-          WHERE c.tenant_id = ANY($1) AND r.rfm_segment <> ALL($2) AND note_work_mem()"
+          WHERE c.tenant_id = ANY($1) AND r.rfm_segment <> ALL($2) AND note_settings()"
             .into(),
     );
     w.make_due().await;
@@ -148,14 +154,24 @@ async fn the_extraction_runs_with_hash_tables_small_enough_for_the_cpus_cache() 
         "{:?}",
         reports[0].outcome
     );
-    let seen: Vec<String> = w
-        .client()
+    w.client()
         .await
-        .query("SELECT DISTINCT value FROM seen_work_mem", &[])
+        .query("SELECT DISTINCT value FROM seen_settings", &[])
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    assert_eq!(seen, ["1MB"]);
+        .collect()
+}
+
+#[tokio::test]
+async fn the_extraction_runs_with_hash_tables_small_enough_for_the_cpus_cache() {
+    let seen = settings_seen_by_the_extraction(&["work_mem"]).await;
+    assert_eq!(seen, [["1MB"]]);
+}
+
+#[tokio::test]
+async fn the_extraction_runs_without_parallel_workers_that_would_compete_with_the_other_systems() {
+    let seen = settings_seen_by_the_extraction(&["max_parallel_workers_per_gather"]).await;
+    assert_eq!(seen, [["0"]]);
 }
