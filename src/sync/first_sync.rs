@@ -130,9 +130,9 @@ impl FirstSyncUploader<'_> {
         Ok(())
     }
 
-    /// Copies an accepted batch into the ledger (in key order, which an index takes fastest; a
-    /// new audience's load has no index yet and takes the rows as they come) and counts it in the run row, in one transaction fenced
-    /// on the lease (which also holds the configuration row as a foreign key would).
+    /// Copies an accepted batch into the ledger (in key order when the ledger's index takes it; a
+    /// new audience's load has no index yet) and counts it in the run row, in one transaction
+    /// fenced on the lease (which also holds the configuration row as a foreign key would).
     async fn commit(
         &self,
         batch: NewMembers,
@@ -159,7 +159,6 @@ impl FirstSyncUploader<'_> {
             .await
             .context("Failed to start the ledger COPY")?;
         let mut sink = pin!(sink);
-        // Key order helps only an index: a load has none, and reads the batch in its own order.
         let mut order: Vec<usize> = (0..batch.len()).collect();
         if *self.load == LoadInto::Ledger {
             order.sort_unstable_by_key(|&i| batch.sources[i].member_key);
