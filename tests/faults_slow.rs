@@ -47,7 +47,9 @@ fn signal(pid: u32, name: &str) {
     assert!(ok, "kill -{name} {pid}");
 }
 
-#[tokio::test]
+// Two threads: the sandbox runs in this test's runtime and must go on reading while the test
+// blocks in `kill`, as Meta would; a frozen sandbox leaves A's upload half-written in A's buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_paused_past_its_lease_sends_and_writes_nothing_once_another_took_the_system_over()
 {
     let w = TestApp::builder().customers(3_000).build().await;

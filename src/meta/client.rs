@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use super::auth::appsecret_proof;
 use super::error::{GraphError, MetaError};
+use super::fence::{FencedBody, WriteFence};
 use super::retry::{RetryClass, RetryPolicy};
 use super::throttle::{self, Throttle};
 use crate::configuration::MetaSettings;
@@ -48,6 +49,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 #[derive(Clone)]
 pub struct MetaClient {
     inner: Arc<Inner>,
+    /// When set, every write's body goes out only while it is open ([`MetaClient::fenced`]).
+    fence: Option<WriteFence>,
 }
 
 struct Inner {
@@ -129,7 +132,17 @@ impl MetaClient {
                 throttle: Arc::new(Throttle::new(settings.throttle_max_wait())),
                 token_refused: AtomicBool::new(false),
             }),
+            fence: None,
         })
+    }
+
+    /// The same client, its writes' bodies fenced by `fence`: a body goes out to its last byte
+    /// only while the fence is open (a run's lease, see [`super::fence`]).
+    pub fn fenced(&self, fence: WriteFence) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            fence: Some(fence),
+        }
     }
 
     /// The same client with another access token (a system's `token_ref`): connections, retry
@@ -151,6 +164,7 @@ impl MetaClient {
                 throttle: inner.throttle.clone(),
                 token_refused: AtomicBool::new(false),
             }),
+            fence: self.fence.clone(),
         })
     }
 
@@ -280,9 +294,11 @@ impl MetaClient {
             .request(method.clone(), url.clone())
             .header(AUTHORIZATION, self.authorization()?);
         if let Some(body) = body {
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
+            let body = match &self.fence {
+                Some(fence) => reqwest::Body::wrap(FencedBody::new(body.clone(), fence.clone())),
+                None => reqwest::Body::from(body.clone()),
+            };
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
         let response = request.send().await.map_err(MetaError::from_transport)?;
         let status = response.status();

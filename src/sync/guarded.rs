@@ -39,7 +39,8 @@ async fn unless_it_panics<T>(work: impl std::future::Future<Output = T>) -> Opti
     AssertUnwindSafe(work).catch_unwind().await.ok()
 }
 
-/// Runs a valid plan with the system's own Meta token (`token_ref`) or the worker's, on a
+/// Runs a valid plan with the system's own Meta token (`token_ref`) or the worker's, its writes
+/// fenced by the lease (a body goes out whole only while the lease holds), on a
 /// connection of its own (its session holds the staging and plan tables), which goes back to the
 /// pool clean, or is closed when it cannot be cleaned.
 async fn run_plan(
@@ -51,7 +52,7 @@ async fn run_plan(
 ) -> Result<Synced, Outcome> {
     let meta = super::tokens::client_for(ctx, plan.token_ref.as_deref()).await?;
     let ctx = &SyncContext {
-        meta,
+        meta: meta.fenced(lease.fence()),
         ..ctx.clone()
     };
     let client = ctx

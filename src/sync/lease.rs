@@ -7,10 +7,12 @@
 //! * before each call that changes the audience, [`Lease::ensure`] asks whether the last renewal is
 //!   recent enough; when it is not (the worker was paused, or the database was out of reach), it
 //!   renews on the spot and refuses when the lease is someone else's. During the call (and its
-//!   retries), [`Lease::guard`] drops it once the last renewal grows too old;
+//!   retries), [`Lease::guard`] drops it once the last renewal grows too old, and the run's
+//!   [`Lease::fence`] holds back the last byte of a body still on its way (a worker paused in
+//!   the middle of an upload would otherwise finish sending it when it wakes);
 //! * every ledger write calls `cdp.hold_lease` (`sql/0006_lease_fence.sql`) in its own statement
 //!   or transaction: the database refuses the write once another worker owns the row.
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::Pool;
 use crate::db::configurations::renew_lease;
+use crate::meta::WriteFence;
 
 /// SQLSTATE `cdp.hold_lease` raises when the lease is someone else's.
 pub const LEASE_LOST_SQLSTATE: &str = "CDPL1";
@@ -32,8 +35,9 @@ pub struct Lease {
     configuration_id: i32,
     worker_id: String,
     length: Duration,
-    /// When the last renewal that succeeded was sent (a conservative start of its term).
-    renewed_at: Mutex<Instant>,
+    /// When the last renewal that succeeded was sent (a conservative start of its term); shared
+    /// with the run's [`WriteFence`].
+    renewed_at: Arc<Mutex<Instant>>,
     /// Cancelled once the lease is known to be lost.
     lost: CancellationToken,
 }
@@ -50,7 +54,7 @@ impl Lease {
             configuration_id,
             worker_id,
             length,
-            renewed_at: Mutex::new(Instant::now()),
+            renewed_at: Arc::new(Mutex::new(Instant::now())),
             lost: CancellationToken::new(),
         }
     }
@@ -106,6 +110,19 @@ impl Lease {
             _ = self.stale() => Err(LeaseLost),
             out = call => Ok(out),
         }
+    }
+
+    /// The fence of the run's writes to Meta: open while the lease is certainly ours (not lost,
+    /// renewed within two thirds of its length). A body already on its way when the worker was
+    /// paused does not go out whole after it wakes with the lease gone (see [`crate::meta::Fenced`]).
+    pub fn fence(&self) -> WriteFence {
+        let renewed_at = self.renewed_at.clone();
+        let lost = self.lost.clone();
+        let length = self.length;
+        WriteFence::new(move || {
+            let renewed_at = *renewed_at.lock().expect("lease clock");
+            !lost.is_cancelled() && fresh(renewed_at, Instant::now(), length)
+        })
     }
 
     /// Resolves once the last renewal is older than two thirds of the lease.
@@ -248,6 +265,36 @@ mod tests {
             "sent"
         };
         assert_eq!(lease.guard(quick).await, Ok("sent"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_write_fence_closes_when_the_lease_grows_stale_or_is_lost() {
+        let lease = lease(Duration::from_secs(30));
+        let fence = lease.fence();
+        assert!(fence_is_open(&fence));
+        tokio::time::advance(Duration::from_secs(21)).await;
+        assert!(!fence_is_open(&fence), "stale: renewed 21 s ago of 30");
+        let lease = super::Lease::claimed(
+            lease.pool.clone(),
+            1,
+            "worker-a".into(),
+            Duration::from_secs(30),
+        );
+        let fence = lease.fence();
+        lease.lost.cancel();
+        assert!(!fence_is_open(&fence), "lost");
+    }
+
+    /// Whether a body fenced by `fence` would send its piece now.
+    fn fence_is_open(fence: &WriteFence) -> bool {
+        use http_body::Body;
+        let mut body =
+            crate::meta::FencedBody::new(bytes::Bytes::from_static(b"{}"), fence.clone());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        matches!(
+            std::pin::Pin::new(&mut body).poll_frame(&mut cx),
+            std::task::Poll::Ready(Some(Ok(_)))
+        )
     }
 
     #[test]
