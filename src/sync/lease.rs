@@ -274,12 +274,7 @@ mod tests {
         assert!(fence_is_open(&fence));
         tokio::time::advance(Duration::from_secs(21)).await;
         assert!(!fence_is_open(&fence), "stale: renewed 21 s ago of 30");
-        let lease = super::Lease::claimed(
-            lease.pool.clone(),
-            1,
-            "worker-a".into(),
-            Duration::from_secs(30),
-        );
+        let lease = self::lease(Duration::from_secs(30));
         let fence = lease.fence();
         lease.lost.cancel();
         assert!(!fence_is_open(&fence), "lost");
