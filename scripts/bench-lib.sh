@@ -8,12 +8,14 @@ machine_cpu() { awk '/^cpu /{printf "%.2f", ($2+$3+$4+$7+$8)/100}' /proc/stat; }
 process_cpu() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
 
 # fresh_world DB BIN: database DB created anew and migrated, a meta-sandbox from BIN started;
-# exports DATABASE_URL and META_GRAPH_URL and sets $sandbox to the sandbox's pid.
+# exports DATABASE_URL and META_GRAPH_URL and sets $sandbox to the sandbox's pid. BENCH_SSLMODE
+# (e.g. disable) goes into DATABASE_URL as its sslmode, for every client alike; unset, each
+# client's default (prefer: TLS whenever the server offers it, as Debian's does).
 fresh_world() {
     local db=$1 bin=$2 port
     psql_admin -c "'DROP DATABASE IF EXISTS $db'" >/dev/null 2>&1
     psql_admin -c "'CREATE DATABASE $db OWNER cdp'" >/dev/null
-    export DATABASE_URL="postgres://cdp:cdp@127.0.0.1:$PGPORT/$db"
+    export DATABASE_URL="postgres://cdp:cdp@127.0.0.1:$PGPORT/$db${BENCH_SSLMODE:+?sslmode=$BENCH_SSLMODE}"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     "$bin/meta-sandbox" --port "$port" >/dev/null 2>&1 &
     sandbox=$!

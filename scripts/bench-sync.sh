@@ -7,6 +7,7 @@
 #   BENCH_SCHEMA=original|original-location|rich (default rich): the demo CDP's columns
 #   BENCH_BIN_DIR=DIR: use the cdp-meta-sync and meta-sandbox in DIR (another version, for an A/B
 #   run in alternation) instead of building this checkout
+#   BENCH_SSLMODE=disable: talk to Postgres without TLS (default: the worker's sslmode=prefer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("${@:-100000 1000000}")

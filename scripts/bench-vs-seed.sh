@@ -14,6 +14,7 @@
 # Usage: scripts/bench-vs-seed.sh [N ...]   (default: 1000000)
 #   BENCH_RUNS=3     runs per contender
 #   BENCH_BIN_DIR=DIR  the cdp-meta-sync and meta-sandbox in DIR (another build), not this tree's
+#   BENCH_SSLMODE=disable  both contenders talk to Postgres without TLS (default: their own, TLS)
 #   SEED_VENV=DIR    where the Python venv for the original algorithm lives (created when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
