@@ -16,32 +16,53 @@ const COLUMNS: &str =
      added_run_id, source_tenant_id, source_customer_id, source_digest, filled, invalid_keys,
      filled_keys)";
 
+/// The columns a first sync's load takes from its COPY: the others are the run's, the load
+/// table's defaults (see `sql/0016_ledger_load_defaults.sql`).
+const LOADED_COLUMNS: &str = "(member_key, cells, source_tenant_id, source_customer_id,
+     source_digest, filled, invalid_keys, filled_keys)";
+
 /// The binary COPY of one accepted batch into `table` (see [`crate::sync::first_sync`], which
-/// encodes the rows in [`COLUMNS`] order).
+/// encodes the rows in [`COLUMNS`] order, or in [`LOADED_COLUMNS`] order into a load).
 pub fn copy_statement(table: &LoadInto) -> String {
-    let table = match table {
-        LoadInto::Ledger => "cdp.facebook_audience_members",
-        LoadInto::Unindexed(name) => name,
+    let (table, columns) = match table {
+        LoadInto::Ledger => ("cdp.facebook_audience_members", COLUMNS),
+        LoadInto::Unindexed(name) => (name.as_str(), LOADED_COLUMNS),
     };
-    format!("COPY {table} {COLUMNS} FROM STDIN (FORMAT binary)")
+    format!("COPY {table} {columns} FROM STDIN (FORMAT binary)")
 }
 
 /// Where a first sync copies its members while it extracts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadInto {
-    /// The audience's partition-to-be, with no index yet: [`attach`] indexes and attaches it.
+    /// The audience's partition-to-be, with no index yet and the run's constant columns as
+    /// defaults: [`attach`] indexes and attaches it.
     Unindexed(String),
     /// The ledger itself (the audience has its partition already).
     Ledger,
 }
 
+/// The run a load's rows come from: their constant columns.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOf<'a> {
+    pub scope: LedgerScope,
+    pub audience_id: &'a str,
+    pub match_keys: &'a str,
+    pub run_id: i64,
+}
+
 /// Starts a first sync's load (see `sql/0014_ledger_partitions.sql`): an audience with no
 /// partition yet gets an unindexed table of its own to load.
-pub async fn begin_load(client: &Client, scope: LedgerScope) -> anyhow::Result<LoadInto> {
+pub async fn begin_load(client: &Client, of: LoadOf<'_>) -> anyhow::Result<LoadInto> {
     let table: Option<String> = client
         .query_one(
-            "SELECT cdp.begin_ledger_load($1, $2)",
-            &[&scope.configuration_id, &scope.definition_id],
+            "SELECT cdp.begin_ledger_load($1, $2, $3, $4, $5)",
+            &[
+                &of.scope.configuration_id,
+                &of.scope.definition_id,
+                &of.audience_id,
+                &of.match_keys,
+                &of.run_id,
+            ],
         )
         .await
         .context("Failed to start the ledger's load")?

@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ledger_key_order",
         include_str!("../../sql/0015_ledger_key_order.sql"),
     ),
+    (
+        16,
+        "ledger_load_defaults",
+        include_str!("../../sql/0016_ledger_load_defaults.sql"),
+    ),
 ];
 
 /// Upgrades the original design's table in place (see the module docs).

@@ -167,18 +167,16 @@ impl FirstSyncUploader<'_> {
         // Sent in pieces, so the batch is never copied whole.
         let mut buf = BytesMut::new();
         buf.put_slice(copy::HEADER);
-        // Everything but the cells: field lengths, the ids, the key, the audience and schema.
-        let fixed = 2
-            + 13 * 4
-            + (4 + 4 + 8 + 4 + 8 + 8 + 2 + 4 + 4)
-            + 32
-            + self.target.audience_id.len()
-            + self.target.match_keys.len();
+        let fixed = fixed_row_bytes(&self.target);
+        let encode = match self.load {
+            LoadInto::Ledger => encode_ledger_row,
+            LoadInto::Unindexed(_) => encode_loaded_row,
+        };
         for piece in order.chunks(COPY_PIECE_ROWS) {
             // Reserved whole, so a piece is written without the buffer growing under it.
             buf.reserve(piece.iter().map(|&i| fixed + rows[i].len()).sum());
             for &i in piece {
-                encode_ledger_row(&mut buf, &self.target, &batch.sources[i], rows[i]);
+                encode(&mut buf, &self.target, &batch.sources[i], rows[i]);
             }
             sink.send(buf.split().freeze())
                 .await
@@ -205,7 +203,12 @@ impl FirstSyncUploader<'_> {
 /// Rows per piece of the ledger COPY.
 const COPY_PIECE_ROWS: usize = 1000;
 
-/// One ledger row.
+/// Everything of a ledger row but its cells, at most (field lengths, ids, key, audience, schema).
+fn fixed_row_bytes(t: &Target<'_>) -> usize {
+    2 + 13 * 4 + (4 + 4 + 8 + 4 + 8 + 8 + 2 + 4 + 4) + 32 + t.audience_id.len() + t.match_keys.len()
+}
+
+/// One ledger row, whole.
 fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &MemberSource, cells: &[u8]) {
     Tuple::start(buf, 13)
         .i32(t.plan.id)
@@ -215,6 +218,19 @@ fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &MemberSource, 
         .bytes(t.match_keys.as_bytes())
         .bytes(cells)
         .i64(t.run_id)
+        .i32(source.tenant_id)
+        .i64(source.customer_id)
+        .i64(source.digest)
+        .i16(source.filled)
+        .i32(source.invalid_keys)
+        .i32(source.filled_keys);
+}
+
+/// One row of a load: the member's own columns (the run's are the load table's defaults).
+fn encode_loaded_row(buf: &mut BytesMut, _: &Target<'_>, source: &MemberSource, cells: &[u8]) {
+    Tuple::start(buf, 8)
+        .bytes(&source.member_key)
+        .bytes(cells)
         .i32(source.tenant_id)
         .i64(source.customer_id)
         .i64(source.digest)
@@ -243,7 +259,15 @@ pub async fn stage_and_send_new(
     let plan = target.plan;
     let expected = runs::last_extracted(stage, plan.scope()).await?;
     let load = match sessions.first_sync {
-        true => ledger::begin_load(stage, plan.scope()).await?,
+        true => {
+            let of = ledger::LoadOf {
+                scope: plan.scope(),
+                audience_id: target.audience_id,
+                match_keys: target.match_keys,
+                run_id: target.run_id,
+            };
+            ledger::begin_load(stage, of).await?
+        }
         false => LoadInto::Ledger,
     };
     let (tx, rx) = mpsc::channel(1);

@@ -62,13 +62,43 @@ fn own(configuration: i32) -> db::LedgerScope {
 
 /// Starts a load for the system's own audience (the worker's `ledger::begin_load`): its table.
 async fn begin_load(client: &tokio_postgres::Client, configuration: i32) -> String {
-    match db::ledger::begin_load(client, own(configuration))
-        .await
-        .unwrap()
-    {
+    let of = db::ledger::LoadOf {
+        scope: own(configuration),
+        audience_id: "1",
+        match_keys: "EMAIL",
+        run_id: 1,
+    };
+    match db::ledger::begin_load(client, of).await.unwrap() {
         db::ledger::LoadInto::Unindexed(table) => table,
         db::ledger::LoadInto::Ledger => panic!("system {configuration} has a partition already"),
     }
+}
+
+/// Starts a load as the worker did before the load's constants became defaults (migration 16).
+async fn begin_load_before_0016(client: &tokio_postgres::Client, configuration: i32) -> String {
+    client
+        .query_one("SELECT cdp.begin_ledger_load($1, 0)", &[&configuration])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Each column's default in `table` (its expression, if it has one), in column order.
+async fn defaults(client: &tokio_postgres::Client, table: &str) -> Vec<(String, Option<String>)> {
+    client
+        .query(
+            "SELECT a.attname::text, pg_get_expr(d.adbin, d.adrelid)
+               FROM pg_attribute a
+               LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+              WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 /// Whether the scope has a load that is not attached.
@@ -136,6 +166,43 @@ async fn a_first_sync_loads_the_audience_into_a_partition_of_its_own_with_its_pr
     );
     assert!(!loading(&w, id).await);
     assert_kangoo_is_its_source(&w).await;
+}
+
+#[tokio::test]
+async fn a_first_syncs_members_carry_its_audience_schema_and_run_and_its_partition_keeps_no_default_of_the_run()
+ {
+    let (w, id, members) = kangoo_after_its_first_sync().await;
+    let client = w.client().await;
+    let run: i64 = client
+        .query_one(
+            "SELECT id FROM cdp.facebook_sync_runs WHERE configuration_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let constants: Vec<(i32, i32, String, i64, i64)> = client
+        .query(
+            "SELECT configuration_id, definition_id, audience_id, added_run_id, count(*)
+               FROM cdp.facebook_audience_members WHERE configuration_id = $1
+              GROUP BY 1, 2, 3, 4",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        constants,
+        vec![(id, 0, w.audience_id(SYSTEM).await, run, members as i64)]
+    );
+    // The schema: the cells decode into the audience's rows (see assert_kangoo_is_its_source).
+    assert_kangoo_is_its_source(&w).await;
+    assert_eq!(
+        defaults(&client, &format!("cdp.facebook_audience_members_{id}_0")).await,
+        defaults(&client, "cdp.facebook_audience_members").await
+    );
 }
 
 #[tokio::test]
@@ -229,7 +296,7 @@ async fn the_upgrade_moves_every_audience_of_an_existing_ledger_into_a_partition
         .await
         .unwrap();
     let report = db::migrate::run(&mut client).await.unwrap();
-    assert_eq!(report.applied, vec![14, 15]);
+    assert_eq!(report.applied, vec![14, 15, 16]);
 
     let scopes: Vec<(i32, i32)> = client
         .query(
@@ -335,7 +402,7 @@ async fn the_upgrade_leads_every_ledger_key_with_the_member_and_a_leftover_load_
         .collect();
     let (a, b) = (ids[0], ids[1]);
     for id in [a, b] {
-        let load = begin_load(&client, id).await;
+        let load = begin_load_before_0016(&client, id).await;
         client
             .batch_execute(&format!(
                 "INSERT INTO {load} (configuration_id, definition_id, audience_id, member_key, match_keys, cells)
@@ -352,7 +419,7 @@ async fn the_upgrade_leads_every_ledger_key_with_the_member_and_a_leftover_load_
     assert_eq!(key_leads_with(&client, &table_a).await, "configuration_id");
 
     let report = db::migrate::run(&mut client).await.unwrap();
-    assert_eq!(report.applied, vec![15]);
+    assert_eq!(report.applied, vec![15, 16]);
     assert_eq!(key_leads_with(&client, &table_a).await, "member_key");
     assert_eq!(
         key_leads_with(&client, "cdp.facebook_audience_members").await,
