@@ -16,19 +16,26 @@ const COLUMNS: &str =
      added_run_id, source_tenant_id, source_customer_id, source_digest, filled, invalid_keys,
      filled_keys)";
 
-/// The columns a first sync's load takes from its COPY: the others are the run's, the load
-/// table's defaults (see `sql/0016_ledger_load_defaults.sql`).
-const LOADED_COLUMNS: &str = "(member_key, cells, source_tenant_id, source_customer_id,
-     source_digest, filled, invalid_keys, filled_keys)";
+/// A ledger row's own columns, in the order a first sync's COPY gives them first.
+const MEMBER_COLUMNS: &str = "member_key, cells, source_tenant_id, source_customer_id,
+     source_digest, filled, invalid_keys, filled_keys";
+
+/// The run's columns of a ledger row: a load table has them as its defaults (see
+/// `sql/0016_ledger_load_defaults.sql`); a COPY into the ledger itself sends them after the
+/// member's.
+const RUN_COLUMNS: &str = "configuration_id, definition_id, audience_id, match_keys, added_run_id";
 
 /// The binary COPY of one accepted batch into `table` (see [`crate::sync::first_sync`], which
-/// encodes the rows in [`COLUMNS`] order, or in [`LOADED_COLUMNS`] order into a load).
+/// encodes the rows in this order).
 pub fn copy_statement(table: &LoadInto) -> String {
-    let (table, columns) = match table {
-        LoadInto::Ledger => ("cdp.facebook_audience_members", COLUMNS),
-        LoadInto::Unindexed(name) => (name.as_str(), LOADED_COLUMNS),
-    };
-    format!("COPY {table} {columns} FROM STDIN (FORMAT binary)")
+    match table {
+        LoadInto::Ledger => format!(
+            "COPY cdp.facebook_audience_members ({MEMBER_COLUMNS}, {RUN_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ),
+        LoadInto::Unindexed(name) => {
+            format!("COPY {name} ({MEMBER_COLUMNS}) FROM STDIN (FORMAT binary)")
+        }
+    }
 }
 
 /// Where a first sync copies its members while it extracts.

@@ -168,15 +168,12 @@ impl FirstSyncUploader<'_> {
         let mut buf = BytesMut::new();
         buf.put_slice(copy::HEADER);
         let fixed = fixed_row_bytes(&self.target);
-        let encode = match self.load {
-            LoadInto::Ledger => encode_ledger_row,
-            LoadInto::Unindexed(_) => encode_loaded_row,
-        };
+        let run = (*self.load == LoadInto::Ledger).then_some(&self.target);
         for piece in order.chunks(COPY_PIECE_ROWS) {
             // Reserved whole, so a piece is written without the buffer growing under it.
             buf.reserve(piece.iter().map(|&i| fixed + rows[i].len()).sum());
             for &i in piece {
-                encode(&mut buf, &self.target, &batch.sources[i], rows[i]);
+                encode_row(&mut buf, run, &batch.sources[i], rows[i]);
             }
             sink.send(buf.split().freeze())
                 .await
@@ -208,27 +205,10 @@ fn fixed_row_bytes(t: &Target<'_>) -> usize {
     2 + 13 * 4 + (4 + 4 + 8 + 4 + 8 + 8 + 2 + 4 + 4) + 32 + t.audience_id.len() + t.match_keys.len()
 }
 
-/// One ledger row, whole.
-fn encode_ledger_row(buf: &mut BytesMut, t: &Target<'_>, source: &MemberSource, cells: &[u8]) {
-    Tuple::start(buf, 13)
-        .i32(t.plan.id)
-        .i32(t.plan.definition_id)
-        .bytes(t.audience_id.as_bytes())
-        .bytes(&source.member_key)
-        .bytes(t.match_keys.as_bytes())
-        .bytes(cells)
-        .i64(t.run_id)
-        .i32(source.tenant_id)
-        .i64(source.customer_id)
-        .i64(source.digest)
-        .i16(source.filled)
-        .i32(source.invalid_keys)
-        .i32(source.filled_keys);
-}
-
-/// One row of a load: the member's own columns (the run's are the load table's defaults).
-fn encode_loaded_row(buf: &mut BytesMut, _: &Target<'_>, source: &MemberSource, cells: &[u8]) {
-    Tuple::start(buf, 8)
+/// One row of the COPY: the member's own columns, then the run's where `run` is given (a load
+/// table has those as its defaults; see [`ledger::copy_statement`]).
+fn encode_row(buf: &mut BytesMut, run: Option<&Target<'_>>, source: &MemberSource, cells: &[u8]) {
+    let row = Tuple::start(buf, if run.is_some() { 13 } else { 8 })
         .bytes(&source.member_key)
         .bytes(cells)
         .i32(source.tenant_id)
@@ -237,6 +217,13 @@ fn encode_loaded_row(buf: &mut BytesMut, _: &Target<'_>, source: &MemberSource, 
         .i16(source.filled)
         .i32(source.invalid_keys)
         .i32(source.filled_keys);
+    if let Some(t) = run {
+        row.i32(t.plan.id)
+            .i32(t.plan.definition_id)
+            .bytes(t.audience_id.as_bytes())
+            .bytes(t.match_keys.as_bytes())
+            .i64(t.run_id);
+    }
 }
 
 /// The staged source set, and what went to Meta while it was staged.
