@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::error::GraphError;
 use super::params::Param;
 use rows::RawPayload;
-pub use set::{FastHasher, Member, MemberSet, decode_member};
+pub use set::{Member, MemberSet, decode_member};
 
 /// Most rows one `/users` or `/usersreplace` call may carry.
 pub const MAX_ROWS: usize = 10_000;
@@ -199,7 +199,7 @@ pub fn parse_payload(payload: Option<Param<'_>>, flagged: &[String]) -> Result<U
                     upload.samples.insert(value, what.to_string());
                 }
             }
-            None => upload.members.push(buf.as_slice().into()),
+            None => upload.members.push(Member::new(&buf)),
         }
     }
     Ok(upload)
@@ -209,10 +209,14 @@ pub fn parse_payload(payload: Option<Param<'_>>, flagged: &[String]) -> Result<U
 fn encode_cell(key: Key, cell: &str, buf: &mut Vec<u8>) -> bool {
     if key.hashed() {
         let mut raw = [0u8; 32];
+        // Lowercase hex only: the decode checks for hex digits, the fold (a few vector
+        // instructions, no early exit) for uppercase ones.
         let ok = cell.len() == 64
-            && cell.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-            && cell != SHA256_OF_EMPTY
-            && const_hex::decode_to_slice(cell, &mut raw).is_ok();
+            && const_hex::decode_to_slice(cell, &mut raw).is_ok()
+            && cell
+                .bytes()
+                .fold(true, |lower, b| lower & !b.is_ascii_uppercase())
+            && cell != SHA256_OF_EMPTY;
         if ok {
             buf.push(key as u8);
             buf.extend_from_slice(&raw);
