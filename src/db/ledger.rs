@@ -122,8 +122,11 @@ pub async fn is_empty(client: &Client, scope: LedgerScope) -> anyhow::Result<boo
 /// members into it. Until autovacuum gets there, statistics taken while the audience had no member
 /// say it has about one, and the plan built on that for the diff (the ledger rows as the outer side
 /// of a nested loop over the staging table) took over 70 s instead of milliseconds at 1M
-/// customers. Only the scope's columns are sampled, 3,000 rows, of the audience's own partition
-/// when it has one (else of the default partition, where its rows are).
+/// customers. Only the scope's columns and the member key are sampled, 3,000 rows, of the
+/// audience's own partition when it has one (else of the default partition, where its rows are).
+/// Without the key's statistics the planner takes each lookup of a staged member in the primary
+/// key to find about 1/200 of the audience, and reads it through a bitmap: 27 ms against 23 ms
+/// for 7,400 lookups in a 352,000-member partition.
 pub async fn analyze(client: &Client, scope: LedgerScope) -> anyhow::Result<()> {
     let table: String = client
         .query_one(
@@ -137,7 +140,7 @@ pub async fn analyze(client: &Client, scope: LedgerScope) -> anyhow::Result<()> 
     client
         .batch_execute(&format!(
             "SET default_statistics_target = 10;
-             ANALYZE {table} (configuration_id, definition_id);
+             ANALYZE {table} (configuration_id, definition_id, member_key);
              RESET default_statistics_target"
         ))
         .await

@@ -225,6 +225,23 @@ pub async fn count_batch(
     Ok(())
 }
 
+/// The ledger rows the run's own statements inserted less those they deleted, as they counted
+/// them on the run row in the same transactions (the streamed batches' `COPY`s, the add and the
+/// remove batches). Of an audience whose ledger was empty when the run began, with no upsert
+/// (an upsert counts the rows it updates too) and no replace, that is the members it holds now.
+pub async fn ledger_rows_added(
+    client: &impl GenericClient,
+    run_id: i64,
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT added - removed FROM cdp.facebook_sync_runs WHERE id = $1",
+            &[&run_id],
+        )
+        .await?
+        .get(0))
+}
+
 /// Sets the run's additions (after a replace, the members the ledger now holds).
 pub async fn set_added(
     client: &impl GenericClient,

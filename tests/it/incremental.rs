@@ -238,8 +238,9 @@ async fn a_new_audience_id_empties_the_ledger_and_the_whole_set_goes_to_the_new_
     assert_eq!(run.4 as usize, expected.len());
 }
 
-#[tokio::test]
-async fn on_a_first_sync_a_fuller_twin_extracted_after_its_sparser_twin_was_sent_replaces_it() {
+/// A demo CDP with two pairs of kangoo twins, extracted in customer id order: twin A's sparse row
+/// comes first (and goes out while extracting), its fuller row after; twin B the other way round.
+async fn twins_in_extraction_order() -> TestApp {
     let mut w = TestApp::builder().customers(1_500).build().await;
     // Extraction in customer id order, so which twin comes first is known.
     let client = w.client().await;
@@ -261,6 +262,12 @@ async fn on_a_first_sync_a_fuller_twin_extracted_after_its_sparser_twin_was_sent
         )
         .await
         .unwrap();
+    w
+}
+
+#[tokio::test]
+async fn on_a_first_sync_a_fuller_twin_extracted_after_its_sparser_twin_was_sent_replaces_it() {
+    let w = twins_in_extraction_order().await;
     sync_all_succeed(&w).await;
     w.assert_audiences_equal_expected().await;
     let run = last_run(&w, "kangoo_system").await;
@@ -275,4 +282,33 @@ async fn on_a_first_sync_a_fuller_twin_extracted_after_its_sparser_twin_was_sent
         .filter(|r| r.operation == "remove_users" && r.status == 200)
         .count();
     assert_eq!(remove_calls, 1);
+}
+
+#[tokio::test]
+async fn a_first_sync_reports_the_members_its_ledger_holds_after_a_twin_replaced_a_member_it_sent()
+{
+    let w = twins_in_extraction_order().await;
+    let reports = w.sync_due().await;
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:?}");
+        assert_eq!(
+            r.members as usize,
+            w.ledger_size(&r.system_name).await,
+            "{}: the members reported are the ledger's rows",
+            r.system_name
+        );
+    }
+    // Kangoo's ledger lost a row in the run (twin A's sparse one) as well as gaining its members.
+    let run = last_run(&w, "kangoo_system").await;
+    assert_eq!(run.5, 1, "one member's old row was removed");
+    let kangoo = reports
+        .iter()
+        .find(|r| r.system_name == "kangoo_system")
+        .unwrap();
+    assert_eq!(
+        kangoo.members as usize,
+        w.sandbox_members(&w.audience_id("kangoo_system").await)
+            .len()
+    );
 }
