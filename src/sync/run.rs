@@ -56,8 +56,9 @@ pub(super) async fn execute(
         stage_and_send_new(ctx, &extract, stage, &query.sql, &sessions, target).await?;
     drop(extract);
     // What the ledger holds at the end: on a first sync in mirror mode (which neither upserts, as
-    // append does, nor replaces), the rows the run's ledger statements counted on the run row (a count of a just-loaded partition
-    // took 47-55 ms of a 1M first sync's last half second); otherwise a count.
+    // append does, nor replaces), the rows the run's ledger statements counted on the run row (a
+    // count of a just-loaded partition took 47-55 ms of a 1M first sync's last half second);
+    // otherwise a count.
     let members = match sessions.first_sync && sessions.mode == SyncMode::Mirror {
         true => Members::CountedByRun(run_id),
         false => Members::Count,
