@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ledger_load_defaults",
         include_str!("../../sql/0016_ledger_load_defaults.sql"),
     ),
+    (
+        17,
+        "ledger_load_autovacuum",
+        include_str!("../../sql/0017_ledger_load_autovacuum.sql"),
+    ),
 ];
 
 /// Upgrades the original design's table in place (see the module docs).

@@ -52,6 +52,15 @@ async fn partitions(w: &TestApp) -> Vec<(String, i64, bool)> {
     out
 }
 
+/// The versions of every migration after `version`: what an upgrade from it applies.
+fn migrations_after(version: i32) -> Vec<i32> {
+    db::migrate::MIGRATIONS
+        .iter()
+        .map(|&(v, _, _)| v)
+        .filter(|&v| v > version)
+        .collect()
+}
+
 /// The system's own audience.
 fn own(configuration: i32) -> db::LedgerScope {
     db::LedgerScope {
@@ -296,7 +305,7 @@ async fn the_upgrade_moves_every_audience_of_an_existing_ledger_into_a_partition
         .await
         .unwrap();
     let report = db::migrate::run(&mut client).await.unwrap();
-    assert_eq!(report.applied, vec![14, 15, 16]);
+    assert_eq!(report.applied, migrations_after(13));
 
     let scopes: Vec<(i32, i32)> = client
         .query(
@@ -369,6 +378,46 @@ async fn deleting_a_system_drops_its_load_that_never_got_attached() {
     assert!(loading(&w, kept).await);
 }
 
+/// `table`'s storage parameters (`None`: the server's own).
+async fn reloptions(client: &tokio_postgres::Client, table: &str) -> Option<Vec<String>> {
+    client
+        .query_one(
+            "SELECT reloptions::text[] FROM pg_class WHERE oid = $1::text::regclass",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn autovacuum_leaves_a_load_alone_until_its_attach_gives_it_the_servers_settings_back() {
+    let w = TestApp::builder().build().await;
+    let client = w.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO cdp.facebook_configurations (system_name, ad_account_id, tenant_ids)
+             VALUES ('loading', 'act_1', ARRAY[1])",
+        )
+        .await
+        .unwrap();
+    let id = id_of(&w, "loading").await;
+    let table = begin_load(&client, id).await;
+    assert_eq!(
+        reloptions(&client, &table).await,
+        Some(vec!["autovacuum_enabled=false".to_string()])
+    );
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {table} (member_key, cells) VALUES ('\\x01', '\\x00');
+             SELECT cdp.attach_ledger({id}, 0);"
+        ))
+        .await
+        .unwrap();
+    assert!(!loading(&w, id).await);
+    assert_eq!(reloptions(&client, &table).await, None);
+}
+
 /// The first column of `table`'s primary key.
 async fn key_leads_with(client: &tokio_postgres::Client, table: &str) -> String {
     client
@@ -419,7 +468,7 @@ async fn the_upgrade_leads_every_ledger_key_with_the_member_and_a_leftover_load_
     assert_eq!(key_leads_with(&client, &table_a).await, "configuration_id");
 
     let report = db::migrate::run(&mut client).await.unwrap();
-    assert_eq!(report.applied, vec![15, 16]);
+    assert_eq!(report.applied, migrations_after(14));
     assert_eq!(key_leads_with(&client, &table_a).await, "member_key");
     assert_eq!(
         key_leads_with(&client, "cdp.facebook_audience_members").await,
