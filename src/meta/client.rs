@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use super::auth::appsecret_proof;
 use super::error::{GraphError, MetaError};
 use super::fence::{FencedBody, WriteFence};
+use super::model::{UserRows, UsersParams, UsersUpload};
 use super::retry::{RetryClass, RetryPolicy};
 use super::throttle::{self, Throttle};
 use crate::configuration::MetaSettings;
@@ -217,6 +218,36 @@ impl MetaClient {
         let mut buf = Vec::with_capacity(size_hint);
         serde_json::to_writer(&mut buf, &envelope)
             .map_err(|e| MetaError::Decode(format!("could not encode the request: {e}")))?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// A `/users` or `/usersreplace` body: what [`Self::body`] makes of [`UsersUpload::params`]
+    /// (a test holds the two to the same bytes), with the rows written by
+    /// [`UserRows::write_json`] instead of through serde.
+    pub(super) fn users_body<R: UserRows + ?Sized>(
+        &self,
+        upload: &UsersUpload<'_, R>,
+        size_hint: usize,
+    ) -> Result<Bytes, MetaError> {
+        let encode =
+            |e: serde_json::Error| MetaError::Decode(format!("could not encode the request: {e}"));
+        let mut buf = Vec::with_capacity(size_hint);
+        buf.extend_from_slice(b"{\"access_token\":");
+        serde_json::to_writer(&mut buf, self.inner.access_token.expose_secret()).map_err(encode)?;
+        if let Some(proof) = &self.inner.appsecret_proof {
+            buf.extend_from_slice(b",\"appsecret_proof\":");
+            serde_json::to_writer(&mut buf, proof.expose_secret()).map_err(encode)?;
+        }
+        let UsersParams { payload, session } = upload.params();
+        buf.extend_from_slice(b",\"payload\":{\"schema\":");
+        serde_json::to_writer(&mut buf, payload.schema).map_err(encode)?;
+        buf.extend_from_slice(b",\"data\":");
+        payload.data.write_json(&mut buf).map_err(encode)?;
+        buf.extend_from_slice(b",\"is_raw\":");
+        serde_json::to_writer(&mut buf, &payload.is_raw).map_err(encode)?;
+        buf.extend_from_slice(b"},\"session\":");
+        serde_json::to_writer(&mut buf, &session).map_err(encode)?;
+        buf.push(b'}');
         Ok(Bytes::from(buf))
     }
 
@@ -489,6 +520,39 @@ mod tests {
             v["appsecret_proof"],
             appsecret_proof("app-secret-xyz", "EAAtoken-unit-test")
         );
+    }
+
+    #[test]
+    pub(super) fn a_users_body_is_the_bytes_the_generic_body_makes_of_its_parameters() {
+        let mut without_secret = settings("http://127.0.0.1:9");
+        without_secret.app_secret = None;
+        let plain = MetaClient::new(
+            &without_secret,
+            SecretString::from("EAA\"tok\\en".to_string()),
+        )
+        .unwrap();
+        let rows = vec![
+            vec!["a".repeat(64), String::new()],
+            vec!["CRM-\"1\"\u{1}".to_string(), "é".to_string()],
+        ];
+        for c in [client(), plain] {
+            for estimated_num_total in [None, Some(2)] {
+                let upload = UsersUpload {
+                    schema: &["EMAIL", "EXTERN_ID"],
+                    rows: &rows,
+                    session: UploadSession {
+                        session_id: 7,
+                        batch_seq: 2,
+                        last_batch_flag: false,
+                        estimated_num_total,
+                    },
+                };
+                assert_eq!(
+                    c.users_body(&upload, 0).unwrap(),
+                    c.body(&upload.params(), 0).unwrap()
+                );
+            }
+        }
     }
 
     #[test]

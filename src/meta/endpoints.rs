@@ -260,10 +260,9 @@ impl MetaClient {
             });
         }
         let url = self.url(&[audience_id, edge], &[]);
-        let params = upload.params();
         // A SHA-256 cell is 64 hex characters plus quotes and a comma.
         let size_hint = 512 + rows * (2 + upload.schema.len() * 67);
-        let body = self.body(&params, size_hint)?;
+        let body = self.users_body(upload, size_hint)?;
         let key = throttle::key(ad_account_id);
         // Set when an attempt's outcome is unknown: the batch may have been applied.
         let unknown = AtomicBool::new(false);

@@ -19,6 +19,12 @@ pub const MAX_EVENTS_PER_CALL: usize = 1_000;
 /// each an array of cell strings) and can say how many rows it holds.
 pub trait UserRows: Serialize {
     fn row_count(&self) -> usize;
+
+    /// Appends the rows as JSON, the bytes `serde_json` makes of them; a type may write them
+    /// faster than serde can (see [`crate::sync::cells::PackedRows`]).
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, self)
+    }
 }
 
 impl UserRows for [Vec<String>] {

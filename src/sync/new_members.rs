@@ -37,6 +37,14 @@ pub struct NewMembers {
 }
 
 impl NewMembers {
+    /// Room for `rows` members and `cell_bytes` of packed cells, so a batch is filled without
+    /// regrowing (and copying) its buffers.
+    pub fn with_capacity(rows: usize, cell_bytes: usize) -> Self {
+        NewMembers {
+            sources: Vec::with_capacity(rows),
+            cells: PackedRows::with_capacity(rows, cell_bytes),
+        }
+    }
     pub fn push(&mut self, source: MemberSource, cells: &[u8]) {
         self.sources.push(source);
         self.cells.push(cells);

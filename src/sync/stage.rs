@@ -187,10 +187,15 @@ pub async fn stage_members(
     // later one is, whatever thread hashed it; seq follows the stream.
     let mut seen = SeenKeys::new(expected);
     let mut seq = 0i64;
-    let mut stream = stream.map(|s| FeedBuffer {
-        tx: s.tx,
-        batch_rows: s.batch_rows.clamp(1, crate::meta::MAX_USERS_PER_CALL),
-        filling: NewMembers::default(),
+    let mut stream = stream.map(|s| {
+        let batch_rows = s.batch_rows.clamp(1, crate::meta::MAX_USERS_PER_CALL);
+        let batch_cell_bytes = batch_rows * packed_row_bytes(plan.match_keys.len());
+        FeedBuffer {
+            tx: s.tx,
+            batch_rows,
+            batch_cell_bytes,
+            filling: NewMembers::with_capacity(batch_rows, batch_cell_bytes),
+        }
     });
     loop {
         let done = tokio::select! {
@@ -305,6 +310,9 @@ pub struct NewMemberFeed {
 struct FeedBuffer {
     tx: mpsc::Sender<NewMembers>,
     batch_rows: usize,
+    /// Room for a batch's packed cells (see [`packed_row_bytes`]): a batch filled into buffers
+    /// of its final size is not copied as they grow.
+    batch_cell_bytes: usize,
     /// Sent when it is full and another row comes: the stream's last rows are staged instead, so
     /// the add phase after the diff always has a batch to close the session with.
     filling: NewMembers,
@@ -313,7 +321,8 @@ struct FeedBuffer {
 impl FeedBuffer {
     async fn push(&mut self, source: MemberSource, cells: &[u8]) -> anyhow::Result<()> {
         if self.filling.len() >= self.batch_rows {
-            let full = std::mem::take(&mut self.filling);
+            let next = NewMembers::with_capacity(self.batch_rows, self.batch_cell_bytes);
+            let full = std::mem::replace(&mut self.filling, next);
             self.tx
                 .send(full)
                 .await
@@ -322,6 +331,11 @@ impl FeedBuffer {
         self.filling.push(source, cells);
         Ok(())
     }
+}
+
+/// The packed size of a row whose `keys` cells are all hashed (see [`super::cells`]).
+fn packed_row_bytes(keys: usize) -> usize {
+    1 + 33 * keys
 }
 
 /// CPU work for one chunk, on a blocking thread: rows are settled, members built and hashed.
@@ -336,7 +350,7 @@ fn hash_chunk(
         ..StageReport::default()
     };
     let mut staged = Vec::with_capacity(rows.len());
-    let mut cells = Vec::with_capacity(rows.len() * (1 + 33 * plan.match_keys.len()));
+    let mut cells = Vec::with_capacity(rows.len() * packed_row_bytes(plan.match_keys.len()));
     let mut builder = MemberBuilder::new(&plan.normalizer, &plan.match_keys);
     let mut member = Member::empty();
     let mut raw: Vec<Option<&str>> = Vec::with_capacity(map.keys.len());
