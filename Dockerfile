@@ -4,6 +4,8 @@
 # demos, built with `cargo build -p meta-sandbox`.
 # Not built in CI (no Docker engine there); kept conventional.
 FROM rust:1.95-bookworm AS chef
+# As .cargo/config.toml says (the dependency layer is built before the sources are copied in).
+ENV AWS_LC_SYS_NO_JITTER_ENTROPY=1
 RUN cargo install cargo-chef --locked
 WORKDIR /app
 
