@@ -46,7 +46,28 @@ pub struct DiffReport {
 /// The ranking of rows of one member: the fullest row, then the lowest tenant and customer id.
 const RANK: &str = "filled DESC, tenant_id, customer_id";
 
-/// Plans one configuration's run in `sync_stage`. In `append` mode no removals are planned (a
+/// Turns the filled staging table into the plan tables and marks the `duplicate` rows: only the
+/// staged rows are read, so [`super::stage::stage_members`] does it as soon as the staging is
+/// complete, before [`diff`].
+pub async fn dedupe(stage: &tokio_postgres::Client, staged: &StageReport) -> anyhow::Result<()> {
+    plan_tables::create_plan(stage, staged.gone > 0).await?;
+    if staged.maybe_dup > 0 {
+        stage
+            .batch_execute(&format!(
+                "UPDATE sync_stage s SET action = 'duplicate', upload = false
+                   FROM (SELECT seq, row_number() OVER (PARTITION BY member_key ORDER BY {RANK}) AS rank
+                           FROM sync_stage
+                          WHERE cells IS NOT NULL
+                            AND member_key IN (SELECT member_key FROM sync_stage WHERE maybe_dup)) d
+                  WHERE s.seq = d.seq AND d.rank > 1"
+            ))
+            .await
+            .context("Failed to dedupe the staged members")?;
+    }
+    Ok(())
+}
+
+/// Plans one configuration's run in `sync_stage`, deduped by [`dedupe`]. In `append` mode no removals are planned (a
 /// changed member's new row replaces the old one in the ledger when it is added). `audience` is
 /// the ledger's size before the run changes it.
 ///
@@ -65,20 +86,6 @@ pub async fn diff(
     audience: i64,
     refresh_ledger: bool,
 ) -> anyhow::Result<DiffReport> {
-    plan_tables::create_plan(stage, staged.gone > 0).await?;
-    if staged.maybe_dup > 0 {
-        stage
-            .batch_execute(&format!(
-                "UPDATE sync_stage s SET action = 'duplicate', upload = false
-                   FROM (SELECT seq, row_number() OVER (PARTITION BY member_key ORDER BY {RANK}) AS rank
-                           FROM sync_stage
-                          WHERE cells IS NOT NULL
-                            AND member_key IN (SELECT member_key FROM sync_stage WHERE maybe_dup)) d
-                  WHERE s.seq = d.seq AND d.rank > 1"
-            ))
-            .await
-            .context("Failed to dedupe the staged members")?;
-    }
     let ledger = |key: &str| ledger::join(key, staged.in_table, audience);
     let mut refreshed = 0;
     if audience > 0 {

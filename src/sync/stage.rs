@@ -24,6 +24,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_util::sync::CancellationToken;
 
 use super::copy::{self, Tuple};
+use super::diff;
 use super::digest;
 use super::extract::{Extraction, is_text, map_columns};
 use super::member::{Member, MemberBuilder, Tally};
@@ -90,8 +91,9 @@ pub enum StageError {
     Other(#[from] anyhow::Error),
 }
 
-/// Creates `pg_temp.sync_stage` on `stage` and fills it (see the module docs). `expected` is about
-/// how many candidates to expect (it sizes the Bloom filter, which grows past it).
+/// Creates `pg_temp.sync_stage` on `stage`, fills it (see the module docs) and dedupes it into the
+/// plan tables ([`diff::dedupe`]). `expected` is about how many candidates to expect (it sizes the
+/// Bloom filter, which grows past it).
 pub async fn stage_members(
     extract: &tokio_postgres::Client,
     stage: &tokio_postgres::Client,
@@ -266,6 +268,9 @@ pub async fn stage_members(
         }
         report.ledger_members = settled.members;
     }
+    // The staged set is whole: its plan tables and dedupe need nothing else, so on a first sync
+    // they run while the uploader's last batches go to Meta, before the load joins the ledger.
+    diff::dedupe(stage, &report).await?;
     Ok(report)
 }
 
