@@ -170,13 +170,13 @@ impl crate::meta::UserRows for PackedRows {
                     out.push(b',');
                 }
                 match cell.map_err(serde_json::Error::custom)? {
-                    Cell::Empty => out.extend_from_slice(b"\"\""),
-                    Cell::Digest(d) => {
-                        out.push(b'"');
-                        out.extend_from_slice(const_hex::Buffer::<32>::new().format(d).as_bytes());
-                        out.push(b'"');
-                    }
                     Cell::Text(t) => serde_json::to_writer(&mut *out, t)?,
+                    // Empty or hex: nothing to escape.
+                    plain => plain.with_str(|s| {
+                        out.push(b'"');
+                        out.extend_from_slice(s.as_bytes());
+                        out.push(b'"');
+                    }),
                 }
             }
             out.push(b']');
