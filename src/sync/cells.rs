@@ -8,6 +8,12 @@ const EMPTY: u8 = 0;
 const DIGEST: u8 = 1;
 const TEXT: u8 = 2;
 
+/// The packed size of a row of `keys` SHA-256 cells (a tag and 32 bytes each): what buffers of
+/// such rows are sized by.
+pub const fn hashed_row_bytes(keys: usize) -> usize {
+    keys * (1 + 32)
+}
+
 /// Appends one cell to a packed row.
 pub fn push_cell(packed: &mut Vec<u8>, cell: &str) {
     if cell.is_empty() {

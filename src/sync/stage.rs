@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_util::sync::CancellationToken;
 
+use super::cells;
 use super::copy::{self, Tuple};
 use super::diff;
 use super::digest;
@@ -191,7 +192,7 @@ pub async fn stage_members(
     let mut seq = 0i64;
     let mut stream = stream.map(|s| {
         let batch_rows = s.batch_rows.clamp(1, crate::meta::MAX_USERS_PER_CALL);
-        let batch_cell_bytes = batch_rows * packed_row_bytes(plan.match_keys.len());
+        let batch_cell_bytes = batch_rows * cells::hashed_row_bytes(plan.match_keys.len());
         FeedBuffer {
             tx: s.tx,
             batch_rows,
@@ -315,7 +316,7 @@ pub struct NewMemberFeed {
 struct FeedBuffer {
     tx: mpsc::Sender<NewMembers>,
     batch_rows: usize,
-    /// Room for a batch's packed cells (see [`packed_row_bytes`]): a batch filled into buffers
+    /// Room for a batch's packed cells (see [`cells::hashed_row_bytes`]): a batch filled into buffers
     /// of its final size is not copied as they grow.
     batch_cell_bytes: usize,
     /// Sent when it is full and another row comes: the stream's last rows are staged instead, so
@@ -338,11 +339,6 @@ impl FeedBuffer {
     }
 }
 
-/// The packed size of a row whose `keys` cells are all hashed (see [`super::cells`]).
-fn packed_row_bytes(keys: usize) -> usize {
-    1 + 33 * keys
-}
-
 /// CPU work for one chunk, on a blocking thread: rows are settled, members built and hashed.
 fn hash_chunk(
     plan: &SyncPlan,
@@ -355,7 +351,7 @@ fn hash_chunk(
         ..StageReport::default()
     };
     let mut staged = Vec::with_capacity(rows.len());
-    let mut cells = Vec::with_capacity(rows.len() * packed_row_bytes(plan.match_keys.len()));
+    let mut cells = Vec::with_capacity(rows.len() * cells::hashed_row_bytes(plan.match_keys.len()));
     let mut builder = MemberBuilder::new(&plan.normalizer, &plan.match_keys);
     let mut member = Member::empty();
     let mut raw: Vec<Option<&str>> = Vec::with_capacity(map.keys.len());
