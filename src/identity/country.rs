@@ -32,6 +32,11 @@ struct Index {
     names: HashMap<&'static str, &'static str>,
 }
 
+/// Builds the index now (see [`super::prepare`]).
+pub(super) fn prepare() {
+    index();
+}
+
 fn index() -> &'static Index {
     static INDEX: OnceLock<Index> = OnceLock::new();
     INDEX.get_or_init(|| Index {

@@ -69,6 +69,11 @@ const NO_DIGITS: Rejection = Rejection::Invalid("no digits");
 /// See [`refuse_foreign_lookalike`].
 const AMBIGUOUS: Rejection = Rejection::Invalid("looks like a national number");
 
+/// Loads the phone metadata and builds the numbering plans now (see [`super::prepare`]).
+pub(super) fn prepare() {
+    plan::code_table();
+}
+
 fn push_e164(out: &mut String, code: u16, national: &str) {
     use std::fmt::Write;
     let _ = write!(out, "{code}");

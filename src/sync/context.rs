@@ -25,6 +25,9 @@ pub struct SyncContext {
 
 /// Builds the context from settings (pool, Meta client, extraction SQL).
 pub fn context(settings: Settings, meta: MetaClient) -> anyhow::Result<SyncContext> {
+    // The normalization rules' tables are built beside the connecting and the calls to Meta
+    // that come first, not by the first rows hashed (see `identity::prepare`).
+    std::thread::spawn(crate::identity::prepare);
     let pool = db::connect_pool(&settings.database)?;
     let extract_sql = super::extract::load_sql(&settings.worker.extract_sql_file)
         .context("Failed to load the extraction query")?;
