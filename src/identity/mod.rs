@@ -37,19 +37,19 @@ mod rejection;
 mod text;
 
 pub use command::{MAX_LINE_BYTES, NormalizeSummary, run_normalize};
+pub use country::alpha2 as country_alpha2;
+pub use key::{MatchKey, UnknownKey, UserDataKey};
+pub use normalizer::Normalizer;
+pub use rejection::{InvalidCountry, Rejection};
 
 /// Builds now what the rules load on first use, on the calling thread: the `phonenumber`
 /// crate's metadata (about 80 ms of CPU, the crate checking every one of its regexes) and the
-/// numbering plans made from it. A run calls this on a blocking thread as it starts, while it
+/// numbering plans made from it. A run calls this on a thread of its own as it starts, while it
 /// connects and asks Meta for its audiences, so its first rows do not wait for it.
 pub fn prepare() {
     phone::prepare();
     country::prepare();
 }
-pub use country::alpha2 as country_alpha2;
-pub use key::{MatchKey, UnknownKey, UserDataKey};
-pub use normalizer::Normalizer;
-pub use rejection::{InvalidCountry, Rejection};
 
 #[cfg(test)]
 mod tests;
